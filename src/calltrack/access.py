@@ -1,0 +1,78 @@
+"""Keys, roles and grants: who may see which calls (section 3 of the contract)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+from typing import Final, Literal
+
+from calltrack.errors import UnknownKey
+from calltrack.store import ResolvedKey, Store
+
+KEY_LENGTH: Final = 16
+KEY_ALPHABET: Final = string.ascii_lowercase + string.digits
+Method = Literal["get", "getByRole", "getWithRole"]
+METHODS: Final[tuple[Method, ...]] = ("get", "getByRole", "getWithRole")
+
+
+def new_key() -> str:
+    """A fresh API key: 16 characters of [a-z0-9] (about 82 bits)."""
+    return "".join(secrets.choice(KEY_ALPHABET) for _ in range(KEY_LENGTH))
+
+
+def hash_key(key: str) -> str:
+    """What the store keeps instead of the key.
+
+    Keys are long random strings, not passwords, so a fast hash is enough: no dictionary to
+    guess from. Lookups go by hash, so comparing a presented key never touches the key itself.
+    """
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def is_well_formed(key: str) -> bool:
+    return len(key) == KEY_LENGTH and all(ch in KEY_ALPHABET for ch in key)
+
+
+def issue_user_key(store: Store, account_id: int) -> str:
+    """Create a user key for an account; the key is returned once and never stored."""
+    key = new_key()
+    store.add_key(account_id, hash_key(key), key[:4])
+    return key
+
+
+def issue_role_key(store: Store, grant_id: int, grantee_id: int) -> str:
+    key = new_key()
+    store.add_key(grantee_id, hash_key(key), key[:4], grant_id=grant_id)
+    return key
+
+
+def resolve(store: Store, key: str) -> ResolvedKey:
+    """The active key behind ``key``; UnknownKey if malformed, unknown or revoked."""
+    if not is_well_formed(key):
+        raise UnknownKey
+    resolved = store.resolve_key(hash_key(key))
+    if resolved is None:
+        raise UnknownKey
+    return resolved
+
+
+def check_method(resolved: ResolvedKey, method: Method) -> None:
+    """A role key serves only getByRole, a user key only get and getWithRole (error 6)."""
+    if resolved.is_role_key != (method == "getByRole"):
+        raise UnknownKey
+
+
+def visible_owners(store: Store, resolved: ResolvedKey, method: Method) -> list[int]:
+    """Accounts whose calls this key sees with this method; empty means none."""
+    check_method(resolved, method)
+    if method == "get":
+        return [resolved.account_id]
+    if method == "getByRole":
+        # A role granted to oneself opens nothing: the grantee's own calls never come
+        # through a role key.
+        grantor = resolved.grantor_id
+        if grantor is None or grantor == resolved.account_id:
+            return []
+        return [grantor]
+    return sorted({resolved.account_id, *store.grantors_of(resolved.account_id)})

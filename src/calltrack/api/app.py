@@ -1,0 +1,168 @@
+"""The ASGI application: routes, the one place errors become answers, and the access log."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from calltrack.api.calls import export_page
+from calltrack.api.request import parse, redact_query
+from calltrack.config import Settings
+from calltrack.errors import ApiError, ServiceError, StoreUnavailable
+from calltrack.render.json import CONTENT_TYPE, error_body, internal_error_body
+from calltrack.store import Store, open_store
+
+error_log = logging.getLogger("calltrack.error")
+access_log = logging.getLogger("calltrack.access")
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
+    """The v3 API over ``store`` (opened from ``settings`` when not given)."""
+    settings = settings or Settings.from_env()
+    store = store or open_store(settings)
+    zone = settings.zone
+    limiter = anyio.CapacityLimiter(max(4, settings.db_pool_size))
+
+    def answer(body: bytes, request: Request, status: int = 200, **headers: str) -> Response:
+        if request.method == "HEAD":
+            headers["content-length"] = str(len(body))
+            body = b""
+        return Response(body, status, headers=headers, media_type=CONTENT_TYPE)
+
+    async def api(request: Request) -> Response:
+        parsed = parse(request.scope["query_string"], zone)
+        try:
+            body = await run_in_threadpool_limited(export_page, store, settings, parsed)
+        except ApiError as exc:
+            return answer(error_body(exc.message), request)
+        except ServiceError as exc:
+            error_log.warning("%s: %s", type(exc).__name__, exc)
+            retry = str(exc.retry_after or settings.retry_after)
+            return answer(
+                error_body(exc.message), request, exc.status_code, **{"retry-after": retry}
+            )
+        return answer(body, request)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            await run_in_threadpool_limited(store.ping)
+        except StoreUnavailable:
+            return Response(
+                b"unavailable\n", 503, headers={"retry-after": str(settings.retry_after)}
+            )
+        return Response(b"ok\n", 200, media_type="text/plain")
+
+    async def run_in_threadpool_limited(func: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            await run_in_threadpool(store.ensure_ready)
+        except StoreUnavailable as exc:
+            error_log.warning("store not reachable at start, answering 503 until it is: %s", exc)
+        yield
+        store.close()
+
+    routes = [
+        Route(path, api, methods=["GET", "HEAD"]) for path in ("/api/", "/api", "/api/index.php")
+    ]
+    routes.append(Route("/healthz", healthz, methods=["GET", "HEAD"]))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(InternalErrorMiddleware)
+    return app
+
+
+class InternalErrorMiddleware:
+    """Anything unexpected: logged with a request id, answered 500 without a traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            request_id = uuid.uuid4().hex[:16]
+            error_log.exception("internal error, request id %s", request_id)
+            if started:
+                raise
+            body = internal_error_body(request_id)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 500,
+                    "headers": [
+                        (b"content-type", CONTENT_TYPE.encode()),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"x-request-id", request_id.encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+
+class AccessLogMiddleware:
+    """One line per request, with the API key segment of the query string redacted.
+
+    Keys travel in the URL, so the server's own access log is off and this one is used.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        size = 0
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                query = redact_query(scope.get("query_string", b"")).decode("latin-1")
+                target = scope["path"] + ("?" + query if query else "")
+                client = scope.get("client") or ("-", 0)
+                access_log.info(
+                    '%s "%s %s" %d %d %.1fms',
+                    client[0],
+                    scope["method"],
+                    target,
+                    status,
+                    size,
+                    (time.perf_counter() - started) * 1000,
+                )

@@ -1,0 +1,138 @@
+"""The v3 request parser: a pure function from the raw query string to a typed request.
+
+Validation runs in the contract's order (section 2). Two checks need the store (the key, and
+the key's kind against the method), so ``parse`` records every segment's error and the
+handler asks for them in order: ``before_key``, then ``before_kind``, then ``after_kind``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Final
+from urllib.parse import unquote_to_bytes
+from zoneinfo import ZoneInfo
+
+from calltrack.access import METHODS, Method
+from calltrack.errors import (
+    ApiError,
+    BadEnd,
+    BadPage,
+    BadStart,
+    FormatNotAvailable,
+    UnknownEntity,
+    UnknownMethod,
+    WrongVersion,
+)
+from calltrack.store import Window
+
+SERVED_FORMATS: Final = frozenset({"json"})
+ENTITIES: Final = frozenset({"call"})
+_PAGE_RE: Final = re.compile(r"[0-9]{1,9}")
+_DATE_RE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Up to 18 digits: any instant a client means, and always inside a 64-bit column.
+_TIMESTAMP_RE: Final = re.compile(r"[0-9]{1,18}")
+SEGMENTS: Final = ("format", "version", "apikey", "entity", "method", "page", "from", "to")
+
+
+@dataclass(frozen=True, slots=True)
+class V3Request:
+    """A parsed request: each part is its value, or the documented error it earns."""
+
+    format: str
+    key: str
+    entity: str
+    method: Method | None
+    page: int | None
+    window: Window | None
+    errors: tuple[ApiError | None, ...]  # one slot per check, in the contract's order
+
+    def before_key(self) -> ApiError | None:
+        """Errors 1-2: format, version."""
+        return _first(self.errors[0:2])
+
+    def before_kind(self) -> ApiError | None:
+        """Errors 4-5: entity, method (after the key is known)."""
+        return _first(self.errors[2:4])
+
+    def after_kind(self) -> ApiError | None:
+        """Errors 7-9: page, from, to (after the key's kind matched the method)."""
+        return _first(self.errors[4:7])
+
+    def first_error(self) -> ApiError | None:
+        """The first error that needs no store (the key taken as valid)."""
+        return _first(self.errors)
+
+
+def _first(errors: tuple[ApiError | None, ...]) -> ApiError | None:
+    return next((error for error in errors if error is not None), None)
+
+
+def split_query(query: bytes) -> list[str]:
+    """Segments of the raw query string, each percent-decoded on its own."""
+    parts = query.split(b"/")
+    while parts and parts[-1] == b"":
+        parts.pop()  # a trailing '/' is ignored
+    return [unquote_to_bytes(part).decode("utf-8", "replace") for part in parts]
+
+
+def parse(query: bytes, zone: ZoneInfo) -> V3Request:
+    """Parse ``format/version/apikey/entity/method/page/from/to``; never raises."""
+    seg = split_query(query)
+    seg += [""] * (len(SEGMENTS) - len(seg))
+    fmt, version, key, entity, method, page_text, start_text, end_text = seg[:8]
+
+    page = int(page_text) if _PAGE_RE.fullmatch(page_text) else None
+    start = _instant(start_text, zone, end_of_day=False)
+    end = _instant(end_text, zone, end_of_day=True) if end_text else None
+    errors: tuple[ApiError | None, ...] = (
+        None if fmt in SERVED_FORMATS else FormatNotAvailable(),
+        None if version == "v3" else WrongVersion(),
+        None if entity in ENTITIES else UnknownEntity(),
+        None if method in METHODS else UnknownMethod(),
+        None if page is not None else BadPage(),
+        None if start is not None else BadStart(),
+        None if not end_text or end is not None else BadEnd(),
+    )
+    window = Window(start, end) if start is not None and (end is not None or not end_text) else None
+    return V3Request(
+        format=fmt,
+        key=key,
+        entity=entity,
+        method=_method(method),
+        page=page,
+        window=window,
+        errors=errors,
+    )
+
+
+def _method(text: str) -> Method | None:
+    for method in METHODS:
+        if text == method:
+            return method
+    return None
+
+
+def _instant(text: str, zone: ZoneInfo, *, end_of_day: bool) -> int | None:
+    """A date (its first or last second in the zone) or a unix timestamp; None if neither."""
+    if _TIMESTAMP_RE.fullmatch(text):
+        return int(text)
+    if not _DATE_RE.fullmatch(text):
+        return None
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        return None  # impossible dates such as 2020-02-30
+    hour, minute, second = (23, 59, 59) if end_of_day else (0, 0, 0)
+    # Wall-clock bounds, so days that are 23 or 25 hours long keep their real length.
+    moment = datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=zone)
+    return int(moment.timestamp())
+
+
+def redact_query(query: bytes) -> bytes:
+    """The query string with its key segment replaced, for logs."""
+    parts = query.split(b"/")
+    if len(parts) > 2 and parts[2]:
+        parts[2] = b"<key>"
+    return b"/".join(parts)

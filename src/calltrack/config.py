@@ -1,0 +1,88 @@
+"""Settings read from the environment (``CALLTRACK_*``), with defaults that run out of the box."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from calltrack.errors import CalltrackError
+
+DEFAULT_DATABASE_URL = "sqlite:///calltrack.db"
+
+
+class ConfigError(CalltrackError, ValueError):
+    """A setting has a value the service cannot use; the message names the setting."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the service; see the README's configuration table."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    timezone: str = "Europe/Moscow"
+    page_size: int = 1000
+    # Seconds a request waits for the database before answering 503.
+    db_timeout: float = 5.0
+    # Seconds a client is told to wait (Retry-After) when the store is unavailable.
+    retry_after: int = 5
+    db_pool_size: int = 4
+    log_level: str = "info"
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        """Read ``CALLTRACK_*`` variables; explicit overrides (CLI flags) win."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for name, kind in _FIELDS.items():
+            raw = env.get("CALLTRACK_" + name.upper())
+            if raw is not None and raw != "":
+                values[name] = _parse(name, kind, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"CALLTRACK_TIMEZONE: unknown time zone {self.timezone!r}") from exc
+        if not 1 <= self.page_size <= 100_000:
+            raise ConfigError("CALLTRACK_PAGE_SIZE: must be between 1 and 100000")
+        if self.db_timeout <= 0:
+            raise ConfigError("CALLTRACK_DB_TIMEOUT: must be positive")
+        if self.retry_after < 1:
+            raise ConfigError("CALLTRACK_RETRY_AFTER: must be at least 1")
+        if self.db_pool_size < 1:
+            raise ConfigError("CALLTRACK_DB_POOL_SIZE: must be at least 1")
+        if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
+            raise ConfigError(
+                "CALLTRACK_DATABASE_URL: expected sqlite:///PATH or postgresql://..., "
+                f"got {self.database_url!r}"
+            )
+
+
+_FIELDS: dict[str, type] = {
+    "database_url": str,
+    "timezone": str,
+    "page_size": int,
+    "db_timeout": float,
+    "retry_after": int,
+    "db_pool_size": int,
+    "log_level": str,
+}
+
+
+def _parse(name: str, kind: type, raw: str) -> object:
+    try:
+        return kind(raw)
+    except ValueError as exc:
+        raise ConfigError(
+            f"CALLTRACK_{name.upper()}: expected {kind.__name__}, got {raw!r}"
+        ) from exc

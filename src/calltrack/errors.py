@@ -1,0 +1,124 @@
+"""One exception tree for everything that can go wrong, each carrying its documented message.
+
+    CalltrackError
+    ├── ApiError                 a documented v3 answer (HTTP 200, the error envelope)
+    │   ├── FormatNotAvailable   "Type to return is not available"
+    │   ├── WrongVersion         "It is wrong API version"
+    │   ├── UnknownKey           "User is not recognized"
+    │   ├── UnknownEntity        "Entity does not exist"
+    │   ├── UnknownMethod        "Method does not exist"
+    │   ├── BadPage              "Incorrect page is set"
+    │   ├── BadStart             "Start date has wrong type. ..."
+    │   ├── BadEnd               "End date has wrong type. ..."
+    │   └── NoRows               "No rows found"
+    ├── ServiceError             our failure, not the caller's (HTTP 5xx/429)
+    │   ├── StoreUnavailable     503 "Service temporarily unavailable"
+    │   └── RateLimited          429 "Too many requests"
+    ├── InvalidRecord            a call record that cannot be stored (reason)
+    ├── ImportRejected           a whole import file refused (line and reason)
+    └── AdminError               an admin command that cannot be done (CLI exit 1)
+        ├── NotFound
+        └── Conflict
+
+The API maps ``ApiError`` and ``ServiceError`` to answers in one place (``api.app``); the CLI
+prints any ``CalltrackError`` and exits 1.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class CalltrackError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ApiError(CalltrackError):
+    """A documented v3 error answer."""
+
+    message: ClassVar[str]
+
+    def __init__(self) -> None:
+        super().__init__(self.message)
+
+
+class FormatNotAvailable(ApiError):
+    message = "Type to return is not available"
+
+
+class WrongVersion(ApiError):
+    message = "It is wrong API version"
+
+
+class UnknownKey(ApiError):
+    message = "User is not recognized"
+
+
+class UnknownEntity(ApiError):
+    message = "Entity does not exist"
+
+
+class UnknownMethod(ApiError):
+    message = "Method does not exist"
+
+
+class BadPage(ApiError):
+    message = "Incorrect page is set"
+
+
+class BadStart(ApiError):
+    message = "Start date has wrong type. Possible format is 'Y-m-d' or timestamp"
+
+
+class BadEnd(ApiError):
+    message = "End date has wrong type. Possible format is 'Y-m-d' or timestamp"
+
+
+class NoRows(ApiError):
+    message = "No rows found"
+
+
+class ServiceError(CalltrackError):
+    """Our failure, answered with an HTTP error status and the same envelope."""
+
+    message: ClassVar[str]
+    status_code: ClassVar[int]
+
+    def __init__(self, detail: str = "", retry_after: int | None = None) -> None:
+        super().__init__(detail or self.message)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(ServiceError):
+    message = "Service temporarily unavailable"
+    status_code = 503
+
+
+class RateLimited(ServiceError):
+    message = "Too many requests"
+    status_code = 429
+
+
+class InvalidRecord(CalltrackError):
+    """A call record that cannot be stored; the message is the reason."""
+
+
+class ImportRejected(CalltrackError):
+    """An import file refused as a whole because of one record."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+        self.reason = reason
+
+
+class AdminError(CalltrackError):
+    """An admin operation that cannot be done as asked."""
+
+
+class NotFound(AdminError):
+    """The named account, key, role or grant does not exist."""
+
+
+class Conflict(AdminError):
+    """The operation would duplicate something that must be unique."""

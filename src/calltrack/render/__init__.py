@@ -1,0 +1,1 @@
+"""Writers of API answers: call pages and error bodies."""

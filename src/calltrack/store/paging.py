@@ -1,0 +1,84 @@
+"""Pure SQL builders for reading one page of calls, shared by both backends.
+
+A page is read by key (``call_time, id`` after the previous page's last call) when that
+boundary is known, else by OFFSET from the nearest known boundary. Each owner gets its own
+index-ordered subquery so a scope of several accounts never sorts their whole history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_COLUMNS = "call_time, id, body"  # what a page query returns
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Inclusive bounds in unix seconds; ``end`` None means "until now"."""
+
+    start: int
+    end: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Boundary:
+    """Where a known page starts: just after (call_time, id)."""
+
+    page: int
+    after_time: int
+    after_id: int
+
+
+def mark_key(owner_ids: Sequence[int], window: Window) -> str:
+    """Identity of one (scope, window) walk, under which page boundaries are remembered."""
+    end = "open" if window.end is None else str(window.end)
+    text = ",".join(map(str, sorted(owner_ids))) + f"|{window.start}|{end}"
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def build_page_query(
+    owner_ids: Sequence[int],
+    start: int,
+    end: int,
+    snapshot: int,
+    after: Boundary | None,
+    skip: int,
+    limit: int,
+) -> tuple[str, list[int]]:
+    """SQL (``?`` placeholders) and parameters selecting ``call_time, id, body`` of one page.
+
+    Rows come in ``call_time, id`` order; only calls with ``id <= snapshot`` count, so calls
+    imported after a walk started never shift its pages.
+    """
+    if not owner_ids:
+        raise ValueError("a page query needs at least one owner")
+    lower = start if after is None else max(start, after.after_time)
+    where = "account_id = ? AND call_time BETWEEN ? AND ? AND id <= ?"
+    params: list[int] = [lower, end, snapshot]
+    if after is not None:
+        # With call_time >= after_time already implied by the range, this is the row-value
+        # comparison (call_time, id) > (after_time, after_id) in an index-friendly form.
+        where += " AND (call_time > ? OR id > ?)"
+        params += [after.after_time, after.after_id]
+    order = "ORDER BY call_time, id"
+    if len(owner_ids) == 1:
+        sql = f"SELECT {_COLUMNS} FROM calls WHERE {where} {order} LIMIT ? OFFSET ?"
+        return sql, [owner_ids[0], *params, limit, skip]
+    # Merge the owners' keys first, then fetch the bodies of the page's rows only: sorting
+    # bodies would copy every candidate row.
+    parts: list[str] = []
+    all_params: list[int] = []
+    for index, owner in enumerate(owner_ids):
+        parts.append(
+            f"SELECT call_time, id FROM (SELECT call_time, id FROM calls WHERE {where} "
+            f"{order} LIMIT ?) AS s{index}"
+        )
+        all_params += [owner, *params, skip + limit]
+    keys = " UNION ALL ".join(parts) + f" {order} LIMIT ? OFFSET ?"
+    sql = (
+        f"SELECT c.call_time, c.id, c.body FROM ({keys}) AS k "
+        "JOIN calls AS c ON c.id = k.id ORDER BY k.call_time, k.id"
+    )
+    return sql, [*all_params, limit, skip]

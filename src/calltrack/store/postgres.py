@@ -1,0 +1,83 @@
+"""PostgreSQL backend: for production, and for several API processes or hosts on one store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from calltrack.config import ConfigError, Settings
+from calltrack.errors import StoreUnavailable
+from calltrack.store.base import Connection, Cursor, SqlStore
+
+try:
+    import psycopg
+    from psycopg_pool import ConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ConfigError(
+        "PostgreSQL support is not installed: pip install 'calltrack[postgres]'"
+    ) from exc
+
+# Held for the length of every write transaction, so ids and change numbers are handed out
+# in commit order (a snapshot taken by a reader never misses a call committed later).
+WRITE_LOCK_ID = 0x63616C6C  # "call"
+
+
+class _Adapter:
+    """A psycopg connection that speaks the store's ``?`` placeholders."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        # Binary results: bytea bodies arrive as bytes without hex decoding.
+        return self._conn.execute(sql.replace("?", "%s"), params, binary=True)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), rows)
+
+
+class PostgresStore(SqlStore):
+    dialect = "postgres"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        timeout = settings.db_timeout
+        self.pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.db_pool_size,
+            timeout=timeout,
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, int(timeout)),
+                # Bound every statement so a request cannot hold a connection for long.
+                "options": f"-c statement_timeout={int(timeout * 1000)}",
+            },
+            check=ConnectionPool.check_connection,
+            open=False,
+        )
+        self.pool.open(wait=False)
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        try:
+            with self.pool.connection() as conn:
+                yield _Adapter(conn)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"postgres: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_ID,))
+                yield _Adapter(conn)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"postgres: {exc}") from exc
+
+    def close(self) -> None:
+        self.pool.close()

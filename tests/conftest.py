@@ -1,0 +1,145 @@
+"""Fixtures: every store and API test runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from ``CALLTRACK_TEST_POSTGRES_URL`` (default: the local server's ``test``
+database); a fresh database is created for the run and dropped after it. Where no server
+answers, those tests are skipped with a loud line, unless ``CI=true``, where that fails.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from calltrack import access
+from calltrack.api.app import create_app
+from calltrack.config import Settings
+from calltrack.store import Store, open_store
+
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+TABLES = "accounts, roles, grants, api_keys, calls, page_marks, meta"
+_postgres_problem: list[str] = []
+
+StoreFactory = Callable[..., Store]
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A fresh database on the test server for this run, or None where none answers."""
+    try:
+        import psycopg
+    except ImportError:
+        _postgres_problem.append("psycopg is not installed (pip install -e '.[dev]')")
+        yield None
+        return
+    admin_url = os.environ.get("CALLTRACK_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+    name = f"calltrack_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        _postgres_problem.append(f"{admin_url}: {exc}".strip())
+        yield None
+        return
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    store = open_store(_settings(url))
+    store.ensure_ready()
+    store.close()
+    yield url
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _settings(url: str, **overrides: Any) -> Settings:
+    return Settings.from_env(env={}, database_url=url, **overrides)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, postgres_url: str | None) -> str:
+    name: str = request.param
+    if name == "postgres" and postgres_url is None:
+        problem = _postgres_problem[0] if _postgres_problem else "unavailable"
+        if _in_ci():
+            pytest.fail(f"CI=true requires PostgreSQL, which is unavailable: {problem}")
+        pytest.skip(f"PostgreSQL unavailable: {problem}")
+    return name
+
+
+@pytest.fixture
+def make_store(backend: str, tmp_path: Path, postgres_url: str | None) -> Iterator[StoreFactory]:
+    """Opens stores on this test's backend, all on one empty database; closes them after."""
+    opened: list[Store] = []
+    if backend == "postgres":
+        assert postgres_url is not None
+        import psycopg
+
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+        url = postgres_url
+    else:
+        url = f"sqlite:///{tmp_path / 'calltrack.db'}"
+
+    def make(**overrides: Any) -> Store:
+        store = open_store(_settings(url, **overrides))
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> Store:
+    return make_store()
+
+
+@pytest.fixture
+def make_client(make_store: StoreFactory) -> Iterator[Callable[..., tuple[TestClient, Store]]]:
+    """An in-process client of the app over a fresh store, with any settings overridden."""
+    clients: list[TestClient] = []
+
+    def make(**overrides: Any) -> tuple[TestClient, Store]:
+        store = make_store(**overrides)
+        client = TestClient(create_app(store.settings, store))
+        client.__enter__()
+        clients.append(client)
+        return client, store
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client: Callable[..., tuple[TestClient, Store]]) -> tuple[TestClient, Store]:
+    return make_client()
+
+
+def new_account(store: Store, name: str) -> tuple[int, str]:
+    """An account and its first user key."""
+    created = store.create_account(name)
+    return created.id, access.issue_user_key(store, created.id)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _postgres_problem:
+        line = "!" * 78
+        terminalreporter.write_line(line, red=True, bold=True)
+        terminalreporter.write_line(
+            f"PostgreSQL tests SKIPPED: {_postgres_problem[0]}", red=True, bold=True
+        )
+        terminalreporter.write_line(
+            "Set CALLTRACK_TEST_POSTGRES_URL to a server you can create databases on.",
+            red=True,
+        )
+        terminalreporter.write_line(line, red=True, bold=True)
