@@ -1,0 +1,20 @@
+#!/usr/bin/env python3
+"""Set everything up and run the demo: a filled SQLite database served on 127.0.0.1:8080.
+
+    python3 scripts/demo.py                 # arguments go to `calltrack demo`
+"""
+
+from __future__ import annotations
+
+import sys
+
+from _bootstrap import ensure_venv, run
+
+
+def main() -> None:
+    bin_dir = ensure_venv("")
+    run([str(bin_dir / "calltrack"), "demo", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""The installed `calltrack serve` as a user runs it: a real HTTP server in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CALLTRACK = str(Path(sys.executable).parent / "calltrack")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cli(database: str, *args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [CALLTRACK, "--database", database, *args, "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def fetch(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - loopback only
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+class Server:
+    def __init__(self, database: str, workers: int, log: Path) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        env = {**os.environ, "CALLTRACK_DATABASE_URL": database}
+        with log.open("wb") as sink:
+            self.process = subprocess.Popen(
+                [CALLTRACK, "serve", "--port", str(self.port), "--workers", str(workers)],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if fetch(self.base + "/healthz")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise AssertionError("server did not start:\n" + log.read_text())
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        self.process.wait(timeout=15)
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'served.db'}"
+
+
+@pytest.fixture
+def demo_keys(database: str) -> dict[str, object]:
+    return cli(database, "demo", "--no-serve", "--calls", "1200")
+
+
+@pytest.fixture
+def server(database: str, demo_keys: dict[str, object], tmp_path: Path) -> Iterator[Server]:
+    running = Server(database, workers=2, log=tmp_path / "server.log")
+    yield running
+    running.stop()
+
+
+def test_demo_urls_answer_over_real_http(server: Server, demo_keys: dict[str, object]) -> None:
+    urls = demo_keys["urls"]
+    assert isinstance(urls, dict)
+    for url in urls.values():
+        status, body = fetch(url.replace("http://127.0.0.1:8080", server.base))
+        calls = json.loads(body)
+        assert status == 200
+        assert isinstance(calls, list) and calls and calls[0]["page"] == 0
+
+
+def test_access_log_shows_requests_but_never_the_key(
+    server: Server, demo_keys: dict[str, object]
+) -> None:
+    keys = demo_keys["keys"]
+    assert isinstance(keys, dict)
+    key = keys["demo-dealer"]
+    fetch(f"{server.base}/api/?json/v3/{key}/call/get/0/2020-01-01")
+    fetch(f"{server.base}/api/index.php?json/v3/{key}/call/get/0/2020-01-01")
+    server.stop()
+    log = server.log.read_text()
+    assert "/call/get/0/2020-01-01" in log
+    assert "<key>" in log
+    assert key not in log
+
+
+def test_revoked_key_stops_working_in_every_worker_at_once(
+    server: Server, demo_keys: dict[str, object], database: str
+) -> None:
+    keys = demo_keys["keys"]
+    assert isinstance(keys, dict)
+    url = f"{server.base}/api/?json/v3/{keys['demo-clinic']}/call/get/0/2020-01-01"
+    assert json.loads(fetch(url)[1])[0]["page"] == 0
+    cli(database, "key", "revoke", str(keys["demo-clinic"]))
+    answers = [json.loads(fetch(url)[1]) for _ in range(20)]  # spread over both workers
+    assert all(a["inbound"]["error"] == "User is not recognized" for a in answers)
