@@ -19,8 +19,6 @@ def ensure_venv(extras: str) -> Path:
 
     The install is skipped when pyproject.toml and the extras are unchanged since last time.
     """
-    if sys.version_info < (3, 11):
-        sys.exit(f"calltrack needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists() and not (BIN / "python.exe").exists():
         print(f"creating {VENV} ...", flush=True)
         venv.EnvBuilder(with_pip=True).create(VENV)

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Every check, as CI runs it: format, lint, types, tests. Extra arguments go to pytest.
 
-    python3 scripts/check.py            # everything
-    python3 scripts/check.py -k access  # everything, tests filtered
+python3 scripts/check.py            # everything
+python3 scripts/check.py -k access  # everything, tests filtered
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set everything up and run the demo: a filled SQLite database served on 127.0.0.1:8080.
 
-    python3 scripts/demo.py                 # arguments go to `calltrack demo`
+python3 scripts/demo.py                 # arguments go to `calltrack demo`
 """
 
 from __future__ import annotations

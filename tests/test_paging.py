@@ -13,7 +13,12 @@ from tests.conftest import StoreFactory, new_account
 
 
 def call(uid: str, when: str) -> dict[str, object]:
-    return {"universalId": uid, "serviceType": "calltracking", "status": "success", "callTime": when}
+    return {
+        "universalId": uid,
+        "serviceType": "calltracking",
+        "status": "success",
+        "callTime": when,
+    }
 
 
 def load(store: Store, account_id: int, calls: list[dict[str, object]]) -> None:
@@ -102,7 +107,10 @@ def test_walk_of_a_past_window_ignores_calls_imported_during_it(make_store: Stor
     owner, _ = new_account(store, "a")
     zone = store.settings.zone
     load(store, owner, [call(f"old{i}", f"2020-05-01 12:{i % 60:02d}:00") for i in range(50)])
-    window = Window(parse_local("2020-05-01 00:00:00", zone, "from"), parse_local("2020-05-01 23:59:59", zone, "to"))
+    window = Window(
+        parse_local("2020-05-01 00:00:00", zone, "from"),
+        parse_local("2020-05-01 23:59:59", zone, "to"),
+    )
     seen: list[str] = []
     for page in range(100):
         bodies = store.read_page([owner], window, page, 7)

@@ -36,7 +36,7 @@ def cli(database: str, *args: str) -> dict[str, object]:
 
 def fetch(url: str) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=10) as answer:
             return answer.status, answer.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
@@ -96,7 +96,9 @@ def test_demo_urls_answer_over_real_http(server: Server, demo_keys: dict[str, ob
         status, body = fetch(url.replace("http://127.0.0.1:8080", server.base))
         calls = json.loads(body)
         assert status == 200
-        assert isinstance(calls, list) and calls and calls[0]["page"] == 0
+        assert isinstance(calls, list)
+        assert calls
+        assert calls[0]["page"] == 0
 
 
 def test_access_log_shows_requests_but_never_the_key(

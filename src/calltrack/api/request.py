@@ -33,6 +33,7 @@ _PAGE_RE: Final = re.compile(r"[0-9]{1,9}")
 _DATE_RE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Up to 18 digits: any instant a client means, and always inside a 64-bit column.
 _TIMESTAMP_RE: Final = re.compile(r"[0-9]{1,18}")
+MAX_SEGMENT: Final = 256
 SEGMENTS: Final = ("format", "version", "apikey", "entity", "method", "page", "from", "to")
 
 
@@ -70,11 +71,21 @@ def _first(errors: tuple[ApiError | None, ...]) -> ApiError | None:
 
 
 def split_query(query: bytes) -> list[str]:
-    """Segments of the raw query string, each percent-decoded on its own."""
-    parts = query.split(b"/")
+    """Segments of the raw query string, each percent-decoded on its own.
+
+    Only the first segments mean anything, and none is valid past a few dozen bytes, so
+    a huge query string costs no more than a normal one.
+    """
+    parts = query.split(b"/", len(SEGMENTS))[: len(SEGMENTS) + 1]
     while parts and parts[-1] == b"":
         parts.pop()  # a trailing '/' is ignored
-    return [unquote_to_bytes(part).decode("utf-8", "replace") for part in parts]
+    return [_decode(part) for part in parts[: len(SEGMENTS)]]
+
+
+def _decode(part: bytes) -> str:
+    if len(part) > MAX_SEGMENT:
+        return "\ufffd"  # no valid value is this long; decoding it would only cost time
+    return unquote_to_bytes(part).decode("utf-8", "replace")
 
 
 def parse(query: bytes, zone: ZoneInfo) -> V3Request:
