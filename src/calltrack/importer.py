@@ -6,6 +6,7 @@ store transaction, and the first bad record (named by its line) rolls the transa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -17,6 +18,7 @@ from calltrack.model import StoredCall, decode_record, prepare
 from calltrack.store import ImportResult, Store
 
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
+_BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
 
 
 def import_file(store: Store, account_id: int, path: Path, zone: ZoneInfo) -> ImportResult:
@@ -84,11 +86,11 @@ def _array_records(data: bytes) -> Iterator[tuple[int, bytes]]:
 
 
 def _error_line(data: bytes, message: str) -> int:
-    """The line of a JSON syntax error from msgspec's 'at byte N' message, else 1."""
-    marker = "at byte "
-    if marker in message:
-        tail = message.rsplit(marker, 1)[1]
-        digits = "".join(ch for ch in tail if ch.isdigit())
-        if digits:
-            return data.count(b"\n", 0, int(digits)) + 1
+    """The line of a JSON syntax error: from msgspec's "(byte N)", or the last line when the
+    document was cut short."""
+    found = _BYTE_OFFSET.search(message)
+    if found:
+        return data.count(b"\n", 0, int(found.group(1))) + 1
+    if "truncated" in message:
+        return data.rstrip().count(b"\n") + 1
     return 1

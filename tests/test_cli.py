@@ -1,0 +1,352 @@
+"""The admin CLI, driven as a user would: accounts, keys, roles, import, demo, and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from click.testing import CliRunner, Result
+from starlette.testclient import TestClient
+
+from calltrack.api.app import create_app
+from calltrack.cli import main
+from calltrack.config import Settings
+from calltrack.store import Store, open_store
+from tests.helpers_calls import jsonl, record, seen_ids
+
+CALLTRACK = Path(sys.executable).parent / "calltrack"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'x.db'}"
+
+
+def run(db: str, *args: str) -> Result:
+    """One CLI run against ``db``; an exception other than the CLI's own exit fails the test."""
+    return CliRunner().invoke(main, ["--database", db, *args], catch_exceptions=False)
+
+
+def ok(db: str, *args: str) -> dict[str, Any]:
+    """Run a command with --json; it must succeed; its last line of output, decoded."""
+    result = run(db, *args, "--json")
+    assert result.exit_code == 0, result.output
+    decoded: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return decoded
+
+
+def failed(db: str, *args: str) -> str:
+    """Run a command that must fail the documented way; its stderr."""
+    result = run(db, *args)
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert "Traceback" not in result.output
+    return result.stderr
+
+
+@contextmanager
+def api_over(db: str) -> Iterator[TestClient]:
+    """The API in-process over the database the CLI wrote to."""
+    settings = Settings.from_env(env={}, database_url=db)
+    store = open_store(settings)
+    with TestClient(create_app(settings, store)) as http:
+        yield http
+
+
+def local(url: str) -> str:
+    """The path and query of a printed URL, to ask the in-process app."""
+    parts = urlsplit(url)
+    return f"{parts.path}?{parts.query}"
+
+
+def write(path: Path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+# -- accounts --------------------------------------------------------------------------------
+
+
+def test_account_add_prints_id_name_and_a_16_character_key_as_json(db: str) -> None:
+    created = ok(db, "account", "add", "acme")
+    assert list(created) == ["id", "name", "api_key"]
+    assert isinstance(created["id"], int)
+    assert created["name"] == "acme"
+    assert len(created["api_key"]) == 16
+    assert created["api_key"].isalnum()
+    assert created["api_key"] == created["api_key"].lower()
+
+
+def test_account_add_without_json_shows_the_key_in_a_sentence(db: str) -> None:
+    result = run(db, "account", "add", "acme")
+    assert result.exit_code == 0
+    assert "'acme' created" in result.stdout
+
+
+def test_a_duplicate_account_name_is_refused(db: str) -> None:
+    ok(db, "account", "add", "acme")
+    assert failed(db, "account", "add", "acme") == "error: account 'acme' already exists\n"
+
+
+def test_an_empty_account_name_is_refused(db: str) -> None:
+    assert failed(db, "account", "add", "  ") == "error: the account name is empty\n"
+
+
+def test_account_list_counts_each_accounts_calls(db: str, tmp_path: Path) -> None:
+    ok(db, "account", "add", "acme")
+    ok(db, "account", "add", "other")
+    ok(db, "import", write(tmp_path / "c.jsonl", jsonl([record("1")])), "--account", "acme")
+    listed = ok(db, "account", "list")["accounts"]
+    assert [(a["name"], a["calls"]) for a in listed] == [("acme", 1), ("other", 0)]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["key", "issue", "nobody"], ["key", "list", "nobody"], ["role", "add", "nobody", "r"]],
+    ids=" ".join,
+)
+def test_an_unknown_account_is_an_error(db: str, command: list[str]) -> None:
+    assert failed(db, *command) == "error: no account 'nobody'\n"
+
+
+# -- keys ------------------------------------------------------------------------------------
+
+
+def test_key_issue_gives_another_working_key_of_the_account(db: str, tmp_path: Path) -> None:
+    created = ok(db, "account", "add", "acme")
+    ok(db, "import", write(tmp_path / "c.jsonl", jsonl([record("1")])), "--account", "acme")
+    issued = ok(db, "key", "issue", "acme")
+    assert issued["account_id"] == created["id"]
+    assert len(issued["api_key"]) == 16
+    assert issued["api_key"] != created["api_key"]
+    with api_over(db) as http:
+        assert seen_ids(http, issued["api_key"], "get") == ["1"]
+        assert seen_ids(http, created["api_key"], "get") == ["1"]
+
+
+def test_key_issue_accepts_the_account_id(db: str) -> None:
+    created = ok(db, "account", "add", "acme")
+    assert ok(db, "key", "issue", str(created["id"]))["account_id"] == created["id"]
+
+
+@pytest.mark.parametrize("by", ["key", "id"])
+def test_key_revoke_by_key_or_by_id_stops_that_key_only(db: str, tmp_path: Path, by: str) -> None:
+    first = ok(db, "account", "add", "acme")["api_key"]
+    second = ok(db, "key", "issue", "acme")["api_key"]
+    ok(db, "import", write(tmp_path / "c.jsonl", jsonl([record("1")])), "--account", "acme")
+    keys = ok(db, "key", "list", "acme")["keys"]
+    first_id = next(k["id"] for k in keys if k["hint"] == first[:4])
+
+    revoked = ok(db, "key", "revoke", first if by == "key" else str(first_id))
+
+    assert revoked == {"id": first_id, "revoked": True}
+    with api_over(db) as http:
+        assert seen_ids(http, first, "get") == "User is not recognized"
+        assert seen_ids(http, second, "get") == ["1"]
+
+
+def test_key_list_shows_kind_and_revoked_state_and_never_a_full_key(db: str) -> None:
+    ok(db, "account", "add", "owner")
+    user_key = ok(db, "account", "add", "acme")["api_key"]
+    spare_key = ok(db, "key", "issue", "acme")["api_key"]
+    role_id = ok(db, "role", "add", "owner", "reports")["id"]
+    role_key = ok(db, "role", "grant", str(role_id), "acme")["api_key"]
+    ok(db, "key", "revoke", spare_key)
+
+    as_json = run(db, "key", "list", "acme", "--json")
+    as_text = run(db, "key", "list", "acme")
+
+    keys = json.loads(as_json.stdout)["keys"]
+    assert [(k["hint"], k["kind"], k["revoked"]) for k in keys] == [
+        (user_key[:4], "user", False),
+        (spare_key[:4], "user", True),
+        (role_key[:4], "role", False),
+    ]
+    lines = as_text.stdout.splitlines()
+    assert [line.split()[1:] for line in lines] == [
+        [f"{user_key[:4]}...", "user", "active"],
+        [f"{spare_key[:4]}...", "user", "revoked"],
+        [f"{role_key[:4]}...", "role", "active"],
+    ]
+    for key in (user_key, spare_key, role_key):
+        for shown in (as_json.output, as_text.output):
+            assert key[:5] not in shown
+
+
+@pytest.mark.parametrize("ref", ["aaaaaaaaaaaaaaaa", "999", "not-a-key"])
+def test_revoking_an_unknown_key_is_an_error(db: str, ref: str) -> None:
+    ok(db, "account", "add", "acme")
+    assert failed(db, "key", "revoke", ref).startswith("error: ")
+
+
+# -- roles -----------------------------------------------------------------------------------
+
+
+def test_role_add_grant_and_revoke_control_what_the_role_key_sees(db: str, tmp_path: Path) -> None:
+    ok(db, "account", "add", "owner")
+    grantee_key = ok(db, "account", "add", "agency")["api_key"]
+    ok(db, "import", write(tmp_path / "o.jsonl", jsonl([record("1")])), "--account", "owner")
+    ok(db, "import", write(tmp_path / "a.jsonl", jsonl([record("2")])), "--account", "agency")
+
+    role_id = ok(db, "role", "add", "owner", "reports")["id"]
+    granted = ok(db, "role", "grant", str(role_id), "agency")
+    assert len(granted["api_key"]) == 16
+    with api_over(db) as http:
+        assert seen_ids(http, granted["api_key"], "getByRole") == ["1"]
+        assert seen_ids(http, grantee_key, "getWithRole") == ["1", "2"]
+
+    assert ok(db, "role", "revoke", str(role_id), "agency") == {
+        "grant_id": granted["grant_id"],
+        "revoked": True,
+    }
+    with api_over(db) as http:
+        assert seen_ids(http, granted["api_key"], "getByRole") == "User is not recognized"
+        assert seen_ids(http, grantee_key, "getWithRole") == ["2"]
+
+
+def test_role_errors_are_reported_not_raised(db: str) -> None:
+    ok(db, "account", "add", "owner")
+    ok(db, "account", "add", "agency")
+    role_id = str(ok(db, "role", "add", "owner", "reports")["id"])
+    assert "already has a role" in failed(db, "role", "add", "owner", "reports")
+    assert failed(db, "role", "grant", "999", "agency") == "error: no role 999\n"
+    assert "not granted" in failed(db, "role", "revoke", role_id, "agency")
+    ok(db, "role", "grant", role_id, "agency")
+    assert "already granted" in failed(db, "role", "grant", role_id, "agency")
+
+
+# -- import ----------------------------------------------------------------------------------
+
+
+def test_import_reports_imported_then_updated(db: str, tmp_path: Path) -> None:
+    ok(db, "account", "add", "acme")
+    path = write(tmp_path / "calls.jsonl", jsonl([record("1"), record("2")]))
+    assert ok(db, "import", path, "--account", "acme") == {"imported": 2, "updated": 0}
+    assert ok(db, "import", path, "--account", "acme") == {"imported": 0, "updated": 2}
+
+
+def test_a_bad_import_file_names_its_line_on_stderr_and_imports_nothing(
+    db: str, tmp_path: Path
+) -> None:
+    ok(db, "account", "add", "acme")
+    path = write(tmp_path / "bad.jsonl", jsonl([record("1"), record("2", serviceType="sms")]))
+    message = failed(db, "import", path, "--account", "acme")
+    assert message.startswith("error: line 2: ")
+    assert "serviceType" in message
+    assert ok(db, "account", "list")["accounts"][0]["calls"] == 0
+
+
+def test_importing_into_an_unknown_account_is_an_error(db: str, tmp_path: Path) -> None:
+    path = write(tmp_path / "calls.jsonl", jsonl([record("1")]))
+    assert failed(db, "import", path, "--account", "nobody") == "error: no account 'nobody'\n"
+
+
+def test_importing_a_missing_file_is_an_error(db: str, tmp_path: Path) -> None:
+    ok(db, "account", "add", "acme")
+    message = failed(db, "import", str(tmp_path / "missing.jsonl"), "--account", "acme")
+    assert "cannot read" in message
+    assert "missing.jsonl" in message
+
+
+# -- the database ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("mysql://localhost/calls", "CALLTRACK_DATABASE_URL"),
+        ("sqlite:///", "CALLTRACK_DATABASE_URL"),
+        ("sqlite:////nonexistent-dir/calls.db", "not reachable"),
+    ],
+)
+def test_a_bad_database_url_is_an_error(url: str, words: str) -> None:
+    assert words in failed(url, "account", "list")
+
+
+# -- demo ------------------------------------------------------------------------------------
+
+
+def test_demo_creates_three_accounts_and_prints_urls_and_keys_that_answer(db: str) -> None:
+    shown = ok(db, "demo", "--no-serve", "--calls", "300")
+    assert shown["imported"] == 300
+    assert sorted(shown["keys"]) == ["demo-agency", "demo-clinic", "demo-dealer"]
+    assert sorted(shown["urls"]) == ["get", "getByRole", "getWithRole"]
+    counts = {a["name"]: a["calls"] for a in ok(db, "account", "list")["accounts"]}
+    assert sum(counts.values()) == 300
+
+    with api_over(db) as http:
+        answers = {method: http.get(local(url)) for method, url in shown["urls"].items()}
+        assert {method: a.status_code for method, a in answers.items()} == {
+            "get": 200,
+            "getByRole": 200,
+            "getWithRole": 200,
+        }
+        calls = {method: a.json() for method, a in answers.items()}
+        assert len(calls["get"]) == counts["demo-dealer"]
+        assert len(calls["getByRole"]) == counts["demo-dealer"]
+        assert len(calls["getWithRole"]) == 300
+        window = shown["urls"]["get"].split("/call/get/")[1]
+        for name, key in shown["keys"].items():
+            answer = http.get(f"/api/?json/v3/{key}/call/get/{window}")
+            assert answer.status_code == 200
+            assert len(answer.json()) == counts[name], name
+
+
+# -- the whole flow, on both backends --------------------------------------------------------
+
+
+def test_the_admin_flow_works_on_both_backends(
+    make_store: Callable[..., Store], tmp_path: Path
+) -> None:
+    database = make_store().settings.database_url
+    ok(database, "account", "add", "owner")
+    agency_key = ok(database, "account", "add", "agency")["api_key"]
+    calls = write(tmp_path / "c.jsonl", jsonl([record("1"), record("2")]))
+    assert ok(database, "import", calls, "--account", "owner") == {"imported": 2, "updated": 0}
+    role_id = str(ok(database, "role", "add", "owner", "reports")["id"])
+    role_key = ok(database, "role", "grant", role_id, "agency")["api_key"]
+    with api_over(database) as http:
+        assert seen_ids(http, role_key, "getByRole") == ["1", "2"]
+        assert seen_ids(http, agency_key, "getWithRole") == ["1", "2"]
+        assert seen_ids(http, agency_key, "get") == "No rows found"
+    ok(database, "key", "revoke", agency_key)
+    ok(database, "role", "revoke", role_id, "agency")
+    with api_over(database) as http:
+        assert seen_ids(http, role_key, "getByRole") == "User is not recognized"
+        assert seen_ids(http, agency_key, "getWithRole") == "User is not recognized"
+    keys = ok(database, "key", "list", "agency")["keys"]
+    assert [(k["kind"], k["revoked"]) for k in keys] == [("user", True), ("role", True)]
+    assert "already exists" in failed(database, "account", "add", "owner")
+
+
+# -- the installed command -------------------------------------------------------------------
+
+
+def test_the_installed_command_runs_and_exits_1_on_an_error(db: str, tmp_path: Path) -> None:
+    def calltrack(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(CALLTRACK), "--database", db, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    created = calltrack("account", "add", "acme", "--json")
+    assert created.returncode == 0, created.stderr
+    assert json.loads(created.stdout.splitlines()[-1])["name"] == "acme"
+
+    bad = write(tmp_path / "bad.jsonl", b'{"serviceType": "callback"\n')
+    refused = calltrack("import", bad, "--account", "acme")
+    assert refused.returncode == 1
+    assert refused.stdout == ""
+    assert refused.stderr.startswith("error: line 1: ")
+    assert "Traceback" not in refused.stderr
