@@ -126,3 +126,25 @@ def test_revoked_key_stops_working_in_every_worker_at_once(
     cli(database, "key", "revoke", str(keys["demo-clinic"]))
     answers = [json.loads(fetch(url)[1]) for _ in range(20)]  # spread over both workers
     assert all(a["inbound"]["error"] == "User is not recognized" for a in answers)
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_an_oversized_url_is_refused_without_being_buffered(server: Server) -> None:
+    target = b"/api/?json/v3/" + b"x" * 100_000
+    answer = raw_request(server.port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400")
+    assert fetch(server.base + "/healthz")[0] == 200  # the worker is still serving
+
+
+def test_oversized_headers_are_refused(server: Server) -> None:
+    headers = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 1000) for i in range(100))
+    answer = raw_request(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+    assert answer.startswith(b"HTTP/1.1 400")

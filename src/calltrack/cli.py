@@ -294,6 +294,7 @@ def run_server(ctx: Context, host: str, port: int, workers: int) -> None:
     """Run uvicorn on the app factory; workers read their settings from the environment."""
     import uvicorn
 
+    from calltrack.api.protocol import BoundedHttpToolsProtocol
     from calltrack.logs import log_config
 
     settings = ctx.settings
@@ -312,7 +313,7 @@ def run_server(ctx: Context, host: str, port: int, workers: int) -> None:
         log_config=log_config(settings.log_level),
         timeout_keep_alive=30,
         limit_concurrency=1000,
-        h11_max_incomplete_event_size=16 * 1024,
+        http=BoundedHttpToolsProtocol,
     )
 
 
