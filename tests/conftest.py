@@ -22,7 +22,7 @@ from calltrack.config import Settings
 from calltrack.store import Store, open_store
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-TABLES = "accounts, roles, grants, api_keys, calls, page_marks, meta"
+TABLES = "accounts, roles, grants, api_keys, calls, page_marks, meta, rate_hits"
 _postgres_problem: list[str] = []
 
 StoreFactory = Callable[..., Store]

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 import string
+import time
 from typing import Final, Literal
 
-from calltrack.errors import UnknownKey
+from calltrack.errors import RateLimited, UnknownKey
 from calltrack.store import ResolvedKey, Store
 
 KEY_LENGTH: Final = 16
@@ -76,3 +77,11 @@ def visible_owners(store: Store, resolved: ResolvedKey, method: Method) -> list[
             return []
         return [grantor]
     return sorted({resolved.account_id, *store.grantors_of(resolved.account_id)})
+
+
+def enforce_rate_limit(store: Store, resolved: ResolvedKey, limit: int, window: int) -> None:
+    """RateLimited once a key has made more than ``limit`` requests in the current window."""
+    now = int(time.time())
+    start = now - now % window
+    if store.count_hit(resolved.key_id, start) > limit:
+        raise RateLimited(retry_after=max(1, start + window - now))

@@ -28,6 +28,9 @@ class Settings:
     # Seconds a client is told to wait (Retry-After) when the store is unavailable.
     retry_after: int = 5
     db_pool_size: int = 4
+    # Requests per key per rate window; 0 turns the limit off.
+    rate_limit: int = 0
+    rate_window: int = 60
     log_level: str = "info"
 
     @property
@@ -61,6 +64,10 @@ class Settings:
             raise ConfigError("CALLTRACK_RETRY_AFTER: must be at least 1")
         if self.db_pool_size < 1:
             raise ConfigError("CALLTRACK_DB_POOL_SIZE: must be at least 1")
+        if self.rate_limit < 0:
+            raise ConfigError("CALLTRACK_RATE_LIMIT: must be 0 (off) or more")
+        if self.rate_window < 1:
+            raise ConfigError("CALLTRACK_RATE_WINDOW: must be at least 1 second")
         if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
             raise ConfigError(
                 "CALLTRACK_DATABASE_URL: expected sqlite:///PATH or postgresql://..., "
@@ -75,6 +82,8 @@ _FIELDS: dict[str, type] = {
     "db_timeout": float,
     "retry_after": int,
     "db_pool_size": int,
+    "rate_limit": int,
+    "rate_window": int,
     "log_level": str,
 }
 

@@ -31,6 +31,7 @@ access_log = logging.getLogger("calltrack.access")
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
     """The v3 API over ``store`` (opened from ``settings`` when not given)."""
     settings = settings or Settings.from_env()
+    owns_store = store is None
     store = store or open_store(settings)
     zone = settings.zone
     limiter = anyio.CapacityLimiter(max(4, settings.db_pool_size))
@@ -74,7 +75,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         except StoreUnavailable as exc:
             error_log.warning("store not reachable at start, answering 503 until it is: %s", exc)
         yield
-        store.close()
+        if owns_store:  # a store handed in belongs to the caller
+            store.close()
 
     routes = [
         Route(path, api, methods=["GET", "HEAD"]) for path in ("/api/", "/api", "/api/index.php")

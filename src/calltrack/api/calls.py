@@ -18,6 +18,8 @@ def export_page(store: Store, settings: Settings, request: V3Request) -> bytes:
     if (error := request.before_key()) is not None:
         raise error
     resolved = access.resolve(store, request.key)
+    if settings.rate_limit:
+        access.enforce_rate_limit(store, resolved, settings.rate_limit, settings.rate_window)
     if (error := request.before_kind()) is not None:
         raise error
     assert request.method is not None  # before_kind() checked it

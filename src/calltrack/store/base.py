@@ -258,6 +258,26 @@ class SqlStore(ABC):
             return None
         return ResolvedKey(row[0], row[1], row[2], row[3])
 
+    def count_hit(self, key_id: int, window_start: int) -> int:
+        """Count one request of a key in the rate window starting at ``window_start``.
+
+        Kept in the database so every worker and host shares the count.
+        """
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                "INSERT INTO rate_hits (key_id, window_start, hits) VALUES (?, ?, 1) "
+                "ON CONFLICT (key_id, window_start) DO UPDATE SET hits = rate_hits.hits + 1 "
+                "RETURNING hits",
+                (key_id, window_start),
+            ).fetchone()
+            if row[0] == 1:  # the key's first request of a window: drop its old windows
+                conn.execute(
+                    "DELETE FROM rate_hits WHERE key_id = ? AND window_start < ?",
+                    (key_id, window_start),
+                )
+        return int(row[0])
+
     # -- roles and grants -------------------------------------------------------------------
 
     def create_role(self, grantor_id: int, name: str) -> Role:

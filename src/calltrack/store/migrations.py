@@ -77,6 +77,17 @@ MIGRATIONS: Final[list[tuple[int, str, list[str]]]] = [
             """CREATE INDEX page_marks_created ON page_marks (created_at)""",
         ],
     ),
+    (
+        2,
+        "per-key request counters for the optional rate limit",
+        [
+            """CREATE TABLE rate_hits (
+                key_id BIGINT NOT NULL,
+                window_start BIGINT NOT NULL,
+                hits BIGINT NOT NULL,
+                PRIMARY KEY (key_id, window_start))""",
+        ],
+    ),
 ]
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +58,8 @@ class SqliteStore(SqlStore):
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
         conn.execute("PRAGMA mmap_size = 268435456")
+        # SQLite has no statement timeout: abort a read that runs past its deadline.
+        conn.set_progress_handler(self._past_deadline, 10_000)
         self._may_create = False
         with self._lock:
             self._all.append(conn)
@@ -77,13 +81,20 @@ class SqliteStore(SqlStore):
                     self._all.remove(conn)
             conn.close()
 
+    def _past_deadline(self) -> bool:
+        deadline: float = getattr(self._local, "deadline", math.inf)
+        return time.monotonic() > deadline
+
     @contextmanager
     def _connect(self) -> Iterator[Connection]:
+        self._local.deadline = time.monotonic() + self.settings.db_timeout
         try:
             yield cast(Connection, self._conn())
         except sqlite3.OperationalError as exc:
             self._drop()
             raise StoreUnavailable(f"sqlite: {exc}") from exc
+        finally:
+            self._local.deadline = math.inf
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
