@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from calltrack.config import ConfigError, Settings
-from calltrack.store.base import (
+from calltrack.store.base import SqlStore
+from calltrack.store.paging import Window
+from calltrack.store.records import (
     Account,
     Grant,
     ImportResult,
     KeyInfo,
     ResolvedKey,
     Role,
-    SqlStore,
 )
-from calltrack.store.paging import Window
 
 Store = SqlStore
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from calltrack.config import ConfigError, Settings
 from calltrack.errors import StoreUnavailable
-from calltrack.store.base import Connection, Cursor, SqlStore
+from calltrack.store.base import SqlStore
+from calltrack.store.core import Connection, Cursor
 
 try:
     import psycopg

@@ -13,7 +13,8 @@ from typing import cast
 
 from calltrack.config import ConfigError, Settings
 from calltrack.errors import StoreUnavailable
-from calltrack.store.base import Connection, SqlStore
+from calltrack.store.base import SqlStore
+from calltrack.store.core import Connection
 
 MIN_SQLITE = (3, 35, 0)  # RETURNING
 

@@ -1,0 +1,161 @@
+"""Calls: all-or-nothing imports, and pages that stay stable while a client walks them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from calltrack.errors import ImportRejected
+from calltrack.model import StoredCall
+from calltrack.store.core import Connection, StoreCore, batched, unix_now
+from calltrack.store.paging import Boundary, Window, build_page_query, mark_key
+from calltrack.store.records import ImportResult
+
+# Page marks older than this are pruned; a walk taking longer falls back to OFFSET reads.
+MARK_TTL_SECONDS = 24 * 3600
+
+
+class CallQueries(StoreCore):
+    """Writing and reading calls."""
+
+    def import_calls(
+        self, account_id: int, calls: Iterable[tuple[int, StoredCall]], batch_size: int = 2000
+    ) -> ImportResult:
+        """Insert or update calls of one account in one transaction: all of them or none.
+
+        ``calls`` pairs each call with its line number for error messages; an exception raised
+        while iterating it rolls everything back.
+        """
+        self.ensure_ready()
+        imported = updated = 0
+        with self._transaction() as conn:
+            change_seq = conn.execute("SELECT coalesce(max(change_seq), 0) FROM calls").fetchone()
+            seq = int(change_seq[0])
+            for chunk in batched(calls, batch_size):
+                existing = self._existing(conn, [call.universal_id for _, call in chunk])
+                inserts: list[tuple[Any, ...]] = []
+                changes: list[tuple[Any, ...]] = []
+                for line, call in chunk:
+                    found = existing.get(call.universal_id)
+                    seq += 1
+                    values = (
+                        call.call_time,
+                        seq,
+                        call.service_type,
+                        call.status,
+                        call.campaign_id,
+                        call.body,
+                    )
+                    if found is None:
+                        inserts.append((account_id, call.universal_id, *values))
+                        imported += 1
+                    elif found[0] != account_id:
+                        raise ImportRejected(
+                            line, f"universalId {call.universal_id!r} belongs to another account"
+                        )
+                    else:
+                        updated += 1
+                        if bytes(found[1]) != call.body:
+                            changes.append((*values, call.universal_id))
+                if inserts:
+                    conn.executemany(
+                        "INSERT INTO calls (account_id, universal_id, call_time, change_seq, "
+                        "service_type, status, campaign_id, body) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        inserts,
+                    )
+                if changes:
+                    conn.executemany(
+                        "UPDATE calls SET call_time = ?, change_seq = ?, service_type = ?, "
+                        "status = ?, campaign_id = ?, body = ? WHERE universal_id = ?",
+                        changes,
+                    )
+        return ImportResult(imported, updated)
+
+    @staticmethod
+    def _existing(conn: Connection, universal_ids: list[str]) -> dict[str, tuple[int, bytes]]:
+        marks = ", ".join("?" * len(universal_ids))
+        rows = conn.execute(
+            f"SELECT universal_id, account_id, body FROM calls WHERE universal_id IN ({marks})",
+            universal_ids,
+        ).fetchall()
+        return {row[0]: (row[1], row[2]) for row in rows}
+
+    def count_calls(self, account_id: int | None = None) -> int:
+        self.ensure_ready()
+        with self._connect() as conn:
+            if account_id is None:
+                row = conn.execute("SELECT count(*) FROM calls").fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT count(*) FROM calls WHERE account_id = ?", (account_id,)
+                ).fetchone()
+        return int(row[0])
+
+    def read_page(
+        self, owner_ids: Sequence[int], window: Window, page: int, size: int
+    ) -> list[bytes]:
+        """Stored bodies of page ``page`` of the owners' calls in the window, in page order.
+
+        Page 0 takes a snapshot (the largest call id); later pages of the same walk see only
+        calls up to it, and start from the remembered end of the previous page when known.
+        """
+        self.ensure_ready()
+        now = unix_now()
+        key = mark_key(owner_ids, window)
+        end = now if window.end is None else window.end
+        with self._connect() as conn:
+            snapshot = self._snapshot(conn, key, refresh=page == 0, now=now)
+            known = conn.execute(
+                "SELECT page, after_time, after_id FROM page_marks WHERE mark_key = ? "
+                "AND snapshot = ? AND page BETWEEN 1 AND ? ORDER BY page DESC LIMIT 2",
+                (key, snapshot, page + 1),
+            ).fetchall()
+            next_known = bool(known) and known[0][0] == page + 1
+            usable = [Boundary(*row) for row in known if row[0] <= page]
+            after = usable[0] if usable else None
+            skip = (page - (after.page if after else 0)) * size
+            sql, params = build_page_query(
+                owner_ids, window.start, end, snapshot, after, skip, size
+            )
+            rows = conn.execute(sql, params).fetchall()
+            if len(rows) == size and not next_known:
+                conn.execute(
+                    "INSERT INTO page_marks (mark_key, page, snapshot, after_time, after_id, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (key, page + 1, snapshot, rows[-1][0], rows[-1][1], now),
+                )
+        return [row[2] for row in rows]
+
+    def _snapshot(self, conn: Connection, key: str, *, refresh: bool, now: int) -> int:
+        row = conn.execute(
+            "SELECT snapshot FROM page_marks WHERE mark_key = ? AND page = 0", (key,)
+        ).fetchone()
+        if row is not None and not refresh:
+            return int(row[0])
+        current = int(conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
+        if row is not None and int(row[0]) == current:
+            return current
+        # A new walk over changed data: forget the old boundaries and expired walks.
+        conn.execute(
+            "DELETE FROM page_marks WHERE mark_key = ? OR created_at < ?",
+            (key, now - MARK_TTL_SECONDS),
+        )
+        conn.execute(
+            "INSERT INTO page_marks (mark_key, page, snapshot, created_at) VALUES (?, 0, ?, ?) "
+            "ON CONFLICT (mark_key, page) DO UPDATE SET snapshot = excluded.snapshot, "
+            "created_at = excluded.created_at",
+            (key, current, now),
+        )
+        return current
+
+    def export_all(self, account_id: int) -> Iterator[bytes]:
+        """Every stored body of an account in page order (for dumps and tests)."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT body FROM calls WHERE account_id = ? ORDER BY call_time, id",
+                (account_id,),
+            ).fetchall()
+        for row in rows:
+            yield bytes(row[0])

@@ -1,0 +1,115 @@
+"""The part of the store every query group builds on: connections, schema, time.
+
+Backends differ only in how they connect, lock and count; they implement the three abstract
+methods. SQL uses ``?`` placeholders everywhere; the PostgreSQL backend translates them.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from itertools import islice
+from typing import Any, ClassVar, Protocol, TypeVar
+
+from calltrack.config import ConfigError, Settings
+from calltrack.store import migrations
+
+T = TypeVar("T")
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """The part of a DB-API connection the store uses, with ``?`` placeholders."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor: ...
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+class StoreCore(ABC):
+    """Connections and schema; the query groups (admin, calls, catalog) subclass it."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._ready = False
+
+    # -- what a backend provides ------------------------------------------------------------
+
+    @abstractmethod
+    def _connect(self) -> AbstractContextManager[Connection]:
+        """A connection in autocommit mode; maps connection failures to StoreUnavailable."""
+
+    @abstractmethod
+    def _transaction(self) -> AbstractContextManager[Connection]:
+        """A connection inside one write transaction, committed on success, else rolled back.
+
+        Write transactions are serialized, so ``id`` and ``change_seq`` grow in commit order.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release every connection."""
+
+    # -- schema -----------------------------------------------------------------------------
+
+    def ensure_ready(self) -> None:
+        """Bring the schema up to date and check the stored time zone, once per process."""
+        if self._ready:
+            return
+        with self._transaction() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+            applied = conn.execute("SELECT version FROM schema_migrations").fetchall()
+            done = {row[0] for row in applied}
+            for version, name, _sqls in migrations.MIGRATIONS:
+                if version in done:
+                    continue
+                for sql in migrations.statements(self.dialect, version):
+                    conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    (version, name, unix_now()),
+                )
+            self._check_timezone(conn)
+        self._ready = True
+
+    def _check_timezone(self, conn: Connection) -> None:
+        # Stored bodies carry callTime rendered in the service zone, so the zone is part of
+        # the data: it may change only while the store holds no calls.
+        row = conn.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
+        wanted = self.settings.timezone
+        if row is not None and row[0] == wanted:
+            return
+        if row is not None and conn.execute("SELECT 1 FROM calls LIMIT 1").fetchone():
+            raise ConfigError(
+                f"CALLTRACK_TIMEZONE is {wanted!r} but this database's calls were stored in "
+                f"{row[0]!r}; set CALLTRACK_TIMEZONE={row[0]} or use a new database"
+            )
+        conn.execute("DELETE FROM meta WHERE key = 'timezone'")
+        conn.execute("INSERT INTO meta (key, value) VALUES ('timezone', ?)", (wanted,))
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            conn.execute("SELECT 1").fetchone()
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Lists of up to ``size`` items (itertools.batched arrived only in Python 3.12)."""
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def unix_now() -> int:
+    return int(time.time())
