@@ -621,12 +621,6 @@ def test_ties_come_in_the_same_order_on_every_request_and_every_page_size(
     assert [TIED_TIMES[uid] for uid in first] == sorted(TIED_TIMES.values())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: page boundaries remembered in page_marks do not record the page size, so a "
-    "service restarted with another CALLTRACK_PAGE_SIZE on the same database reuses them: "
-    "page 1 starts after call 3 instead of call 1000 and repeats calls",
-)
 def test_a_new_page_size_does_not_reuse_the_page_boundaries_of_the_old_one(
     make_client: MakeClient,
 ) -> None:
@@ -689,12 +683,6 @@ def test_a_walk_with_a_past_to_is_not_shifted_by_calls_imported_during_it(
     assert sorted(seen) == sorted(TIED_TIMES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: page 0 of a second reader of the same window takes a new snapshot and deletes "
-    "the remembered boundaries (store.base._snapshot), so a first reader's walk of a past window "
-    "shifts after an import: calls repeat and others are never returned",
-)
 def test_a_walk_is_not_shifted_when_another_reader_starts_the_same_walk_after_an_import(
     make_client: MakeClient,
 ) -> None:
@@ -712,8 +700,8 @@ def test_a_walk_is_not_shifted_when_another_reader_starts_the_same_walk_after_an
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: the page snapshot is by call id, so re-importing a call already returned with a "
-    "later callTime (an update keeps its id) makes a walk of a past window return it twice",
+    reason="Known limitation: a walk's snapshot is by call id, so a call already returned and "
+    "then re-imported with a later callTime (an update keeps its id) is returned again",
 )
 def test_a_walk_returns_a_call_once_even_if_an_import_moves_it_later(
     make_client: MakeClient,

@@ -65,10 +65,11 @@ def test_a_query_without_owners_is_refused() -> None:
         build_page_query([], 0, 10, 99, None, 0, 10)
 
 
-def test_mark_key_ignores_owner_order_and_tells_windows_apart() -> None:
-    assert mark_key([2, 1], Window(0, 5)) == mark_key([1, 2], Window(0, 5))
-    assert mark_key([1], Window(0, 5)) != mark_key([1], Window(0, None))
-    assert mark_key([1], Window(0, 5)) != mark_key([1, 2], Window(0, 5))
+def test_mark_key_ignores_owner_order_and_tells_walks_apart() -> None:
+    assert mark_key([2, 1], Window(0, 5), 10) == mark_key([1, 2], Window(0, 5), 10)
+    assert mark_key([1], Window(0, 5), 10) != mark_key([1], Window(0, None), 10)
+    assert mark_key([1], Window(0, 5), 10) != mark_key([1, 2], Window(0, 5), 10)
+    assert mark_key([1], Window(0, 5), 10) != mark_key([1], Window(0, 5), 11)
 
 
 def test_walk_returns_every_call_once_in_time_order_with_ties(store: Store) -> None:

@@ -467,3 +467,18 @@ def test_redact_query_keeps_every_other_segment() -> None:
 )
 def test_redact_query_leaves_a_query_without_a_key_alone(query: bytes) -> None:
     assert redact_query(query) == query
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"/json/v3/abcdefgh12345678/call/get/0/2020-01-01",
+        b"json/v3//abcdefgh12345678/call/get/0/2020-01-01",
+        b"json/v3/%61bcdefgh12345678/call/get/0/2020-01-01",
+    ],
+    ids=["leading-slash", "doubled-slash", "percent-encoded"],
+)
+def test_redaction_hides_a_misplaced_or_encoded_key(query: bytes) -> None:
+    redacted = redact_query(query)
+    assert b"bcdefgh12345678" not in redacted
+    assert b"<key>" in redacted

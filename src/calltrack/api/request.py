@@ -34,6 +34,7 @@ _DATE_RE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Up to 18 digits: any instant a client means, and always inside a 64-bit column.
 _TIMESTAMP_RE: Final = re.compile(r"[0-9]{1,18}")
 MAX_SEGMENT: Final = 256
+_KEY_SHAPED: Final = re.compile(r"[A-Za-z0-9]{16}")
 SEGMENTS: Final = ("format", "version", "apikey", "entity", "method", "page", "from", "to")
 
 
@@ -142,8 +143,13 @@ def _instant(text: str, zone: ZoneInfo, *, end_of_day: bool) -> int | None:
 
 
 def redact_query(query: bytes) -> bytes:
-    """The query string with its key segment replaced, for logs."""
+    """The query string with its key replaced, for logs.
+
+    The key's place is the third segment, but a client may misplace it (a leading or doubled
+    '/'), so any segment that decodes to something key-shaped is hidden too.
+    """
     parts = query.split(b"/")
-    if len(parts) > 2 and parts[2]:
-        parts[2] = b"<key>"
+    for index, part in enumerate(parts):
+        if part and (index == 2 or _KEY_SHAPED.fullmatch(_decode(part))):
+            parts[index] = b"<key>"
     return b"/".join(parts)

@@ -97,15 +97,15 @@ class CallQueries(StoreCore):
     ) -> list[bytes]:
         """Stored bodies of page ``page`` of the owners' calls in the window, in page order.
 
-        Page 0 takes a snapshot (the largest call id); later pages of the same walk see only
-        calls up to it, and start from the remembered end of the previous page when known.
+        Page 0 starts a walk under a snapshot (the largest call id then); later pages see only
+        calls up to it and start from the remembered end of the previous page when known.
         """
         self.ensure_ready()
         now = unix_now()
-        key = mark_key(owner_ids, window)
+        key = mark_key(owner_ids, window, size)
         end = now if window.end is None else window.end
         with self._connect() as conn:
-            snapshot = self._snapshot(conn, key, refresh=page == 0, now=now)
+            snapshot = self._walk_snapshot(conn, key, page, now)
             known = conn.execute(
                 "SELECT page, after_time, after_id FROM page_marks WHERE mark_key = ? "
                 "AND snapshot = ? AND page BETWEEN 1 AND ? ORDER BY page DESC LIMIT 2",
@@ -121,32 +121,42 @@ class CallQueries(StoreCore):
             rows = conn.execute(sql, params).fetchall()
             if len(rows) == size and not next_known:
                 conn.execute(
-                    "INSERT INTO page_marks (mark_key, page, snapshot, after_time, after_id, "
+                    "INSERT INTO page_marks (mark_key, snapshot, page, after_time, after_id, "
                     "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (key, page + 1, snapshot, rows[-1][0], rows[-1][1], now),
+                    (key, snapshot, page + 1, rows[-1][0], rows[-1][1], now),
                 )
         return [row[2] for row in rows]
 
-    def _snapshot(self, conn: Connection, key: str, *, refresh: bool, now: int) -> int:
-        row = conn.execute(
-            "SELECT snapshot FROM page_marks WHERE mark_key = ? AND page = 0", (key,)
-        ).fetchone()
-        if row is not None and not refresh:
-            return int(row[0])
+    def _walk_snapshot(self, conn: Connection, key: str, page: int, now: int) -> int:
+        """The snapshot of the walk this page request continues.
+
+        Walks of one key and window that started at different times keep their own snapshots:
+        a page belongs to the newest walk that has already reached it (has its boundary), so a
+        second reader starting over does not shift the pages of a first reader further on.
+        """
+        if page > 0:
+            row = conn.execute(
+                "SELECT max(snapshot) FROM page_marks WHERE mark_key = ? AND page = ?",
+                (key, page),
+            ).fetchone()
+            if row[0] is None:  # no walk got here yet: continue the newest one
+                row = conn.execute(
+                    "SELECT max(snapshot) FROM page_marks WHERE mark_key = ?", (key,)
+                ).fetchone()
+            if row[0] is not None:
+                return int(row[0])
         current = int(conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
-        if row is not None and int(row[0]) == current:
-            return current
-        # A new walk over changed data: forget the old boundaries and expired walks.
-        conn.execute(
-            "DELETE FROM page_marks WHERE mark_key = ? OR created_at < ?",
-            (key, now - MARK_TTL_SECONDS),
-        )
-        conn.execute(
-            "INSERT INTO page_marks (mark_key, page, snapshot, created_at) VALUES (?, 0, ?, ?) "
-            "ON CONFLICT (mark_key, page) DO UPDATE SET snapshot = excluded.snapshot, "
-            "created_at = excluded.created_at",
-            (key, current, now),
-        )
+        started = conn.execute(
+            "SELECT 1 FROM page_marks WHERE mark_key = ? AND snapshot = ? AND page = 0",
+            (key, current),
+        ).fetchone()
+        if started is None:
+            conn.execute("DELETE FROM page_marks WHERE created_at < ?", (now - MARK_TTL_SECONDS,))
+            conn.execute(
+                "INSERT INTO page_marks (mark_key, snapshot, page, created_at) "
+                "VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING",
+                (key, current, now),
+            )
         return current
 
     def export_all(self, account_id: int) -> Iterator[bytes]:

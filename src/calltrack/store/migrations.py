@@ -64,16 +64,17 @@ MIGRATIONS: Final[list[tuple[int, str, list[str]]]] = [
                 body {blob} NOT NULL)""",
             """CREATE INDEX calls_account_time ON calls (account_id, call_time, id)""",
             """CREATE INDEX calls_change ON calls (change_seq)""",
-            # Where each page of a (scope, window) walk starts, under the snapshot (max call
-            # id) taken when its page 0 was read.
+            # Where each page of a (scope, window, page size) walk starts, under the
+            # snapshot (max call id) taken when the walk read its page 0.
             """CREATE TABLE page_marks (
                 mark_key TEXT NOT NULL,
-                page BIGINT NOT NULL,
                 snapshot BIGINT NOT NULL,
+                page BIGINT NOT NULL,
                 after_time BIGINT,
                 after_id BIGINT,
                 created_at BIGINT NOT NULL,
-                PRIMARY KEY (mark_key, page))""",
+                PRIMARY KEY (mark_key, snapshot, page))""",
+            """CREATE INDEX page_marks_page ON page_marks (mark_key, page, snapshot)""",
             """CREATE INDEX page_marks_created ON page_marks (created_at)""",
         ],
     ),

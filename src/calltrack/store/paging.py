@@ -31,10 +31,10 @@ class Boundary:
     after_id: int
 
 
-def mark_key(owner_ids: Sequence[int], window: Window) -> str:
-    """Identity of one (scope, window) walk, under which page boundaries are remembered."""
+def mark_key(owner_ids: Sequence[int], window: Window, page_size: int) -> str:
+    """Identity of a (scope, window, page size) walk, under which page boundaries are kept."""
     end = "open" if window.end is None else str(window.end)
-    text = ",".join(map(str, sorted(owner_ids))) + f"|{window.start}|{end}"
+    text = ",".join(map(str, sorted(owner_ids))) + f"|{window.start}|{end}|{page_size}"
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
