@@ -22,7 +22,10 @@ from calltrack.config import Settings
 from calltrack.store import Store, open_store
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
-TABLES = "accounts, roles, grants, api_keys, calls, page_marks, meta, rate_hits"
+TABLES = (
+    "accounts, roles, grants, api_keys, calls, page_marks, meta, rate_hits, "
+    "campaigns, phones, call_tags, call_tombstones"
+)
 _postgres_problem: list[str] = []
 
 StoreFactory = Callable[..., Store]

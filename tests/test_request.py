@@ -51,13 +51,10 @@ ERROR_ROWS: list[tuple[str, str, type[ApiError] | None]] = [
     # 1. format missing or not served
     ("1_empty_query", "", FormatNotAvailable),
     ("1_format_missing", f"/v3/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
-    ("1_format_xml_listed_not_served", f"xml/v3/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
-    ("1_format_csv_listed_not_served", f"csv/v3/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
-    (
-        "1_format_plain_listed_not_served",
-        f"plain/v3/{KEY}/call/get/0/2020-05-01",
-        FormatNotAvailable,
-    ),
+    ("1_format_xml_served", f"xml/v3/{KEY}/call/get/0/2020-05-01", None),
+    ("1_format_csv_served", f"csv/v3/{KEY}/call/get/0/2020-05-01", None),
+    ("1_format_plain_served", f"plain/v3/{KEY}/call/get/0/2020-05-01", None),
+    ("1_format_yaml_unknown", f"yaml/v3/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
     ("1_format_uppercase", f"JSON/v3/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
     ("1_format_unknown", f"jsonp/v3/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
     ("1_format_with_space", f"%20json/v3/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
@@ -74,7 +71,8 @@ ERROR_ROWS: list[tuple[str, str, type[ApiError] | None]] = [
     ("4_entity_missing_at_end", f"json/v3/{KEY}", UnknownEntity),
     ("4_entity_plural", f"json/v3/{KEY}/calls/get/0/2020-05-01", UnknownEntity),
     ("4_entity_uppercase", f"json/v3/{KEY}/Call/get/0/2020-05-01", UnknownEntity),
-    ("4_entity_listed_not_served", f"json/v3/{KEY}/phone/get/0/2020-05-01", UnknownEntity),
+    ("4_entity_phone_served", f"json/v3/{KEY}/phone/get/0/2020-05-01", None),
+    ("4_entity_singular_only", f"json/v3/{KEY}/phones/get/0/2020-05-01", UnknownEntity),
     # 5. method missing or unknown
     ("5_method_missing", f"json/v3/{KEY}/call//0/2020-05-01", UnknownMethod),
     ("5_method_missing_at_end", f"json/v3/{KEY}/call", UnknownMethod),
@@ -83,7 +81,9 @@ ERROR_ROWS: list[tuple[str, str, type[ApiError] | None]] = [
         f"json/v3/{KEY}/call/call/0/2020-05-01",
         UnknownMethod,
     ),
-    ("5_method_put", f"json/v3/{KEY}/call/put/0/2020-05-01", UnknownMethod),
+    ("5_method_post", f"json/v3/{KEY}/call/post/0/2020-05-01", UnknownMethod),
+    ("5_method_put_is_a_write", f"json/v3/{KEY}/call/put", None),
+    ("5_method_of_another_entity", f"json/v3/{KEY}/tag/getByRole/0/2020-05-01", UnknownMethod),
     ("5_method_uppercase", f"json/v3/{KEY}/call/GET/0/2020-05-01", UnknownMethod),
     ("5_method_wrong_case", f"json/v3/{KEY}/call/getbyrole/0/2020-05-01", UnknownMethod),
     # 7. page missing, not decimal, or more than 9 digits
@@ -155,8 +155,8 @@ def test_each_row_of_the_error_table_gives_its_error(
 
 
 ORDER_ROWS: list[tuple[str, str, type[ApiError]]] = [
-    ("format_before_version", f"xml/v2/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
-    ("format_before_everything", "xml/v2/x/foo/bar/-1/2020-02-30/nope", FormatNotAvailable),
+    ("format_before_version", f"yaml/v2/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
+    ("format_before_everything", "yaml/v2/x/foo/bar/-1/2020-02-30/nope", FormatNotAvailable),
     ("version_before_entity", f"json/v2/{KEY}/foo/get/0/2020-05-01", WrongVersion),
     ("version_before_everything_after_it", "json/v2/x/foo/bar/-1/2020-02-30/nope", WrongVersion),
     ("entity_before_method", f"json/v3/{KEY}/foo/bar/0/2020-05-01", UnknownEntity),

@@ -6,15 +6,14 @@ import hashlib
 import secrets
 import string
 import time
-from typing import Final, Literal
+from typing import Final
 
 from calltrack.errors import RateLimited, UnknownKey
+from calltrack.protocol import Method
 from calltrack.store import ResolvedKey, Store
 
 KEY_LENGTH: Final = 16
 KEY_ALPHABET: Final = string.ascii_lowercase + string.digits
-Method = Literal["get", "getByRole", "getWithRole"]
-METHODS: Final[tuple[Method, ...]] = ("get", "getByRole", "getWithRole")
 
 
 def new_key() -> str:
@@ -59,7 +58,7 @@ def resolve(store: Store, key: str) -> ResolvedKey:
 
 
 def check_method(resolved: ResolvedKey, method: Method) -> None:
-    """A role key serves only getByRole, a user key only get and getWithRole (error 6)."""
+    """A role key serves only getByRole, a user key every other method (error 6)."""
     if resolved.is_role_key != (method == "getByRole"):
         raise UnknownKey
 
@@ -67,7 +66,7 @@ def check_method(resolved: ResolvedKey, method: Method) -> None:
 def visible_owners(store: Store, resolved: ResolvedKey, method: Method) -> list[int]:
     """Accounts whose calls this key sees with this method; empty means none."""
     check_method(resolved, method)
-    if method == "get":
+    if method in ("get", "put", "delete"):
         return [resolved.account_id]
     if method == "getByRole":
         # A role granted to oneself opens nothing: the grantee's own calls never come

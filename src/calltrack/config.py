@@ -31,6 +31,8 @@ class Settings:
     # Requests per key per rate window; 0 turns the limit off.
     rate_limit: int = 0
     rate_window: int = 60
+    # Largest request body (call/put) accepted, in bytes.
+    max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "info"
 
     @property
@@ -68,6 +70,8 @@ class Settings:
             raise ConfigError("CALLTRACK_RATE_LIMIT: must be 0 (off) or more")
         if self.rate_window < 1:
             raise ConfigError("CALLTRACK_RATE_WINDOW: must be at least 1 second")
+        if self.max_body_bytes < 1:
+            raise ConfigError("CALLTRACK_MAX_BODY_BYTES: must be at least 1")
         if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
             raise ConfigError(
                 "CALLTRACK_DATABASE_URL: expected sqlite:///PATH or postgresql://..., "
@@ -84,6 +88,7 @@ _FIELDS: dict[str, type] = {
     "db_pool_size": int,
     "rate_limit": int,
     "rate_window": int,
+    "max_body_bytes": int,
     "log_level": str,
 }
 

@@ -70,6 +70,7 @@ def build_demo(
             )
         )
         result = import_bytes(store, accounts[name].id, lines, settings.zone)
+        _add_tracking_numbers(store, accounts[name].id, seed)
         imported += result.imported
         notes.append(f"{name}: {result.imported} calls over the last 90 days")
 
@@ -103,3 +104,11 @@ def _role(store: Store, grantor_id: int) -> int:
         return store.create_role(grantor_id, ROLE_NAME).id
     except Conflict:
         return store.role_id_by_name(grantor_id, ROLE_NAME)
+
+
+def _add_tracking_numbers(store: Store, account_id: int, seed: int) -> None:
+    """A static and a dynamic number for each campaign the demo calls brought in."""
+    for index, (campaign_id, *_rest) in enumerate(store.campaigns(account_id, 0, 2**62)):
+        base = 74950000000 + seed * 1000 + index * 10
+        store.add_phone(account_id, str(base), campaign_id, "Главный офис", "static")
+        store.add_phone(account_id, str(base + 1), campaign_id, "", "dynamic")

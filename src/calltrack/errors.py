@@ -10,7 +10,11 @@
     │   ├── BadPage              "Incorrect page is set"
     │   ├── BadStart             "Start date has wrong type. ..."
     │   ├── BadEnd               "End date has wrong type. ..."
-    │   └── NoRows               "No rows found"
+    │   ├── NoRows               "No rows found"
+    │   ├── MissingCallId        "Call id is not set"                 (call/delete)
+    │   ├── BadCallData          "Call data is not valid" + line, reason (call/put)
+    │   ├── BodyTooLarge         413 "Request body is too large"       (call/put)
+    │   └── HttpMethodNotAllowed 405 "HTTP method is not allowed for this method"
     ├── ServiceError             our failure, not the caller's (HTTP 5xx/429)
     │   ├── StoreUnavailable     503 "Service temporarily unavailable"
     │   └── RateLimited          429 "Too many requests"
@@ -37,9 +41,14 @@ class ApiError(CalltrackError):
     """A documented v3 error answer."""
 
     message: ClassVar[str]
+    status_code: ClassVar[int] = 200  # the contract answers its errors with 200
 
     def __init__(self) -> None:
         super().__init__(self.message)
+
+    def details(self) -> dict[str, object]:
+        """More keys for ``inbound`` beside ``error``, where the error has them."""
+        return {}
 
 
 class FormatNotAvailable(ApiError):
@@ -76,6 +85,32 @@ class BadEnd(ApiError):
 
 class NoRows(ApiError):
     message = "No rows found"
+
+
+class MissingCallId(ApiError):
+    message = "Call id is not set"
+
+
+class BadCallData(ApiError):
+    message = "Call data is not valid"
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__()
+        self.line = line
+        self.reason = reason
+
+    def details(self) -> dict[str, object]:
+        return {"line": self.line, "reason": self.reason}
+
+
+class BodyTooLarge(ApiError):
+    message = "Request body is too large"
+    status_code = 413
+
+
+class HttpMethodNotAllowed(ApiError):
+    message = "HTTP method is not allowed for this method"
+    status_code = 405
 
 
 class ServiceError(CalltrackError):

@@ -139,6 +139,9 @@ class StoredCall:
     status: str
     campaign_id: int
     body: bytes  # the record's JSON for page 0 without its '{"page":0,' prefix
+    campaign_name: str = ""
+    site: str = ""
+    tags: tuple[str, ...] = ()
 
 
 def decode_record(data: bytes | str) -> CallRecord:
@@ -174,6 +177,9 @@ def prepare(record: CallRecord, zone: ZoneInfo) -> StoredCall:
         status=record.status or "",
         campaign_id=record.ctCampaignId,
         body=encoded[len(_PAGE0_PREFIX) :],
+        campaign_name=record.ctCampaignName,
+        site=record.site,
+        tags=tuple(dict.fromkeys(record.tags)),  # each tag once, in first-seen order
     )
 
 

@@ -13,15 +13,16 @@ import anyio
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from calltrack.api.calls import export_page
+from calltrack.api.answers import Answer
+from calltrack.api.handler import allowed_http_methods, handle
 from calltrack.api.request import parse, redact_query
 from calltrack.config import Settings
 from calltrack.errors import ApiError, ServiceError, StoreUnavailable
-from calltrack.render.json import CONTENT_TYPE, error_body, internal_error_body
+from calltrack.render.json import CONTENT_TYPE, envelope, error_body, internal_error_body
 from calltrack.store import Store, open_store
 
 error_log = logging.getLogger("calltrack.error")
@@ -44,17 +45,33 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
 
     async def api(request: Request) -> Response:
         parsed = parse(request.scope["query_string"], zone)
+        body = await read_body(request, settings.max_body_bytes)
         try:
-            body = await run_in_threadpool_limited(export_page, store, settings, parsed)
+            result: Answer = await run_in_threadpool_limited(
+                handle, store, settings, parsed, request.method, body
+            )
         except ApiError as exc:
-            return answer(error_body(exc.message), request)
+            headers = {"allow": allowed_http_methods(parsed)} if exc.status_code == 405 else {}
+            inbound = {"error": exc.message, **exc.details()}
+            return answer(envelope(inbound), request, exc.status_code, **headers)
         except ServiceError as exc:
             error_log.warning("%s: %s", type(exc).__name__, exc)
             retry = str(exc.retry_after or settings.retry_after)
             return answer(
                 error_body(exc.message), request, exc.status_code, **{"retry-after": retry}
             )
-        return answer(body, request)
+        if isinstance(result.body, bytes):
+            if request.method == "HEAD":
+                return Response(
+                    b"",
+                    headers={"content-length": str(len(result.body))},
+                    media_type=result.content_type,
+                )
+            return Response(result.body, media_type=result.content_type)
+        if request.method == "HEAD":
+            return Response(b"", media_type=result.content_type)
+        # Other formats stream: the page is rendered chunk by chunk as it is sent.
+        return StreamingResponse(result.body, media_type=result.content_type)
 
     async def healthz(request: Request) -> Response:
         try:
@@ -79,13 +96,34 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             store.close()
 
     routes = [
-        Route(path, api, methods=["GET", "HEAD"]) for path in ("/api/", "/api", "/api/index.php")
+        Route(path, api, methods=["GET", "HEAD", "POST", "PUT", "DELETE"])
+        for path in ("/api/", "/api", "/api/index.php")
     ]
     routes.append(Route("/healthz", healthz, methods=["GET", "HEAD"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(InternalErrorMiddleware)
     return app
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body for POST and PUT (b"" for other methods); None past ``limit`` bytes.
+
+    Reading stops at the limit, so an oversized body never sits in memory whole.
+    """
+    if request.method not in ("POST", "PUT"):
+        return b""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class InternalErrorMiddleware:

@@ -3,6 +3,8 @@
 Validation runs in the contract's order (section 2). Two checks need the store (the key, and
 the key's kind against the method), so ``parse`` records every segment's error and the
 handler asks for them in order: ``before_key``, then ``before_kind``, then ``after_kind``.
+What follows the method depends on it: ``page/from/to`` for reads, the call's
+``universalId`` for ``delete``, nothing for ``put`` (its calls come in the body).
 """
 
 from __future__ import annotations
@@ -14,21 +16,20 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 from zoneinfo import ZoneInfo
 
-from calltrack.access import METHODS, Method
 from calltrack.errors import (
     ApiError,
     BadEnd,
     BadPage,
     BadStart,
     FormatNotAvailable,
+    MissingCallId,
     UnknownEntity,
     UnknownMethod,
     WrongVersion,
 )
+from calltrack.protocol import ENTITY_METHODS, FORMATS, READ_METHODS, VERSIONS, Method
 from calltrack.store import Window
 
-SERVED_FORMATS: Final = frozenset({"json"})
-ENTITIES: Final = frozenset({"call"})
 _PAGE_RE: Final = re.compile(r"[0-9]{1,9}")
 _DATE_RE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 # Up to 18 digits: any instant a client means, and always inside a 64-bit column.
@@ -48,6 +49,7 @@ class V3Request:
     method: Method | None
     page: int | None
     window: Window | None
+    call_id: str  # the universalId of a delete
     errors: tuple[ApiError | None, ...]  # one slot per check, in the contract's order
 
     def before_key(self) -> ApiError | None:
@@ -59,8 +61,8 @@ class V3Request:
         return _first(self.errors[2:4])
 
     def after_kind(self) -> ApiError | None:
-        """Errors 7-9: page, from, to (after the key's kind matched the method)."""
-        return _first(self.errors[4:7])
+        """Errors 7-9: page, from, to, or the call id of a delete (after the key's kind)."""
+        return _first(self.errors[4:])
 
     def first_error(self) -> ApiError | None:
         """The first error that needs no store (the key taken as valid)."""
@@ -90,40 +92,41 @@ def _decode(part: bytes) -> str:
 
 
 def parse(query: bytes, zone: ZoneInfo) -> V3Request:
-    """Parse ``format/version/apikey/entity/method/page/from/to``; never raises."""
+    """Parse ``format/version/apikey/entity/method/...``; never raises."""
     seg = split_query(query)
     seg += [""] * (len(SEGMENTS) - len(seg))
-    fmt, version, key, entity, method, page_text, start_text, end_text = seg[:8]
+    fmt, version, key, entity, method_text, page_text, start_text, end_text = seg[:8]
+    methods = ENTITY_METHODS.get(entity, ())
+    method = next((m for m in methods if m == method_text), None)
 
     page = int(page_text) if _PAGE_RE.fullmatch(page_text) else None
     start = _instant(start_text, zone, end_of_day=False)
     end = _instant(end_text, zone, end_of_day=True) if end_text else None
     errors: tuple[ApiError | None, ...] = (
-        None if fmt in SERVED_FORMATS else FormatNotAvailable(),
-        None if version == "v3" else WrongVersion(),
-        None if entity in ENTITIES else UnknownEntity(),
-        None if method in METHODS else UnknownMethod(),
-        None if page is not None else BadPage(),
-        None if start is not None else BadStart(),
-        None if not end_text or end is not None else BadEnd(),
+        None if fmt in FORMATS else FormatNotAvailable(),
+        None if version in VERSIONS else WrongVersion(),
+        None if methods else UnknownEntity(),
+        None if method is not None else UnknownMethod(),
     )
+    if method == "delete":
+        errors += (None if page_text else MissingCallId(),)
+    elif method is None or method in READ_METHODS:
+        errors += (
+            None if page is not None else BadPage(),
+            None if start is not None else BadStart(),
+            None if not end_text or end is not None else BadEnd(),
+        )
     window = Window(start, end) if start is not None and (end is not None or not end_text) else None
     return V3Request(
         format=fmt,
         key=key,
         entity=entity,
-        method=_method(method),
+        method=method,
         page=page,
         window=window,
+        call_id=page_text if method == "delete" else "",
         errors=errors,
     )
-
-
-def _method(text: str) -> Method | None:
-    for method in METHODS:
-        if text == method:
-            return method
-    return None
 
 
 def _instant(text: str, zone: ZoneInfo, *, end_of_day: bool) -> int | None:

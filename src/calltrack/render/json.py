@@ -8,22 +8,15 @@ from typing import Final
 
 import msgspec
 
-from calltrack.access import METHODS
+from calltrack.protocol import ENTITY_METHODS, FORMATS, VERSIONS
 
 CONTENT_TYPE: Final = "application/json; charset=utf-8"
 
 # The same in every error answer (section 2 of the contract).
 INFO: Final = {
-    "entities": {
-        "call": list(METHODS),
-        "callrole": ["get"],
-        "phone": ["get"],
-        "user": ["get"],
-        "campaign": ["get"],
-        "tag": ["get"],
-    },
-    "types": ["json", "plain", "csv", "xml"],
-    "versions": ["v3"],
+    "entities": {entity: list(methods) for entity, methods in ENTITY_METHODS.items()},
+    "types": list(FORMATS),
+    "versions": list(VERSIONS),
 }
 
 
@@ -40,15 +33,14 @@ def render_page(bodies: Sequence[bytes], page: int) -> bytes:
 @cache
 def error_body(message: str) -> bytes:
     """The error envelope with ``message`` as ``inbound.error``."""
-    return msgspec.json.encode({"inbound": {"error": message}, "info": INFO, "payload": []})
+    return envelope({"error": message})
+
+
+def envelope(inbound: dict[str, object]) -> bytes:
+    """The v3 answer shape that errors and writes share: inbound, info, empty payload."""
+    return msgspec.json.encode({"inbound": inbound, "info": INFO, "payload": []})
 
 
 def internal_error_body(request_id: str) -> bytes:
     """The envelope of an unexpected failure: the request id to quote, never a traceback."""
-    return msgspec.json.encode(
-        {
-            "inbound": {"error": "Internal error", "requestId": request_id},
-            "info": INFO,
-            "payload": [],
-        }
-    )
+    return envelope({"error": "Internal error", "requestId": request_id})

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from calltrack.store.admin import AdminQueries
 from calltrack.store.calls import CallQueries
+from calltrack.store.catalog import CatalogQueries
 
 
-class SqlStore(AdminQueries, CallQueries):
+class SqlStore(AdminQueries, CallQueries, CatalogQueries):
     """Everything calltrack keeps, behind methods; SQL lives in ``calltrack.store`` only.
 
     Backends (``sqlite.SqliteStore``, ``postgres.PostgresStore``) subclass it and provide the

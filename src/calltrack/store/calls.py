@@ -24,19 +24,29 @@ class CallQueries(StoreCore):
         """Insert or update calls of one account in one transaction: all of them or none.
 
         ``calls`` pairs each call with its line number for error messages; an exception raised
-        while iterating it rolls everything back.
+        while iterating it rolls everything back. Campaigns seen in calltracking calls are
+        added to the account's campaigns unless it has them already.
         """
         self.ensure_ready()
         imported = updated = 0
+        now = unix_now()
         with self._transaction() as conn:
-            change_seq = conn.execute("SELECT coalesce(max(change_seq), 0) FROM calls").fetchone()
-            seq = int(change_seq[0])
+            seq = self._last_change(conn)
             for chunk in batched(calls, batch_size):
                 existing = self._existing(conn, [call.universal_id for _, call in chunk])
                 inserts: list[tuple[Any, ...]] = []
                 changes: list[tuple[Any, ...]] = []
+                written: list[StoredCall] = []
                 for line, call in chunk:
                     found = existing.get(call.universal_id)
+                    if found is not None and found[0] != account_id:
+                        raise ImportRejected(
+                            line, f"universalId {call.universal_id!r} belongs to another account"
+                        )
+                    if found is not None:
+                        updated += 1
+                        if bytes(found[1]) == call.body:
+                            continue  # unchanged: no write, no new change number
                     seq += 1
                     values = (
                         call.call_time,
@@ -47,16 +57,11 @@ class CallQueries(StoreCore):
                         call.body,
                     )
                     if found is None:
-                        inserts.append((account_id, call.universal_id, *values))
                         imported += 1
-                    elif found[0] != account_id:
-                        raise ImportRejected(
-                            line, f"universalId {call.universal_id!r} belongs to another account"
-                        )
+                        inserts.append((account_id, call.universal_id, *values))
                     else:
-                        updated += 1
-                        if bytes(found[1]) != call.body:
-                            changes.append((*values, call.universal_id))
+                        changes.append((*values, call.universal_id))
+                    written.append(call)
                 if inserts:
                     conn.executemany(
                         "INSERT INTO calls (account_id, universal_id, call_time, change_seq, "
@@ -70,7 +75,74 @@ class CallQueries(StoreCore):
                         "status = ?, campaign_id = ?, body = ? WHERE universal_id = ?",
                         changes,
                     )
+                    conn.executemany(
+                        "DELETE FROM call_tags WHERE universal_id = ?",
+                        [(row[-1],) for row in changes],
+                    )
+                self._write_tags_and_campaigns(conn, account_id, written, now)
         return ImportResult(imported, updated)
+
+    @staticmethod
+    def _write_tags_and_campaigns(
+        conn: Connection, account_id: int, calls: list[StoredCall], now: int
+    ) -> None:
+        tags = [
+            (call.universal_id, account_id, call.call_time, tag)
+            for call in calls
+            for tag in call.tags
+        ]
+        if tags:
+            conn.executemany(
+                "INSERT INTO call_tags (universal_id, account_id, call_time, tag) "
+                "VALUES (?, ?, ?, ?)",
+                tags,
+            )
+        # A campaign is named by the first call that shows it; later calls don't rename it.
+        campaigns: dict[int, tuple[Any, ...]] = {}
+        for call in calls:
+            if call.campaign_id and call.service_type == "calltracking":
+                campaigns.setdefault(
+                    call.campaign_id,
+                    (account_id, call.campaign_id, call.campaign_name, call.site, now),
+                )
+        if campaigns:
+            conn.executemany(
+                "INSERT INTO campaigns (account_id, campaign_id, name, site, status, created_at) "
+                "VALUES (?, ?, ?, ?, 'active', ?) ON CONFLICT DO NOTHING",
+                list(campaigns.values()),
+            )
+
+    @staticmethod
+    def _last_change(conn: Connection) -> int:
+        """The newest change number, of a live call or of a deleted one's tombstone."""
+        row = conn.execute(
+            "SELECT max(seq) FROM (SELECT max(change_seq) AS seq FROM calls "
+            "UNION ALL SELECT max(change_seq) AS seq FROM call_tombstones) AS changes"
+        ).fetchone()
+        return int(row[0] or 0)
+
+    def delete_call(self, account_id: int, universal_id: str) -> int:
+        """Delete one of the account's calls; 1 if deleted, 0 if it has no such call.
+
+        A call of another account counts as absent, so the answer reveals nothing about it.
+        The call leaves a tombstone with a new change number.
+        """
+        self.ensure_ready()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT account_id FROM calls WHERE universal_id = ?", (universal_id,)
+            ).fetchone()
+            if row is None or row[0] != account_id:
+                return 0
+            seq = self._last_change(conn) + 1
+            conn.execute("DELETE FROM calls WHERE universal_id = ?", (universal_id,))
+            conn.execute("DELETE FROM call_tags WHERE universal_id = ?", (universal_id,))
+            conn.execute(
+                "INSERT INTO call_tombstones (universal_id, account_id, change_seq, deleted_at) "
+                "VALUES (?, ?, ?, ?)",
+                (universal_id, account_id, seq, unix_now()),
+            )
+        return 1
 
     @staticmethod
     def _existing(conn: Connection, universal_ids: list[str]) -> dict[str, tuple[int, bytes]]:
