@@ -15,6 +15,7 @@ import click
 import msgspec
 
 from calltrack import access
+from calltrack.client.command import export
 from calltrack.config import Settings
 from calltrack.errors import CalltrackError, NotFound, StoreUnavailable
 from calltrack.importer import import_file
@@ -404,6 +405,9 @@ def import_command(click_ctx: click.Context, file: Path, account_ref: str, as_js
         {"imported": result.imported, "updated": result.updated},
         f"{result.imported} calls imported, {result.updated} updated into {owner.name!r}",
     )
+
+
+main.add_command(export)
 
 
 @main.command()

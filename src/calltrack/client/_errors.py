@@ -1,0 +1,176 @@
+"""The client's exception tree: every way a pull can fail, each one catchable on its own.
+
+    ClientError                      (a CalltrackError: the CLI prints any of them)
+    ├── ApiError                     a documented v3 error answer (HTTP 200, the error envelope)
+    │   ├── TypeNotAvailable         "Type to return is not available"
+    │   ├── WrongApiVersion          "It is wrong API version"
+    │   ├── UserNotRecognized        "User is not recognized"
+    │   ├── EntityDoesNotExist       "Entity does not exist"
+    │   ├── MethodDoesNotExist       "Method does not exist"
+    │   ├── IncorrectPage            "Incorrect page is set"
+    │   ├── WrongStartDate           "Start date has wrong type. ..."
+    │   ├── WrongEndDate             "End date has wrong type. ..."
+    │   ├── NoRowsFound              "No rows found" (the client answers [] instead of raising)
+    │   └── UnknownApiError          an envelope with a message the contract does not list
+    ├── ServerError                  HTTP 5xx or 429, still failing after every retry
+    │   ├── ServiceUnavailable       503 "Service temporarily unavailable"
+    │   ├── TooManyRequests          429 "Too many requests"
+    │   └── InternalServerError      500 "Internal error" (with the server's request id)
+    ├── ConnectionFailed             no answer: refused, reset, dropped mid-body, timed out
+    ├── InvalidResponse              an answer that is not the v3 protocol (status, JSON, record)
+    └── ExportError                  an export that cannot go on as asked (state, output, options)
+        └── MissingExtra             the output format needs an optional extra that is absent
+
+``ApiError`` messages are the server's own text, so ``str(error)`` is what the server said.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from calltrack.errors import CalltrackError
+
+
+class ClientError(CalltrackError):
+    """Base of every error the client raises."""
+
+
+class ApiError(ClientError):
+    """A documented v3 error answer; ``message`` is the server's text."""
+
+    message: ClassVar[str] = ""
+
+    def __init__(self, message: str | None = None) -> None:
+        text = message if message is not None else type(self).message
+        super().__init__(text)
+        self.server_message = text
+
+
+class TypeNotAvailable(ApiError):
+    message = "Type to return is not available"
+
+
+class WrongApiVersion(ApiError):
+    message = "It is wrong API version"
+
+
+class UserNotRecognized(ApiError):
+    message = "User is not recognized"
+
+
+class EntityDoesNotExist(ApiError):
+    message = "Entity does not exist"
+
+
+class MethodDoesNotExist(ApiError):
+    message = "Method does not exist"
+
+
+class IncorrectPage(ApiError):
+    message = "Incorrect page is set"
+
+
+class WrongStartDate(ApiError):
+    message = "Start date has wrong type. Possible format is 'Y-m-d' or timestamp"
+
+
+class WrongEndDate(ApiError):
+    message = "End date has wrong type. Possible format is 'Y-m-d' or timestamp"
+
+
+class NoRowsFound(ApiError):
+    message = "No rows found"
+
+
+class UnknownApiError(ApiError):
+    """An error envelope whose message is none of the documented ones."""
+
+
+DOCUMENTED: dict[str, type[ApiError]] = {
+    cls.message: cls
+    for cls in (
+        TypeNotAvailable,
+        WrongApiVersion,
+        UserNotRecognized,
+        EntityDoesNotExist,
+        MethodDoesNotExist,
+        IncorrectPage,
+        WrongStartDate,
+        WrongEndDate,
+        NoRowsFound,
+    )
+}
+
+
+def api_error(message: str) -> ApiError:
+    """The exception for an envelope's ``inbound.error``."""
+    cls = DOCUMENTED.get(message)
+    return cls() if cls is not None else UnknownApiError(message)
+
+
+class ServerError(ClientError):
+    """The server failed (5xx) or refused for now (429), and retrying did not help."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        detail = f"HTTP {status_code}: {message}"
+        if request_id:
+            detail += f" (request id {request_id})"
+        super().__init__(detail)
+        self.server_message = message
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.request_id = request_id
+
+
+class ServiceUnavailable(ServerError):
+    """503: the server's database is unreachable for now."""
+
+
+class TooManyRequests(ServerError):
+    """429: the per-key rate limit."""
+
+
+class InternalServerError(ServerError):
+    """500: something unexpected on the server; quote ``request_id`` to its operator."""
+
+
+def server_error(
+    status_code: int, message: str, retry_after: float | None, request_id: str | None
+) -> ServerError:
+    cls: type[ServerError] = {
+        503: ServiceUnavailable,
+        429: TooManyRequests,
+        500: InternalServerError,
+    }.get(status_code, ServerError)
+    return cls(message, status_code=status_code, retry_after=retry_after, request_id=request_id)
+
+
+class ConnectionFailed(ClientError):
+    """No complete answer: connection refused or reset, body cut short, or a timeout."""
+
+
+class InvalidResponse(ClientError):
+    """An answer outside the v3 protocol: unexpected status, not JSON, or an invalid record."""
+
+
+class ExportError(ClientError):
+    """An export that cannot go on as asked; the message says what to do."""
+
+
+class MissingExtra(ExportError):
+    """The output format needs an optional dependency: ``pip install 'calltrack[EXTRA]'``."""
+
+    def __init__(self, fmt: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"the {fmt} format needs the optional package {module!r}: "
+            f"install it with pip install 'calltrack[{extra}]'"
+        )
+        self.format = fmt
+        self.extra = extra
