@@ -947,8 +947,9 @@ def test_every_documented_path_answers_the_same(world: World, path: str) -> None
 )
 def test_head_answers_the_get_headers_without_a_body(world: World, template: str) -> None:
     query = fill(template, world)
-    got = api(world.http, query)
-    head = world.http.head("/api/?" + query)
+    identity = {"accept-encoding": "identity"}  # compare the lengths of the same encoding
+    got = world.http.get("/api/?" + query, headers=identity)
+    head = world.http.head("/api/?" + query, headers=identity)
     assert head.status_code == got.status_code == 200
     assert head.content == b""
     assert head.headers["content-type"] == JSON_CONTENT_TYPE

@@ -33,6 +33,8 @@ class Settings:
     rate_window: int = 60
     # Largest request body (call/put) accepted, in bytes.
     max_body_bytes: int = 10 * 1024 * 1024
+    # gzip level for clients that accept it (1 fastest .. 9 smallest); 0 never compresses.
+    gzip_level: int = 1
     log_level: str = "info"
 
     @property
@@ -70,6 +72,8 @@ class Settings:
             raise ConfigError("CALLTRACK_RATE_LIMIT: must be 0 (off) or more")
         if self.rate_window < 1:
             raise ConfigError("CALLTRACK_RATE_WINDOW: must be at least 1 second")
+        if not 0 <= self.gzip_level <= 9:
+            raise ConfigError("CALLTRACK_GZIP_LEVEL: must be between 0 (off) and 9")
         if self.max_body_bytes < 1:
             raise ConfigError("CALLTRACK_MAX_BODY_BYTES: must be at least 1")
         if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
@@ -89,6 +93,7 @@ _FIELDS: dict[str, type] = {
     "rate_limit": int,
     "rate_window": int,
     "max_body_bytes": int,
+    "gzip_level": int,
     "log_level": str,
 }
 

@@ -16,6 +16,7 @@ class Answer:
 
     body: bytes | Iterator[bytes]
     content_type: str
+    content_encoding: str = ""  # "gzip" once encoded
 
 
 class FormatWriter(Protocol):

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -18,8 +19,9 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from calltrack.api.answers import Answer
+from calltrack.api.encoding import accepts_gzip, gzip_answer
 from calltrack.api.handler import allowed_http_methods, handle
-from calltrack.api.request import parse, redact_query
+from calltrack.api.request import V3Request, parse, redact_query
 from calltrack.config import Settings
 from calltrack.errors import ApiError, ServiceError, StoreUnavailable
 from calltrack.render.json import CONTENT_TYPE, envelope, error_body, internal_error_body
@@ -43,12 +45,20 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             body = b""
         return Response(body, status, headers=headers, media_type=CONTENT_TYPE)
 
+    def respond(parsed: V3Request, http_method: str, body: bytes | None, gzip: bool) -> Answer:
+        # Runs in a worker thread: the store, the rendering and gzip all stay off the loop.
+        result = handle(store, settings, parsed, http_method, body)
+        if gzip and (encoded := gzip_answer(result, settings.gzip_level)) is not None:
+            return replace(encoded, content_encoding="gzip")
+        return result
+
     async def api(request: Request) -> Response:
         parsed = parse(request.scope["query_string"], zone)
         body = await read_body(request, settings.max_body_bytes)
+        gzip = settings.gzip_level > 0 and accepts_gzip(request.headers.get("accept-encoding", ""))
         try:
             result: Answer = await run_in_threadpool_limited(
-                handle, store, settings, parsed, request.method, body
+                respond, parsed, request.method, body, gzip
             )
         except ApiError as exc:
             headers = {"allow": allowed_http_methods(parsed)} if exc.status_code == 405 else {}
@@ -60,18 +70,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             return answer(
                 error_body(exc.message), request, exc.status_code, **{"retry-after": retry}
             )
+        headers = {"vary": "Accept-Encoding"}
+        if result.content_encoding:
+            headers["content-encoding"] = result.content_encoding
         if isinstance(result.body, bytes):
             if request.method == "HEAD":
-                return Response(
-                    b"",
-                    headers={"content-length": str(len(result.body))},
-                    media_type=result.content_type,
-                )
-            return Response(result.body, media_type=result.content_type)
+                headers["content-length"] = str(len(result.body))
+                return Response(b"", headers=headers, media_type=result.content_type)
+            return Response(result.body, headers=headers, media_type=result.content_type)
         if request.method == "HEAD":
-            return Response(b"", media_type=result.content_type)
+            return Response(b"", headers=headers, media_type=result.content_type)
         # Other formats stream: the page is rendered chunk by chunk as it is sent.
-        return StreamingResponse(result.body, media_type=result.content_type)
+        return StreamingResponse(result.body, headers=headers, media_type=result.content_type)
 
     async def healthz(request: Request) -> Response:
         try:
