@@ -6,9 +6,14 @@ store transaction, and the first bad record (named by its line) rolls the transa
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from queue import Empty, Queue
+from typing import BinaryIO, TypeVar
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -17,28 +22,54 @@ from calltrack.errors import ImportRejected, InvalidRecord
 from calltrack.model import StoredCall, decode_record, prepare
 from calltrack.store import ImportResult, Store
 
+T = TypeVar("T")
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as spreadsheet tools write
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 _BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
 
 
 def import_file(store: Store, account_id: int, path: Path, zone: ZoneInfo) -> ImportResult:
-    """Import one file into one account; ImportRejected names the first bad line."""
+    """Import one file into one account; ImportRejected names the first bad line.
+
+    JSON Lines stream from the file, so a large import never sits in memory whole; a JSON
+    array has to be read at once.
+    """
     try:
-        data = path.read_bytes()
+        with path.open("rb") as file:
+            head = file.read(4096)
+            if head.startswith(_BOM):
+                head = head[len(_BOM) :]
+            if head.lstrip()[:1] == b"[":
+                records = _array_records(head + file.read())
+                return _load(store, account_id, records, zone)
+            return _load(store, account_id, _numbered_lines(_lines(head, file)), zone)
     except OSError as exc:
         raise ImportRejected(0, f"cannot read {path}: {exc.strerror or exc}") from exc
-    return import_bytes(store, account_id, data, zone)
 
 
 def import_bytes(store: Store, account_id: int, data: bytes, zone: ZoneInfo) -> ImportResult:
     """Import a JSON Lines document or a JSON array of records, all or nothing."""
-    return store.import_calls(account_id, prepared_calls(data, zone))
+    return _load(store, account_id, _records(data), zone)
+
+
+def _load(
+    store: Store, account_id: int, records: Iterable[tuple[int, bytes]], zone: ZoneInfo
+) -> ImportResult:
+    # Validation (CPU) runs in a second thread while the store writes the previous batch
+    # (SQLite and PostgreSQL release the GIL while they work).
+    return store.import_calls(account_id, prefetched(_prepared(records, zone)))
 
 
 def prepared_calls(data: bytes, zone: ZoneInfo) -> Iterator[tuple[int, StoredCall]]:
     """Validated calls with their line numbers; raises ImportRejected at the first bad one."""
+    return _prepared(_records(data), zone)
+
+
+def _prepared(
+    records: Iterable[tuple[int, bytes]], zone: ZoneInfo
+) -> Iterator[tuple[int, StoredCall]]:
     seen: dict[str, int] = {}
-    for line, raw in _records(data):
+    for line, raw in records:
         try:
             call = prepare(decode_record(raw), zone)
         except InvalidRecord as exc:
@@ -51,14 +82,64 @@ def prepared_calls(data: bytes, zone: ZoneInfo) -> Iterator[tuple[int, StoredCal
         yield line, call
 
 
+def prefetched(items: Iterator[T], batch: int = 1000, depth: int = 4) -> Iterator[T]:
+    """``items``, produced by a background thread up to ``depth`` batches ahead.
+
+    An exception in the producer is raised to the consumer at the same point of the stream;
+    a consumer that stops early stops the producer.
+    """
+    queue: Queue[list[T] | BaseException | None] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            chunk: list[T] = []
+            for item in items:
+                chunk.append(item)
+                if len(chunk) == batch:
+                    queue.put(chunk)
+                    chunk = []
+                    if stop.is_set():
+                        return
+            queue.put(chunk)
+            queue.put(None)
+        except BaseException as exc:  # handed to the consumer, who raises it
+            queue.put(exc)
+
+    producer = threading.Thread(target=produce, name="import-validate", daemon=True)
+    producer.start()
+    try:
+        while (got := queue.get()) is not None:
+            if isinstance(got, BaseException):
+                raise got
+            yield from got
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(Empty):
+                queue.get_nowait()
+            producer.join(timeout=0.05)
+
+
 def _records(data: bytes) -> Iterator[tuple[int, bytes]]:
     """(line number, raw JSON object) for every record of the document."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # a UTF-8 byte order mark, as spreadsheet tools write
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]  # a UTF-8 byte order mark, as spreadsheet tools write
     if data.lstrip()[:1] == b"[":
-        yield from _array_records(data)
-        return
-    for number, line in enumerate(data.split(b"\n"), start=1):
+        return _array_records(data)
+    return _numbered_lines(data.split(b"\n"))
+
+
+def _lines(head: bytes, file: BinaryIO) -> Iterator[bytes]:
+    """The lines (without their newline) of a file whose first bytes were read into ``head``."""
+    *complete, partial = head.split(b"\n")
+    yield from complete
+    for line in itertools.chain([partial + file.readline()], file):
+        yield line[:-1] if line.endswith(b"\n") else line
+
+
+def _numbered_lines(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    for number, line in enumerate(lines, start=1):
         if line.strip():
             yield number, line
 

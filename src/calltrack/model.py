@@ -163,9 +163,9 @@ def prepare(record: CallRecord, zone: ZoneInfo) -> StoredCall:
         record.visitSite = record.siteVisit = record.visitSite or record.siteVisit
     call_time = parse_local(record.callTime, zone, "callTime")
     if record.localDate:
-        parse_local(record.localDate, zone, "localDate")
+        _parse_naive(record.localDate, "localDate")
     if record.cbOrderDate:
-        parse_local(record.cbOrderDate, zone, "cbOrderDate")
+        _parse_naive(record.cbOrderDate, "cbOrderDate")
     if not record.universalId:
         record.universalId = new_universal_id()
     record.page = 0
@@ -185,13 +185,18 @@ def prepare(record: CallRecord, zone: ZoneInfo) -> StoredCall:
 
 def parse_local(text: str, zone: ZoneInfo, field: str) -> int:
     """``YYYY-MM-DD HH:MM:SS`` in the service zone -> unix seconds; InvalidRecord if impossible."""
+    return int(_parse_naive(text, field).replace(tzinfo=zone).timestamp())
+
+
+def _parse_naive(text: str, field: str) -> datetime:
     if not _DATETIME_RE.match(text):
         raise InvalidRecord(f"`{field}` is not a date-time 'YYYY-MM-DD HH:MM:SS': {text!r}")
     try:
-        moment = datetime.strptime(text, TIME_FORMAT)
+        # The pattern above fixed the shape, so the C parser reads exactly that (strptime
+        # would cost several times more on a large import).
+        return datetime.fromisoformat(text)
     except ValueError:
         raise InvalidRecord(f"`{field}` is not a real date-time: {text!r}") from None
-    return int(moment.replace(tzinfo=zone).timestamp())
 
 
 def format_local(instant: int, zone: ZoneInfo) -> str:
