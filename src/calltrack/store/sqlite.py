@@ -6,6 +6,7 @@ import math
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,10 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced (the base class cannot)."""
+
+
 class SqliteStore(SqlStore):
     dialect = "sqlite"
 
@@ -38,7 +43,9 @@ class SqliteStore(SqlStore):
             )
         self.path = sqlite_path(settings.database_url)
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        # Weak, so a connection closes with the worker thread that owned it (thread pools
+        # retire idle threads) instead of lingering until the store closes.
+        self._all: weakref.WeakSet[sqlite3.Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         # The first connection of a process may create the file; later reconnects must not,
         # so a database file removed under a running service answers 503, not empty pages.
@@ -53,17 +60,21 @@ class SqliteStore(SqlStore):
             timeout=self.settings.db_timeout,
             isolation_level=None,  # autocommit; transactions are explicit
             check_same_thread=False,
+            factory=_Connection,
         )
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
-        conn.execute("PRAGMA mmap_size = 268435456")
+        # Memory per connection, bounded so a worker stays well under 200 MB however large
+        # the file: a 16 MiB page cache, and at most 64 MiB of the file mapped (mapped pages
+        # count in RSS, though the kernel shares and reclaims them).
+        conn.execute("PRAGMA cache_size = -16384")
+        conn.execute("PRAGMA mmap_size = 67108864")
         # SQLite has no statement timeout: abort a read that runs past its deadline.
         conn.set_progress_handler(self._past_deadline, 10_000)
         self._may_create = False
         with self._lock:
-            self._all.append(conn)
+            self._all.add(conn)
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -78,8 +89,7 @@ class SqliteStore(SqlStore):
         self._local.conn = None
         if conn is not None:
             with self._lock:
-                if conn in self._all:
-                    self._all.remove(conn)
+                self._all.discard(conn)
             conn.close()
 
     def _past_deadline(self) -> bool:
@@ -118,7 +128,8 @@ class SqliteStore(SqlStore):
 
     def close(self) -> None:
         with self._lock:
-            conns, self._all = self._all, []
+            conns = list(self._all)
+            self._all = weakref.WeakSet()
         for conn in conns:
             conn.close()
         self._local = threading.local()
