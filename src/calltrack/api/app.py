@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     owns_store = store is None
     store = store or open_store(settings)
     zone = settings.zone
-    limiter = anyio.CapacityLimiter(max(4, settings.db_pool_size))
+    # At most as many database calls at once as the pool has connections.
+    limiter = anyio.CapacityLimiter(settings.db_pool_size)
 
     def answer(body: bytes, request: Request, status: int = 200, **headers: str) -> Response:
         if request.method == "HEAD":

@@ -192,7 +192,8 @@ class CallQueries(StoreCore):
             )
             rows = conn.execute(sql, params).fetchall()
             if len(rows) == size and not next_known:
-                conn.execute(
+                self._optional_write(
+                    conn,
                     "INSERT INTO page_marks (mark_key, snapshot, page, after_time, after_id, "
                     "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (key, snapshot, page + 1, rows[-1][0], rows[-1][1], now),

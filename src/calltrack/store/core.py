@@ -53,6 +53,11 @@ class StoreCore(ABC):
         Write transactions are serialized, so ``id`` and ``change_seq`` grow in commit order.
         """
 
+    def _optional_write(self, conn: Connection, sql: str, params: Sequence[Any]) -> bool:
+        """A write that only helps (a cache), done if it can be done without waiting."""
+        conn.execute(sql, params)
+        return True
+
     @abstractmethod
     def close(self) -> None:
         """Release every connection."""

@@ -51,7 +51,13 @@ class PostgresStore(SqlStore):
             settings.database_url,
             min_size=1,
             max_size=settings.db_pool_size,
-            timeout=timeout,
+            # The app never runs more database calls than the pool has connections, so a
+            # wait for one means the server is gone: give up fast (503), not after db_timeout.
+            timeout=min(0.5, timeout),
+            # psycopg_pool retries a lost connection with doubling delays until this many
+            # seconds pass, then again on the next demand: keep the doubling short so the
+            # service is back within seconds of the database, however long it was away.
+            reconnect_timeout=3.0,
             kwargs={
                 "autocommit": True,
                 "connect_timeout": max(1, int(timeout)),

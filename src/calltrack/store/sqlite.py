@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from calltrack.config import ConfigError, Settings
 from calltrack.errors import StoreUnavailable
@@ -29,7 +31,21 @@ def sqlite_path(url: str) -> Path:
 
 
 class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced (the base class cannot)."""
+    """A connection that can be weakly referenced (the base class cannot), and that knows
+    which file it opened."""
+
+    file_id: tuple[int, int] = (0, 0)
+
+
+class _CloseWithThread:
+    """Kept in a thread's locals: when the thread ends its locals go, and this closes the
+    thread's connection at once, without waiting for the garbage collector."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        self.conn.close()
 
 
 class SqliteStore(SqlStore):
@@ -50,14 +66,17 @@ class SqliteStore(SqlStore):
         # The first connection of a process may create the file; later reconnects must not,
         # so a database file removed under a running service answers 503, not empty pages.
         self._may_create = True
+        # How long a read waits for a lock: short, so a locked file answers 503 quickly
+        # (in WAL mode readers wait only when another process holds the file exclusively).
+        self._read_wait = min(0.5, settings.db_timeout)
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> _Connection:
         mode = "rwc" if self._may_create else "rw"
         uri = f"file:{self.path.resolve().as_posix()}?mode={mode}"
         conn = sqlite3.connect(
             uri,
             uri=True,
-            timeout=self.settings.db_timeout,
+            timeout=self._read_wait,
             isolation_level=None,  # autocommit; transactions are explicit
             check_same_thread=False,
             factory=_Connection,
@@ -73,20 +92,47 @@ class SqliteStore(SqlStore):
         # SQLite has no statement timeout: abort a read that runs past its deadline.
         conn.set_progress_handler(self._past_deadline, 10_000)
         self._may_create = False
+        conn.file_id = self._file_id()
         with self._lock:
             self._all.add(conn)
         return conn
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _file_id(self) -> tuple[int, int]:
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            raise sqlite3.OperationalError("the database file is missing") from None
+        return found.st_dev, found.st_ino
+
+    def _conn(self) -> _Connection:
+        conn: _Connection | None = getattr(self._local, "conn", None)
+        # An open connection keeps reading a file that was moved or deleted; check that the
+        # path still names the file it opened (one stat, about a microsecond).
+        if conn is not None and conn.file_id != self._file_id():
+            self._drop()
+            conn = None
         if conn is None:
             conn = self._open()
             self._local.conn = conn
+            self._local.closer = _CloseWithThread(conn)
         return conn
+
+    def _optional_write(self, conn: Connection, sql: str, params: Sequence[Any]) -> bool:
+        # Page marks only speed reads up: never make a reader wait for a writer's lock.
+        raw = self._conn()
+        raw.execute("PRAGMA busy_timeout = 20")
+        try:
+            conn.execute(sql, params)
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            raw.execute(f"PRAGMA busy_timeout = {int(self._read_wait * 1000)}")
 
     def _drop(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         self._local.conn = None
+        self._local.closer = None
         if conn is not None:
             with self._lock:
                 self._all.discard(conn)
@@ -111,6 +157,8 @@ class SqliteStore(SqlStore):
     def _transaction(self) -> Iterator[Connection]:
         try:
             conn = self._conn()
+            # A writer may wait its full timeout for another writer; readers wait less.
+            conn.execute(f"PRAGMA busy_timeout = {int(self.settings.db_timeout * 1000)}")
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             self._drop()
@@ -125,6 +173,9 @@ class SqliteStore(SqlStore):
             raise
         else:
             conn.execute("COMMIT")
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA busy_timeout = {int(self._read_wait * 1000)}")
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,204 @@
+"""Faults and load against a real `calltrack serve`: the quick versions of tests/faults.
+
+Each scenario runs once per module (it starts processes and takes seconds) and the tests below
+read its measurements, one property each. The full versions are the same scripts without
+``--quick`` (see each script's docstring); numbers are printed with ``pytest -s``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from calltrack.config import Settings
+from calltrack.store import open_store
+from tests.faults import (
+    _common,
+    export_while_import,
+    import_sigkill,
+    load,
+    pg_outage,
+    sqlite_faults,
+)
+
+Result = dict[str, Any]
+
+
+def _scenario(result: Result) -> Result:
+    print(result)  # the measurements, for `pytest -s`
+    if "skipped" in result:
+        if _common.in_ci():
+            pytest.fail(f"CI=true requires this scenario: {result['skipped']}")
+        pytest.skip(result["skipped"])
+    return result
+
+
+@pytest.fixture(scope="module")
+def outage() -> Result:
+    if _common.find_pg_bin("initdb") is None and not _common.in_ci():
+        pytest.skip("initdb is not installed: the PostgreSQL outage needs a private cluster")
+    return _scenario(pg_outage.run(quick=True))
+
+
+@pytest.fixture(scope="module")
+def sqlite() -> Result:
+    return _scenario(sqlite_faults.run(quick=True))
+
+
+@pytest.fixture(scope="module")
+def killed() -> Result:
+    return _scenario(import_sigkill.run(quick=True))
+
+
+@pytest.fixture(scope="module")
+def walks() -> Result:
+    return _scenario(export_while_import.run(quick=True))
+
+
+@pytest.fixture(scope="module")
+def loaded() -> Result:
+    return _scenario(load.run(quick=True))
+
+
+# -- PostgreSQL stopped under the service --------------------------------------------------------
+
+
+def test_during_a_postgres_outage_every_answer_is_the_page_or_a_documented_503(
+    outage: Result,
+) -> None:
+    assert outage["wrong_examples"] == []
+    assert outage["statuses"].get("503", 0) > 0
+
+
+def test_a_postgres_outage_turns_answers_into_503_within_a_second(outage: Result) -> None:
+    assert outage["seconds_to_first_503"] is not None
+    assert outage["seconds_to_first_503"] <= pg_outage.MAX_SECONDS_TO_503
+    assert outage["slowest_503_seconds"] <= pg_outage.MAX_SECONDS_TO_503
+
+
+def test_pages_come_back_within_seconds_of_postgres_restarting_without_restarting_the_service(
+    outage: Result,
+) -> None:
+    assert outage["seconds_to_recover"] is not None
+    assert outage["seconds_to_recover"] <= pg_outage.MAX_SECONDS_TO_RECOVER
+    assert outage["non_200_after_recovery"] == 0
+
+
+# -- the SQLite file locked, then moved away ----------------------------------------------------
+
+
+def test_while_sqlite_is_locked_or_gone_every_answer_is_the_page_or_a_documented_503(
+    sqlite: Result,
+) -> None:
+    assert sqlite["wrong_examples"] == []
+
+
+def test_a_locked_sqlite_file_answers_503_within_a_second(sqlite: Result) -> None:
+    locked = sqlite["locked"]
+    assert locked["seconds_to_first_503"] is not None
+    assert locked["seconds_to_first_503"] <= sqlite_faults.MAX_SECONDS_TO_503
+    assert locked["slowest_answer_seconds"] <= sqlite_faults.MAX_SECONDS_TO_503
+
+
+def test_pages_come_back_as_soon_as_the_sqlite_lock_is_released(sqlite: Result) -> None:
+    recovered = sqlite["locked"]["seconds_to_recover"]
+    assert recovered is not None
+    assert recovered <= sqlite_faults.MAX_SECONDS_TO_RECOVER
+
+
+def test_a_sqlite_file_moved_away_answers_503_not_pages_of_the_old_file(sqlite: Result) -> None:
+    missing = sqlite["missing"]
+    assert missing["pages_served_while_the_file_was_gone"] == 0
+    assert missing["seconds_to_first_503"] is not None
+    assert missing["seconds_to_first_503"] <= sqlite_faults.MAX_SECONDS_TO_503
+
+
+def test_pages_come_back_once_the_sqlite_file_is_restored(sqlite: Result) -> None:
+    recovered = sqlite["missing"]["seconds_to_recover"]
+    assert recovered is not None
+    assert recovered <= sqlite_faults.MAX_SECONDS_TO_RECOVER
+
+
+def test_a_sqlite_store_keeps_no_connection_of_a_thread_that_has_ended(tmp_path: Path) -> None:
+    """The server's worker threads end after 10 idle seconds and new ones take over."""
+    store = open_store(Settings.from_env(env={}, database_url=f"sqlite:///{tmp_path / 't.db'}"))
+    store.ensure_ready()
+
+    def open_database_files() -> int:
+        fds = Path("/proc/self/fd")
+        return sum(1 for fd in fds.iterdir() if str(tmp_path) in _link(fd))
+
+    def in_a_new_thread() -> None:
+        thread = threading.Thread(target=store.count_calls)
+        thread.start()
+        thread.join()
+
+    try:
+        in_a_new_thread()
+        before = open_database_files()
+        for _ in range(10):
+            in_a_new_thread()
+        after = open_database_files()
+    finally:
+        store.close()
+    assert after <= before, f"{after - before} more files open after 10 threads came and went"
+
+
+def _link(fd: Path) -> str:
+    try:
+        return os.readlink(fd)
+    except OSError:
+        return ""
+
+
+# -- imports killed, imports during a walk ------------------------------------------------------
+
+
+def test_an_import_killed_at_any_moment_leaves_all_or_none_of_its_calls(killed: Result) -> None:
+    assert [a["problems"] for a in killed["attempts"]] == [[]] * len(killed["attempts"])
+    assert killed["killed_mid_import"] > 0  # at least one kill landed inside the import
+
+
+def test_running_a_killed_import_again_stores_exactly_the_files_calls(killed: Result) -> None:
+    assert killed["calls_after_full_run"] == killed["calls_in_file"]
+    assert killed["problems"] == []
+
+
+def test_walking_a_past_window_during_imports_returns_each_call_of_its_start_once(
+    walks: Result,
+) -> None:
+    assert walks["problems"] == []
+    assert all(w["imports_during_walk"] >= 2 for w in walks["walks"])
+
+
+# -- load -----------------------------------------------------------------------------------------
+
+
+def test_under_concurrent_load_every_answer_is_the_one_it_is_alone(loaded: Result) -> None:
+    assert loaded["wrong_examples"] == []
+    assert loaded["wrong_answers"] == 0
+    assert loaded["requests"] > 0
+
+
+def test_under_concurrent_load_there_is_no_server_error_timeout_or_dropped_connection(
+    loaded: Result,
+) -> None:
+    assert loaded["failure_examples"] == []
+    assert loaded["server_errors_or_failures"] == 0
+    assert loaded["tracebacks_in_log"] == 0
+
+
+def test_server_memory_stays_flat_under_load(loaded: Result) -> None:
+    growth = loaded["rss_last_kb"] - loaded["rss_first_kb"]
+    allowed = max(load.MAX_RSS_GROWTH_KB, loaded["rss_first_kb"] * (load.MAX_RSS_GROWTH_RATIO - 1))
+    assert growth <= allowed
+
+
+def test_no_api_key_is_found_in_clear_in_the_database_files_or_the_server_log(
+    loaded: Result,
+) -> None:
+    assert loaded["keys_found_in_clear"] == []
