@@ -11,6 +11,18 @@ from calltrack.store.core import Connection, StoreCore, batched, unix_now
 from calltrack.store.paging import Boundary, Window, build_page_query, mark_key
 from calltrack.store.records import ImportResult
 
+CALL_COLUMNS = (
+    "account_id",
+    "universal_id",
+    "call_time",
+    "change_seq",
+    "service_type",
+    "status",
+    "campaign_id",
+    "body",
+)
+TAG_COLUMNS = ("universal_id", "account_id", "call_time", "tag")
+
 # Page marks older than this are pruned; a walk taking longer falls back to OFFSET reads.
 MARK_TTL_SECONDS = 24 * 3600
 
@@ -63,12 +75,7 @@ class CallQueries(StoreCore):
                         changes.append((*values, call.universal_id))
                     written.append(call)
                 if inserts:
-                    conn.executemany(
-                        "INSERT INTO calls (account_id, universal_id, call_time, change_seq, "
-                        "service_type, status, campaign_id, body) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        inserts,
-                    )
+                    self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
                 if changes:
                     conn.executemany(
                         "UPDATE calls SET call_time = ?, change_seq = ?, service_type = ?, "
@@ -82,9 +89,8 @@ class CallQueries(StoreCore):
                 self._write_tags_and_campaigns(conn, account_id, written, now)
         return ImportResult(imported, updated)
 
-    @staticmethod
     def _write_tags_and_campaigns(
-        conn: Connection, account_id: int, calls: list[StoredCall], now: int
+        self, conn: Connection, account_id: int, calls: list[StoredCall], now: int
     ) -> None:
         tags = [
             (call.universal_id, account_id, call.call_time, tag)
@@ -92,11 +98,7 @@ class CallQueries(StoreCore):
             for tag in call.tags
         ]
         if tags:
-            conn.executemany(
-                "INSERT INTO call_tags (universal_id, account_id, call_time, tag) "
-                "VALUES (?, ?, ?, ?)",
-                tags,
-            )
+            self._insert_many(conn, "call_tags", TAG_COLUMNS, tags)
         # A campaign is named by the first call that shows it; later calls don't rename it.
         campaigns: dict[int, tuple[Any, ...]] = {}
         for call in calls:

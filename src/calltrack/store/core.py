@@ -53,6 +53,13 @@ class StoreCore(ABC):
         Write transactions are serialized, so ``id`` and ``change_seq`` grow in commit order.
         """
 
+    def _insert_many(
+        self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """Insert many rows at once (PostgreSQL overrides it with COPY)."""
+        marks = ", ".join("?" * len(columns))
+        conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
     def _optional_write(self, conn: Connection, sql: str, params: Sequence[Any]) -> bool:
         """A write that only helps (a cache), done if it can be done without waiting."""
         conn.execute(sql, params)

@@ -13,6 +13,7 @@ from calltrack.store.core import Connection, Cursor
 
 try:
     import psycopg
+    from psycopg import sql as pgsql
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ConfigError(
@@ -39,6 +40,15 @@ class _Adapter:
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), rows)
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """COPY rows in: several times faster than INSERT for bulk loads."""
+        statement = pgsql.SQL("COPY {} ({}) FROM STDIN").format(
+            pgsql.Identifier(table), pgsql.SQL(", ").join(map(pgsql.Identifier, columns))
+        )
+        with self._conn.cursor() as cur, cur.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 class PostgresStore(SqlStore):
@@ -85,6 +95,12 @@ class PostgresStore(SqlStore):
                 yield _Adapter(conn)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(f"postgres: {exc}") from exc
+
+    def _insert_many(
+        self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        assert isinstance(conn, _Adapter)
+        conn.copy_rows(table, columns, rows)
 
     def close(self) -> None:
         self.pool.close()
