@@ -22,12 +22,16 @@ INFO: Final = {
 
 def render_page(bodies: Sequence[bytes], page: int) -> bytes:
     """A JSON array of the calls whose stored bodies are given, each stamped with ``page``."""
-    # Stored bodies are the record without its leading '{"page":0,'; joining bytes is all the
-    # work a page needs.
     if not bodies:
         return b"[]"
+    # Stored bodies are the record without its leading '{"page":0,'; the page is one join of
+    # them with the page's prefix between (one copy of the bytes, not two).
     prefix = b'{"page":%d,' % page
-    return b"".join((b"[", prefix, (b"," + prefix).join(bodies), b"]"))
+    parts = [b"," + prefix] * (2 * len(bodies) + 1)
+    parts[0] = b"[" + prefix
+    parts[1::2] = bodies
+    parts[-1] = b"]"
+    return b"".join(parts)
 
 
 @cache
