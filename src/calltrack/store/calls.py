@@ -226,8 +226,12 @@ class CallQueries(StoreCore):
             (key, current),
         ).fetchone()
         if started is None:
-            conn.execute("DELETE FROM page_marks WHERE created_at < ?", (now - MARK_TTL_SECONDS,))
-            conn.execute(
+            # Marks are a cache: while another process holds the write lock, go without.
+            self._optional_write(
+                conn, "DELETE FROM page_marks WHERE created_at < ?", (now - MARK_TTL_SECONDS,)
+            )
+            self._optional_write(
+                conn,
                 "INSERT INTO page_marks (mark_key, snapshot, page, created_at) "
                 "VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING",
                 (key, current, now),
