@@ -7,83 +7,23 @@ message on stderr and exit code 1. With ``--json`` the last line of output is on
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
 
 import click
-import msgspec
 
 from calltrack import access
+from calltrack.cli.base import (
+    CalltrackGroup,
+    Context,
+    command_context,
+    emit,
+    fail,
+    json_option,
+)
+from calltrack.cli.catalog import campaign, phone
 from calltrack.client.command import export
-from calltrack.config import Settings
-from calltrack.errors import CalltrackError, NotFound, StoreUnavailable
+from calltrack.errors import NotFound
 from calltrack.importer import import_file
-from calltrack.store import Store, open_store
-from calltrack.store.catalog import CAMPAIGN_STATUSES
-
-
-class Context:
-    """What every command gets: the settings, the store (opened on first use), the output mode."""
-
-    def __init__(self, database: str | None, as_json: bool) -> None:
-        self.database = database
-        self.as_json = as_json
-        self._store: Store | None = None
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = Settings.from_env(database_url=self.database)
-        return self._settings
-
-    @property
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = open_store(self.settings)
-        return self._store
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
-
-
-def emit(ctx: Context, result: dict[str, Any], text: str) -> None:
-    """Print the result: one JSON object with --json, else the human sentence."""
-    if ctx.as_json:
-        click.echo(msgspec.json.encode(result).decode())
-    else:
-        click.echo(text)
-
-
-def fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
-class CalltrackGroup(click.Group):
-    """Turns library errors from any command into ``error: ...`` and exit code 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except StoreUnavailable as exc:
-            fail(f"the database is not reachable: {exc}")
-        except CalltrackError as exc:
-            fail(str(exc))
-        finally:
-            if isinstance(ctx.obj, Context):
-                ctx.obj.close()
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-
-
-def _ctx(click_ctx: click.Context, as_json: bool) -> Context:
-    ctx: Context = click_ctx.ensure_object(Context)
-    ctx.as_json = ctx.as_json or as_json
-    return ctx
 
 
 @click.group(cls=CalltrackGroup)
@@ -114,7 +54,7 @@ def account() -> None:
 @click.pass_context
 def account_add(click_ctx: click.Context, name: str, as_json: bool) -> None:
     """Create an account and its first user key (shown once)."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     if not name.strip():
         fail("the account name is empty")
     created = ctx.store.create_account(name)
@@ -131,7 +71,7 @@ def account_add(click_ctx: click.Context, name: str, as_json: bool) -> None:
 @click.pass_context
 def account_list(click_ctx: click.Context, as_json: bool) -> None:
     """List accounts with their call counts."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     rows = [
         {"id": a.id, "name": a.name, "calls": ctx.store.count_calls(a.id)}
         for a in ctx.store.list_accounts()
@@ -154,7 +94,7 @@ def key() -> None:
 @click.pass_context
 def key_issue(click_ctx: click.Context, account_ref: str, as_json: bool) -> None:
     """Issue another user key for ACCOUNT (name or id)."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     found = ctx.store.find_account(account_ref)
     new = access.issue_user_key(ctx.store, found.id)
     emit(ctx, {"account_id": found.id, "api_key": new}, f"new key for {found.name!r}: {new}")
@@ -166,7 +106,7 @@ def key_issue(click_ctx: click.Context, account_ref: str, as_json: bool) -> None
 @click.pass_context
 def key_revoke(click_ctx: click.Context, key_ref: str, as_json: bool) -> None:
     """Revoke a key, given the key itself or its id from `key list`."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     if access.is_well_formed(key_ref):
         info = ctx.store.find_key(key_hash=access.hash_key(key_ref))
     elif key_ref.isdigit() and len(key_ref) < 16:
@@ -183,7 +123,7 @@ def key_revoke(click_ctx: click.Context, key_ref: str, as_json: bool) -> None:
 @click.pass_context
 def key_list(click_ctx: click.Context, account_ref: str, as_json: bool) -> None:
     """List the keys of ACCOUNT: id, first characters, kind, state."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     found = ctx.store.find_account(account_ref)
     keys = [
         {
@@ -218,7 +158,7 @@ def role() -> None:
 @click.pass_context
 def role_add(click_ctx: click.Context, grantor_ref: str, name: str, as_json: bool) -> None:
     """Create a role over GRANTOR's calls."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     grantor = ctx.store.find_account(grantor_ref)
     created = ctx.store.create_role(grantor.id, name)
     emit(ctx, {"id": created.id}, f"role {created.id} {name!r} of {grantor.name!r} created")
@@ -231,7 +171,7 @@ def role_add(click_ctx: click.Context, grantor_ref: str, name: str, as_json: boo
 @click.pass_context
 def role_grant(click_ctx: click.Context, role_id: int, grantee_ref: str, as_json: bool) -> None:
     """Grant a role to GRANTEE; prints the grant's role key (shown once)."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     found_role = ctx.store.find_role(role_id)
     grantee = ctx.store.find_account(grantee_ref)
     grant = ctx.store.create_grant(found_role.id, grantee.id)
@@ -250,7 +190,7 @@ def role_grant(click_ctx: click.Context, role_id: int, grantee_ref: str, as_json
 @click.pass_context
 def role_revoke(click_ctx: click.Context, role_id: int, grantee_ref: str, as_json: bool) -> None:
     """End the grant of a role to GRANTEE, and its role keys."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     grantee = ctx.store.find_account(grantee_ref)
     grant = ctx.store.revoke_grant(role_id, grantee.id)
     emit(
@@ -258,133 +198,6 @@ def role_revoke(click_ctx: click.Context, role_id: int, grantee_ref: str, as_jso
         {"grant_id": grant.id, "revoked": True},
         f"role {role_id} revoked from {grantee.name!r}",
     )
-
-
-# -- campaigns and tracking numbers ---------------------------------------------------------
-
-ALL_TIME = (-(2**62), 2**62)
-
-
-@main.group()
-def campaign() -> None:
-    """Calltracking campaigns of an account (also added from imported calls)."""
-
-
-@campaign.command("add")
-@click.argument("account_ref", metavar="ACCOUNT")
-@click.argument("campaign_id", type=click.IntRange(1, 2**63 - 1))
-@click.argument("name")
-@click.option("--site", default="", help="The campaign's site.")
-@click.option("--status", type=click.Choice(CAMPAIGN_STATUSES), default="active")
-@json_option
-@click.pass_context
-def campaign_add(
-    click_ctx: click.Context,
-    account_ref: str,
-    campaign_id: int,
-    name: str,
-    site: str,
-    status: str,
-    as_json: bool,
-) -> None:
-    """Create a campaign, or update the one with CAMPAIGN_ID (its ctCampaignId)."""
-    ctx = _ctx(click_ctx, as_json)
-    owner = ctx.store.find_account(account_ref)
-    ctx.store.add_campaign(owner.id, campaign_id, name, site, status)
-    emit(ctx, {"id": campaign_id, "name": name}, f"campaign {campaign_id} {name!r} saved")
-
-
-@campaign.command("status")
-@click.argument("account_ref", metavar="ACCOUNT")
-@click.argument("campaign_id", type=int)
-@click.argument("status", type=click.Choice(CAMPAIGN_STATUSES))
-@json_option
-@click.pass_context
-def campaign_status(
-    click_ctx: click.Context, account_ref: str, campaign_id: int, status: str, as_json: bool
-) -> None:
-    """Set a campaign's status."""
-    ctx = _ctx(click_ctx, as_json)
-    owner = ctx.store.find_account(account_ref)
-    ctx.store.set_campaign_status(owner.id, campaign_id, status)
-    emit(ctx, {"id": campaign_id, "status": status}, f"campaign {campaign_id} is {status}")
-
-
-@campaign.command("list")
-@click.argument("account_ref", metavar="ACCOUNT")
-@json_option
-@click.pass_context
-def campaign_list(click_ctx: click.Context, account_ref: str, as_json: bool) -> None:
-    """List an account's campaigns."""
-    ctx = _ctx(click_ctx, as_json)
-    owner = ctx.store.find_account(account_ref)
-    rows = [
-        {"id": id_, "name": name, "site": site, "status": status}
-        for id_, name, site, status, _ in ctx.store.campaigns(owner.id, *ALL_TIME)
-    ]
-    text = "\n".join(f"{r['id']:>8}  {r['status']:<8}  {r['name']}  {r['site']}" for r in rows)
-    emit(ctx, {"campaigns": rows}, text or "no campaigns")
-
-
-@main.group()
-def phone() -> None:
-    """Tracking (substitution) numbers of an account."""
-
-
-@phone.command("add")
-@click.argument("account_ref", metavar="ACCOUNT")
-@click.argument("number")
-@click.option("--campaign", "campaign_id", type=int, default=0, help="Its campaign's id.")
-@click.option("--office", default="", help="The office it rings.")
-@click.option("--dynamic", is_flag=True, help="A dynamic (per-visitor) number; else static.")
-@json_option
-@click.pass_context
-def phone_add(
-    click_ctx: click.Context,
-    account_ref: str,
-    number: str,
-    campaign_id: int,
-    office: str,
-    dynamic: bool,
-    as_json: bool,
-) -> None:
-    """Add a tracking number."""
-    ctx = _ctx(click_ctx, as_json)
-    owner = ctx.store.find_account(account_ref)
-    kind = "dynamic" if dynamic else "static"
-    ctx.store.add_phone(owner.id, number, campaign_id, office, kind)
-    emit(ctx, {"number": number, "kind": kind}, f"{kind} number {number} added")
-
-
-@phone.command("remove")
-@click.argument("account_ref", metavar="ACCOUNT")
-@click.argument("number")
-@json_option
-@click.pass_context
-def phone_remove(click_ctx: click.Context, account_ref: str, number: str, as_json: bool) -> None:
-    """Remove a tracking number."""
-    ctx = _ctx(click_ctx, as_json)
-    owner = ctx.store.find_account(account_ref)
-    ctx.store.remove_phone(owner.id, number)
-    emit(ctx, {"number": number, "removed": True}, f"number {number} removed")
-
-
-@phone.command("list")
-@click.argument("account_ref", metavar="ACCOUNT")
-@json_option
-@click.pass_context
-def phone_list(click_ctx: click.Context, account_ref: str, as_json: bool) -> None:
-    """List an account's tracking numbers."""
-    ctx = _ctx(click_ctx, as_json)
-    owner = ctx.store.find_account(account_ref)
-    rows = [
-        {"number": n, "campaign_id": c, "office": o, "kind": k}
-        for n, c, _name, o, k, _ in ctx.store.phones(owner.id, *ALL_TIME)
-    ]
-    text = "\n".join(
-        f"{r['number']}  {r['kind']:<7}  {r['campaign_id']}  {r['office']}" for r in rows
-    )
-    emit(ctx, {"phones": rows}, text or "no numbers")
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -397,7 +210,7 @@ def phone_list(click_ctx: click.Context, account_ref: str, as_json: bool) -> Non
 @click.pass_context
 def import_command(click_ctx: click.Context, file: Path, account_ref: str, as_json: bool) -> None:
     """Import calls from a JSON Lines file or a JSON array (all of the file or nothing)."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     owner = ctx.store.find_account(account_ref)
     result = import_file(ctx.store, owner.id, file, ctx.settings.zone)
     emit(
@@ -407,6 +220,8 @@ def import_command(click_ctx: click.Context, file: Path, account_ref: str, as_js
     )
 
 
+main.add_command(campaign)
+main.add_command(phone)
 main.add_command(export)
 
 
@@ -418,7 +233,7 @@ main.add_command(export)
 @click.pass_context
 def serve(click_ctx: click.Context, host: str, port: int, workers: int, as_json: bool) -> None:
     """Serve the v3 API over HTTP."""
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     run_server(ctx, host, port, workers)
 
 
@@ -462,7 +277,7 @@ def demo(
     """Fill the database with demo accounts, roles and calls, print keys and URLs, and serve."""
     from calltrack.demo import build_demo
 
-    ctx = _ctx(click_ctx, as_json)
+    ctx = command_context(click_ctx, as_json)
     result = build_demo(
         ctx.store, ctx.settings, total_calls=calls, base_url=f"http://{host}:{port}"
     )

@@ -1,0 +1,5 @@
+"""The admin CLI (``calltrack``): thin commands over the library."""
+
+from calltrack.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,76 @@
+"""What every admin command shares: its context, its output, its errors."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, NoReturn
+
+import click
+import msgspec
+
+from calltrack.config import Settings
+from calltrack.errors import CalltrackError, StoreUnavailable
+from calltrack.store import Store, open_store
+
+
+class Context:
+    """What every command gets: the settings, the store (opened on first use), the output mode."""
+
+    def __init__(self, database: str | None, as_json: bool) -> None:
+        self.database = database
+        self.as_json = as_json
+        self._store: Store | None = None
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings.from_env(database_url=self.database)
+        return self._settings
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.settings)
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def emit(ctx: Context, result: dict[str, Any], text: str) -> None:
+    """Print the result: one JSON object with --json, else the human sentence."""
+    if ctx.as_json:
+        click.echo(msgspec.json.encode(result).decode())
+    else:
+        click.echo(text)
+
+
+def fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+class CalltrackGroup(click.Group):
+    """Turns library errors from any command into ``error: ...`` and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except StoreUnavailable as exc:
+            fail(f"the database is not reachable: {exc}")
+        except CalltrackError as exc:
+            fail(str(exc))
+        finally:
+            if isinstance(ctx.obj, Context):
+                ctx.obj.close()
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def command_context(click_ctx: click.Context, as_json: bool) -> Context:
+    ctx: Context = click_ctx.ensure_object(Context)
+    ctx.as_json = ctx.as_json or as_json
+    return ctx
