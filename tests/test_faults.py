@@ -97,11 +97,12 @@ def test_while_sqlite_is_locked_or_gone_every_answer_is_the_page_or_a_documented
     assert sqlite["wrong_examples"] == []
 
 
-def test_a_locked_sqlite_file_answers_503_within_a_second(sqlite: Result) -> None:
+def test_a_sqlite_file_under_another_writers_lock_is_still_read_quickly(sqlite: Result) -> None:
     locked = sqlite["locked"]
-    assert locked["seconds_to_first_503"] is not None
-    assert locked["seconds_to_first_503"] <= sqlite_faults.MAX_SECONDS_TO_503
+    assert set(locked["statuses"]) <= {"200", "503"}
+    assert locked["statuses"].get("200", 0) > 0  # reads go on: marks are optional writes
     assert locked["slowest_answer_seconds"] <= sqlite_faults.MAX_SECONDS_TO_503
+    assert sqlite["wrong_answers"] == 0
 
 
 def test_pages_come_back_as_soon_as_the_sqlite_lock_is_released(sqlite: Result) -> None:
