@@ -6,14 +6,11 @@ store transaction, and the first bad record (named by its line) rolls the transa
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
-import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from queue import Empty, Queue
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -22,7 +19,6 @@ from calltrack.errors import ImportRejected, InvalidRecord
 from calltrack.model import StoredCall, decode_record, prepare
 from calltrack.store import ImportResult, Store
 
-T = TypeVar("T")
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as spreadsheet tools write
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
 _BYTE_OFFSET = re.compile(r"\(byte (\d+)\)")
@@ -55,9 +51,10 @@ def import_bytes(store: Store, account_id: int, data: bytes, zone: ZoneInfo) -> 
 def _load(
     store: Store, account_id: int, records: Iterable[tuple[int, bytes]], zone: ZoneInfo
 ) -> ImportResult:
-    # Validation (CPU) runs in a second thread while the store writes the previous batch
-    # (SQLite and PostgreSQL release the GIL while they work).
-    return store.import_calls(account_id, prefetched(_prepared(records, zone)))
+    # Validating in a second thread or in worker processes while the store writes was
+    # measured and gave nothing here (bench/RESULTS.md): decoding holds the GIL, and handing
+    # rendered calls between processes costs what it saves.
+    return store.import_calls(account_id, _prepared(records, zone))
 
 
 def prepared_calls(data: bytes, zone: ZoneInfo) -> Iterator[tuple[int, StoredCall]]:
@@ -80,45 +77,6 @@ def _prepared(
                 line, f"universalId {call.universal_id!r} repeats the record of line {first}"
             )
         yield line, call
-
-
-def prefetched(items: Iterator[T], batch: int = 1000, depth: int = 4) -> Iterator[T]:
-    """``items``, produced by a background thread up to ``depth`` batches ahead.
-
-    An exception in the producer is raised to the consumer at the same point of the stream;
-    a consumer that stops early stops the producer.
-    """
-    queue: Queue[list[T] | BaseException | None] = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            chunk: list[T] = []
-            for item in items:
-                chunk.append(item)
-                if len(chunk) == batch:
-                    queue.put(chunk)
-                    chunk = []
-                    if stop.is_set():
-                        return
-            queue.put(chunk)
-            queue.put(None)
-        except BaseException as exc:  # handed to the consumer, who raises it
-            queue.put(exc)
-
-    producer = threading.Thread(target=produce, name="import-validate", daemon=True)
-    producer.start()
-    try:
-        while (got := queue.get()) is not None:
-            if isinstance(got, BaseException):
-                raise got
-            yield from got
-    finally:
-        stop.set()
-        while producer.is_alive():  # unblock a producer waiting on a full queue
-            with contextlib.suppress(Empty):
-                queue.get_nowait()
-            producer.join(timeout=0.05)
 
 
 def _records(data: bytes) -> Iterator[tuple[int, bytes]]:
