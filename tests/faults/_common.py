@@ -433,13 +433,20 @@ def summary(answers: Iterable[tuple[Answer, bytes | None]]) -> dict[str, int]:
     return counts
 
 
-def main(run: Callable[[bool], dict[str, Any]], doc: str | None) -> None:
-    """The scripts' command line: ``--quick`` for the CI version; print the result as JSON."""
+def main(run: Callable[..., dict[str, Any]], doc: str | None, **options: tuple[type, str]) -> None:
+    """The scripts' command line: ``--quick`` for the CI version, plus each script's options
+    (name -> (type, help); ``bool`` makes a flag); print the result as JSON, exit 1 if not ok."""
     import argparse
 
     parser = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the short version CI runs")
-    args = parser.parse_args()
-    result = run(args.quick)
+    for name, (kind, help_text) in options.items():
+        flag = "--" + name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, help=help_text)
+    args = vars(parser.parse_args())
+    result = run(args.pop("quick"), **args)
     print(json.dumps(result, indent=2, default=str))
     sys.exit(0 if result.get("ok") else 1)

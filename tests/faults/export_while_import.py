@@ -21,12 +21,10 @@ server, the importer and any cluster are stopped and the temp dir removed on any
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import random
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -252,16 +250,10 @@ def check_walk(
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the short version CI runs")
-    parser.add_argument("--postgres", action="store_true", help="on a private PostgreSQL")
-    parser.add_argument("--seed", type=int, help="repeat the imported batches of a run")
-    args = parser.parse_args()
-    result = run(args.quick, postgres=args.postgres, seed=args.seed)
-    print(json.dumps(result, indent=2, default=str))
-    sys.exit(0 if result.get("ok") else 1)
-
-
 if __name__ == "__main__":
-    main()
+    common.main(
+        run,
+        __doc__,
+        postgres=(bool, "on a private PostgreSQL"),
+        seed=(int, "repeat the imported batches of a run"),
+    )

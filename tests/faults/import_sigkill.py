@@ -18,14 +18,12 @@ in time and killed; the temp dir (and the private cluster) are removed on any ex
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -172,16 +170,10 @@ def state(database: str) -> dict[str, Any]:
     return {"victim_ids": victim, "other": other, "integrity": integrity}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the short version CI runs")
-    parser.add_argument("--postgres", action="store_true", help="on a private PostgreSQL")
-    parser.add_argument("--seed", type=int, help="repeat the kill moments of a run")
-    args = parser.parse_args()
-    result = run(args.quick, postgres=args.postgres, seed=args.seed)
-    print(json.dumps(result, indent=2, default=str))
-    sys.exit(0 if result.get("ok") else 1)
-
-
 if __name__ == "__main__":
-    main()
+    common.main(
+        run,
+        __doc__,
+        postgres=(bool, "on a private PostgreSQL"),
+        seed=(int, "repeat the kill moments of a run"),
+    )

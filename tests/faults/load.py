@@ -24,12 +24,10 @@ connections and time; the server (and any cluster) is stopped and the temp dir r
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import random
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -390,15 +388,5 @@ def run(quick: bool, postgres: bool = False) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the short version CI runs")
-    parser.add_argument("--postgres", action="store_true", help="on a private PostgreSQL")
-    args = parser.parse_args()
-    result = run(args.quick, postgres=args.postgres)
-    print(json.dumps(result, indent=2, default=str))
-    sys.exit(0 if result.get("ok") else 1)
-
-
 if __name__ == "__main__":
-    main()
+    common.main(run, __doc__, postgres=(bool, "on a private PostgreSQL"))

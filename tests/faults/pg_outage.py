@@ -20,10 +20,7 @@ minute (quick) or two (full); the server and the cluster are stopped and deleted
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
-import sys
 import time
 from datetime import datetime
 from typing import Any
@@ -130,15 +127,5 @@ def run(quick: bool, down: float | None = None) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the short version CI runs")
-    parser.add_argument("--down", type=float, help="seconds down after the first 503")
-    args = parser.parse_args()
-    result = run(args.quick, down=args.down)
-    print(json.dumps(result, indent=2, default=str))
-    sys.exit(0 if result.get("ok") else 1)
-
-
 if __name__ == "__main__":
-    main()
+    common.main(run, __doc__, down=(float, "seconds down after the first 503"))
