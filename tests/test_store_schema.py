@@ -1,0 +1,41 @@
+"""Schema and stored settings: migrations applied once, the time zone fixed once calls exist."""
+
+from __future__ import annotations
+
+import pytest
+
+from calltrack.config import ConfigError
+from calltrack.store import migrations
+from tests.conftest import StoreFactory, new_account
+from tests.helpers_calls import seed
+
+
+def test_every_migration_is_applied_once_however_often_stores_open(
+    make_store: StoreFactory,
+) -> None:
+    for _ in range(3):
+        make_store().ensure_ready()
+    store = make_store()
+    store.ensure_ready()
+    with store._connect() as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    assert sorted(versions) == [number for number, _, _ in migrations.MIGRATIONS]
+
+
+def test_the_time_zone_may_change_while_the_store_holds_no_calls(
+    make_store: StoreFactory,
+) -> None:
+    make_store(timezone="Europe/Moscow").ensure_ready()
+    moved = make_store(timezone="Asia/Novosibirsk")
+    owner, _ = new_account(moved, "a")
+    seed(moved, owner, "c1")
+    assert moved.count_calls() == 1
+
+
+def test_the_time_zone_is_fixed_once_calls_are_stored_in_it(make_store: StoreFactory) -> None:
+    store = make_store(timezone="Europe/Moscow")
+    owner, _ = new_account(store, "a")
+    seed(store, owner, "c1")
+    with pytest.raises(ConfigError, match="stored in 'Europe/Moscow'"):
+        make_store(timezone="UTC").ensure_ready()
+    make_store(timezone="Europe/Moscow").ensure_ready()  # the same zone still opens
