@@ -700,11 +700,6 @@ def test_a_walk_is_not_shifted_when_another_reader_starts_the_same_walk_after_an
     assert sorted(seen) == sorted(TIED_TIMES)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Known limitation: a walk's snapshot is by call id, so a call already returned and "
-    "then re-imported with a later callTime (an update keeps its id) is returned again",
-)
 def test_a_walk_returns_a_call_once_even_if_an_import_moves_it_later(
     make_client: MakeClient,
 ) -> None:

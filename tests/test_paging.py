@@ -8,6 +8,8 @@ import pytest
 from calltrack.importer import import_bytes
 from calltrack.model import parse_local
 from calltrack.store import Store, Window
+from calltrack.store.calls import MARK_TTL_SECONDS
+from calltrack.store.core import unix_now
 from calltrack.store.paging import Boundary, build_page_query, mark_key
 from tests.conftest import StoreFactory, new_account
 
@@ -43,13 +45,13 @@ def walk(store: Store, owners: list[int], window: Window, size: int) -> list[str
 def test_single_owner_query_reads_one_index_range() -> None:
     sql, params = build_page_query([7], 100, 200, 50, None, 0, 10)
     assert "UNION" not in sql
-    assert params == [7, 100, 200, 50, 10, 0]
+    assert params == [7, 100, 200, 50, 50, 10, 0]
 
 
 def test_keyset_query_starts_at_the_boundary_not_the_window_start() -> None:
     sql, params = build_page_query([7], 100, 200, 50, Boundary(3, 150, 9), 0, 10)
     assert "call_time > ? OR id > ?" in sql
-    assert params == [7, 150, 200, 50, 150, 9, 10, 0]
+    assert params == [7, 150, 200, 50, 50, 150, 9, 10, 0]
 
 
 def test_several_owners_get_one_limited_subquery_each() -> None:
@@ -124,3 +126,41 @@ def test_walk_of_a_past_window_ignores_calls_imported_during_it(make_store: Stor
     assert sorted(seen) == sorted(f"old{i}" for i in range(50))
     # A new walk (page 0 again) sees the calls imported since.
     assert len(walk(store, [owner], window, 7)) == 50 + 2 * 8
+
+
+def test_a_walk_keeps_the_calls_as_they_were_when_it_began(store: Store) -> None:
+    owner, _ = new_account(store, "a")
+    load(store, owner, [call(f"c{i:02d}", f"2020-05-01 10:{i:02d}:00") for i in range(20)])
+    window = Window(0, 2**40)
+    seen = ids(store.read_page([owner], window, 0, 5))
+    # During the walk: a call already read is deleted, one ahead is moved to the front,
+    # one already read is moved to the end.
+    assert store.delete_call(owner, "c01") == 1
+    load(store, owner, [call("c17", "2020-05-01 09:00:00"), call("c02", "2020-05-01 11:00:00")])
+    for page in range(1, 10):
+        bodies = store.read_page([owner], window, page, 5)
+        if not bodies:
+            break
+        seen += ids(bodies)
+    assert seen == [f"c{i:02d}" for i in range(20)]  # once each, in the order at the start
+    fresh = walk(store, [owner], window, 5)
+    assert fresh[0] == "c17"
+    assert fresh[-1] == "c02"
+    assert "c01" not in fresh
+
+
+def test_superseded_versions_are_dropped_once_no_walk_can_need_them(store: Store) -> None:
+    owner, _ = new_account(store, "a")
+    load(store, owner, [call("v", "2020-05-01 10:00:00")])
+    load(store, owner, [call("v", "2020-05-01 11:00:00")])
+    store.delete_call(owner, "v")
+
+    def versions() -> int:
+        with store._connect() as conn:
+            return int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
+
+    assert versions() == 2  # both kept for walks that began before the changes
+    with store._transaction() as conn:
+        store._prune_old_versions(conn, unix_now() + MARK_TTL_SECONDS + 1)
+    assert versions() == 0
+    assert store.count_calls(owner) == 0

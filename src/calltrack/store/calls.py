@@ -20,6 +20,7 @@ CALL_COLUMNS = (
     "status",
     "campaign_id",
     "body",
+    "created_seq",
 )
 TAG_COLUMNS = ("universal_id", "account_id", "call_time", "tag")
 
@@ -70,24 +71,33 @@ class CallQueries(StoreCore):
                     )
                     if found is None:
                         imported += 1
-                        inserts.append((account_id, call.universal_id, *values))
-                    else:
-                        changes.append((*values, call.universal_id))
+                    else:  # a new version: the old one stays for walks that began before
+                        changes.append((seq, now, call.universal_id))
+                    inserts.append((account_id, call.universal_id, *values, seq))
                     written.append(call)
-                if inserts:
-                    self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
                 if changes:
                     conn.executemany(
-                        "UPDATE calls SET call_time = ?, change_seq = ?, service_type = ?, "
-                        "status = ?, campaign_id = ?, body = ? WHERE universal_id = ?",
+                        "UPDATE calls SET superseded_seq = ?, superseded_at = ? "
+                        "WHERE universal_id = ? AND superseded_seq IS NULL",
                         changes,
                     )
                     conn.executemany(
                         "DELETE FROM call_tags WHERE universal_id = ?",
                         [(row[-1],) for row in changes],
                     )
+                if inserts:
+                    self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
                 self._write_tags_and_campaigns(conn, account_id, written, now)
+            self._prune_old_versions(conn, now)
         return ImportResult(imported, updated)
+
+    @staticmethod
+    def _prune_old_versions(conn: Connection, now: int) -> None:
+        # Walks older than the page marks' lifetime fall back to current data anyway.
+        conn.execute(
+            "DELETE FROM calls WHERE superseded_seq IS NOT NULL AND superseded_at < ?",
+            (now - MARK_TTL_SECONDS,),
+        )
 
     def _write_tags_and_campaigns(
         self, conn: Connection, account_id: int, calls: list[StoredCall], now: int
@@ -132,25 +142,34 @@ class CallQueries(StoreCore):
         self.ensure_ready()
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT account_id FROM calls WHERE universal_id = ?", (universal_id,)
+                "SELECT account_id FROM calls WHERE universal_id = ? AND superseded_seq IS NULL",
+                (universal_id,),
             ).fetchone()
             if row is None or row[0] != account_id:
                 return 0
             seq = self._last_change(conn) + 1
-            conn.execute("DELETE FROM calls WHERE universal_id = ?", (universal_id,))
+            now = unix_now()
+            # The version stays, superseded, for walks that began before the delete.
+            conn.execute(
+                "UPDATE calls SET superseded_seq = ?, superseded_at = ? "
+                "WHERE universal_id = ? AND superseded_seq IS NULL",
+                (seq, now, universal_id),
+            )
             conn.execute("DELETE FROM call_tags WHERE universal_id = ?", (universal_id,))
             conn.execute(
                 "INSERT INTO call_tombstones (universal_id, account_id, change_seq, deleted_at) "
                 "VALUES (?, ?, ?, ?)",
-                (universal_id, account_id, seq, unix_now()),
+                (universal_id, account_id, seq, now),
             )
+            self._prune_old_versions(conn, now)
         return 1
 
     @staticmethod
     def _existing(conn: Connection, universal_ids: list[str]) -> dict[str, tuple[int, bytes]]:
         marks = ", ".join("?" * len(universal_ids))
         rows = conn.execute(
-            f"SELECT universal_id, account_id, body FROM calls WHERE universal_id IN ({marks})",
+            f"SELECT universal_id, account_id, body FROM calls WHERE universal_id IN ({marks}) "
+            "AND superseded_seq IS NULL",
             universal_ids,
         ).fetchall()
         return {row[0]: (row[1], row[2]) for row in rows}
@@ -159,10 +178,13 @@ class CallQueries(StoreCore):
         self.ensure_ready()
         with self._connect() as conn:
             if account_id is None:
-                row = conn.execute("SELECT count(*) FROM calls").fetchone()
+                row = conn.execute(
+                    "SELECT count(*) FROM calls WHERE superseded_seq IS NULL"
+                ).fetchone()
             else:
                 row = conn.execute(
-                    "SELECT count(*) FROM calls WHERE account_id = ?", (account_id,)
+                    "SELECT count(*) FROM calls WHERE account_id = ? AND superseded_seq IS NULL",
+                    (account_id,),
                 ).fetchone()
         return int(row[0])
 
@@ -171,8 +193,9 @@ class CallQueries(StoreCore):
     ) -> list[bytes]:
         """Stored bodies of page ``page`` of the owners' calls in the window, in page order.
 
-        Page 0 starts a walk under a snapshot (the largest call id then); later pages see only
-        calls up to it and start from the remembered end of the previous page when known.
+        Page 0 starts a walk under a snapshot (the newest change number then); later pages see
+        the calls as they were at it, and start from the remembered end of the previous page
+        when known.
         """
         self.ensure_ready()
         now = unix_now()
@@ -220,7 +243,7 @@ class CallQueries(StoreCore):
                 ).fetchone()
             if row[0] is not None:
                 return int(row[0])
-        current = int(conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
+        current = self._last_change(conn)
         started = conn.execute(
             "SELECT 1 FROM page_marks WHERE mark_key = ? AND snapshot = ? AND page = 0",
             (key, current),
@@ -243,7 +266,8 @@ class CallQueries(StoreCore):
         self.ensure_ready()
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT body FROM calls WHERE account_id = ? ORDER BY call_time, id",
+                "SELECT body FROM calls WHERE account_id = ? AND superseded_seq IS NULL "
+                "ORDER BY call_time, id",
                 (account_id,),
             ).fetchall()
         for row in rows:

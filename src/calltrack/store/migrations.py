@@ -53,22 +53,31 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
                 revoked_at BIGINT)""",
             """CREATE INDEX api_keys_account ON api_keys (account_id)""",
             """CREATE INDEX api_keys_grant ON api_keys (grant_id)""",
-            # id is the insertion order: the stable tie-break of a page and its snapshot.
-            # change_seq grows on every write of a call (for changed-since sync).
+            # One row per version of a call. id is the insertion order, the stable
+            # tie-break of a page. change_seq grows on every write (for changed-since sync);
+            # a version is current from created_seq until superseded_seq (an update or a
+            # delete), so a walk under snapshot S reads exactly the versions current at S.
             """CREATE TABLE calls (
                 id {id},
                 account_id BIGINT NOT NULL REFERENCES accounts(id),
-                universal_id TEXT NOT NULL UNIQUE,
+                universal_id TEXT NOT NULL,
                 call_time BIGINT NOT NULL,
                 change_seq BIGINT NOT NULL,
+                created_seq BIGINT NOT NULL,
+                superseded_seq BIGINT,
+                superseded_at BIGINT,
                 service_type TEXT NOT NULL,
                 status TEXT NOT NULL,
                 campaign_id BIGINT NOT NULL,
                 body {blob} NOT NULL)""",
+            """CREATE UNIQUE INDEX calls_current_uid ON calls (universal_id)
+                WHERE superseded_seq IS NULL""",
             """CREATE INDEX calls_account_time ON calls (account_id, call_time, id)""",
             """CREATE INDEX calls_change ON calls (change_seq)""",
+            """CREATE INDEX calls_superseded ON calls (superseded_at)
+                WHERE superseded_seq IS NOT NULL""",
             # Where each page of a (scope, window, page size) walk starts, under the
-            # snapshot (max call id) taken when the walk read its page 0.
+            # snapshot (the newest change number) taken when the walk read its page 0.
             """CREATE TABLE page_marks (
                 mark_key TEXT NOT NULL,
                 snapshot BIGINT NOT NULL,

@@ -49,14 +49,17 @@ def build_page_query(
 ) -> tuple[str, list[int]]:
     """SQL (``?`` placeholders) and parameters selecting ``call_time, id, body`` of one page.
 
-    Rows come in ``call_time, id`` order; only calls with ``id <= snapshot`` count, so calls
-    imported after a walk started never shift its pages.
+    Rows come in ``call_time, id`` order; only the versions current at ``snapshot`` count, so
+    calls imported, updated or deleted after a walk started never shift its pages.
     """
     if not owner_ids:
         raise ValueError("a page query needs at least one owner")
     lower = start if after is None else max(start, after.after_time)
-    where = "account_id = ? AND call_time BETWEEN ? AND ? AND id <= ?"
-    params: list[int] = [lower, end, snapshot]
+    where = (
+        "account_id = ? AND call_time BETWEEN ? AND ? AND created_seq <= ? "
+        "AND (superseded_seq IS NULL OR superseded_seq > ?)"
+    )
+    params: list[int] = [lower, end, snapshot, snapshot]
     if after is not None:
         # With call_time >= after_time already implied by the range, this is the row-value
         # comparison (call_time, id) > (after_time, after_id) in an index-friendly form.
