@@ -85,7 +85,8 @@ def test_pages_come_back_within_seconds_of_postgres_restarting_without_restartin
 ) -> None:
     assert outage["seconds_to_recover"] is not None
     assert outage["seconds_to_recover"] <= pg_outage.MAX_SECONDS_TO_RECOVER
-    assert outage["non_200_after_recovery"] == 0
+    # Workers reconnect one by one: every answer is a page again within seconds.
+    assert outage["seconds_to_recover_for_good"] <= pg_outage.MAX_SECONDS_TO_RECOVER
 
 
 # -- the SQLite file locked, then moved away ----------------------------------------------------

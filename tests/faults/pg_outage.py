@@ -96,6 +96,12 @@ def run(quick: bool, down: float | None = None) -> dict[str, Any]:
     unavailable = [a for a, _ in answers if a.status == 503]
     recovered_at = None if to_200 is None else started + to_200
     after = [a for a, _ in answers if recovered_at is not None and a.sent >= recovered_at]
+    # Each worker reconnects on its own, so a few 503s may follow the first 200: "back" is
+    # from the last failure on, and that must come within seconds too.
+    failed_since_start = [a.received for a, _ in answers if a.sent >= started and a.status != 200]
+    back_for_good = max(failed_since_start, default=started) - started
+    if to_200 is not None:
+        back_for_good = max(back_for_good, to_200)
     result.update(
         requests=len(answers),
         statuses=common.summary(answers),
@@ -106,7 +112,8 @@ def run(quick: bool, down: float | None = None) -> dict[str, Any]:
         non_503_during_outage=sum(a.status != 503 for a in outage),
         seconds_to_start_postgres=round(started - start_began, 3),
         seconds_to_recover=None if to_200 is None else round(to_200, 3),
-        non_200_after_recovery=sum(a.status != 200 for a in after),
+        non_200_after_first_200=sum(a.status != 200 for a in after),
+        seconds_to_recover_for_good=round(back_for_good, 3),
         wrong_answers=len(wrong),
         wrong_examples=wrong[:5],
         tracebacks_in_log=log.count("Traceback"),
@@ -120,8 +127,11 @@ def run(quick: bool, down: float | None = None) -> dict[str, Any]:
         problems.append(f"a 503 took {result['slowest_503_seconds']} s")
     if to_200 is None or to_200 > MAX_SECONDS_TO_RECOVER:
         problems.append(f"pages back after {to_200} s (want <= {MAX_SECONDS_TO_RECOVER})")
-    if result["non_200_after_recovery"]:
-        problems.append("answers failed again after the recovery")
+    if back_for_good > MAX_SECONDS_TO_RECOVER:
+        problems.append(
+            f"answers failed until {back_for_good:.3f} s after the restart "
+            f"(want <= {MAX_SECONDS_TO_RECOVER})"
+        )
     result["problems"] = problems
     result["ok"] = not problems
     return result
