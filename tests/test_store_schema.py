@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from calltrack.config import ConfigError
+from calltrack.store import calls as calls_module
 from calltrack.store import migrations
 from tests.conftest import StoreFactory, new_account
 from tests.helpers_calls import seed
@@ -39,3 +40,17 @@ def test_the_time_zone_is_fixed_once_calls_are_stored_in_it(make_store: StoreFac
     with pytest.raises(ConfigError, match="stored in 'Europe/Moscow'"):
         make_store(timezone="UTC").ensure_ready()
     make_store(timezone="Europe/Moscow").ensure_ready()  # the same zone still opens
+
+
+def test_a_large_import_refreshes_postgres_planner_statistics(
+    make_store: StoreFactory, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if backend != "postgres":
+        pytest.skip("PostgreSQL plans from statistics; SQLite needs none here")
+    monkeypatch.setattr(calls_module, "STATISTICS_AFTER", 5)
+    store = make_store()
+    owner, _ = new_account(store, "a")
+    seed(store, owner, *[f"s{i}" for i in range(5)])
+    with store._connect() as conn:
+        tuples = conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'calls'").fetchone()
+    assert tuples[0] == 5  # known to the planner, not "never analyzed" (-1)

@@ -24,6 +24,10 @@ CALL_COLUMNS = (
 )
 TAG_COLUMNS = ("universal_id", "account_id", "call_time", "tag")
 
+# An import at least this large refreshes the planner's statistics: PostgreSQL otherwise plans
+# pages of a freshly loaded table as if it were empty (measured: 100 ms a page instead of 8).
+STATISTICS_AFTER = 10_000
+
 # Page marks older than this are pruned; a walk taking longer falls back to OFFSET reads.
 MARK_TTL_SECONDS = 24 * 3600
 
@@ -89,6 +93,8 @@ class CallQueries(StoreCore):
                     self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
                 self._write_tags_and_campaigns(conn, account_id, written, now)
             self._prune_old_versions(conn, now)
+        if imported + updated >= STATISTICS_AFTER:
+            self._refresh_statistics()
         return ImportResult(imported, updated)
 
     @staticmethod

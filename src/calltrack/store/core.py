@@ -60,6 +60,9 @@ class StoreCore(ABC):
         marks = ", ".join("?" * len(columns))
         conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
+    def _refresh_statistics(self) -> None:  # noqa: B027 - a hook; SQLite needs nothing
+        """After a large import: let the query planner know the new size of the tables."""
+
     def _optional_write(self, conn: Connection, sql: str, params: Sequence[Any]) -> bool:
         """A write that only helps (a cache), done if it can be done without waiting."""
         conn.execute(sql, params)

@@ -102,5 +102,10 @@ class PostgresStore(SqlStore):
         assert isinstance(conn, _Adapter)
         conn.copy_rows(table, columns, rows)
 
+    def _refresh_statistics(self) -> None:
+        with self._connect() as conn:
+            conn.execute("ANALYZE calls")
+            conn.execute("ANALYZE call_tags")
+
     def close(self) -> None:
         self.pool.close()
