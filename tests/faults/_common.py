@@ -341,6 +341,20 @@ def find_pg_bin(name: str) -> str | None:
     return str(candidates[-1]) if candidates else None
 
 
+def started_database(
+    stack: contextlib.ExitStack, work: Path, postgres: bool
+) -> tuple[str, PrivatePostgres | None]:
+    """The database a scenario runs on: a private PostgreSQL cluster started for it (stopped
+    with ``stack``), or a SQLite file in ``work``. FileNotFoundError when PostgreSQL's
+    binaries are missing."""
+    if not postgres:
+        return f"sqlite:///{work / 'calltrack.db'}", None
+    cluster = PrivatePostgres()
+    stack.callback(cluster.close)
+    cluster.start()
+    return cluster.url, cluster
+
+
 @dataclass
 class PrivatePostgres:
     """A throwaway cluster in a temp dir, on its own port and socket dir: never the machine's.

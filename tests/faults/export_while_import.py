@@ -180,16 +180,10 @@ def run(quick: bool, postgres: bool = False, seed: int | None = None) -> dict[st
     walks: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(common.temp_dir("calltrack-walk-"))
-        if postgres:
-            try:
-                cluster = common.PrivatePostgres()
-            except FileNotFoundError as exc:
-                return {**result, "ok": False, "skipped": str(exc)}
-            stack.callback(cluster.close)
-            cluster.start()
-            database = cluster.url
-        else:
-            database = f"sqlite:///{work / 'calltrack.db'}"
+        try:
+            database, _ = common.started_database(stack, work, postgres)
+        except FileNotFoundError as exc:
+            return {**result, "ok": False, "skipped": str(exc)}
         key = str(common.cli(database, "account", "add", "walker")["api_key"])
         first = list(generate_calls(2500, seed=31, id_prefix="3", now=datetime(2020, 6, 1)))
         initial = work / "initial.jsonl"

@@ -52,18 +52,11 @@ def run(quick: bool, postgres: bool = False, seed: int | None = None) -> dict[st
     }
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(common.temp_dir("calltrack-sigkill-"))
-        if postgres:
-            try:
-                cluster = common.PrivatePostgres()
-            except FileNotFoundError as exc:
-                return {**result, "ok": False, "skipped": str(exc)}
-            stack.callback(cluster.close)
-            cluster.start()
-            database = cluster.url
-            scratch = _scratch_database(cluster.url)
-        else:
-            database = f"sqlite:///{work / 'calltrack.db'}"
-            scratch = f"sqlite:///{work / 'scratch.db'}"
+        try:
+            database, cluster = common.started_database(stack, work, postgres)
+        except FileNotFoundError as exc:
+            return {**result, "ok": False, "skipped": str(exc)}
+        scratch = _scratch_database(cluster.url) if cluster else f"sqlite:///{work / 'scratch.db'}"
         calls = work / "calls.jsonl"
         ids = common.write_calls(calls, count, seed=21, prefix="6", now=datetime(2020, 6, 1))
         other_calls = work / "other.jsonl"

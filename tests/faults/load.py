@@ -324,17 +324,10 @@ def run(quick: bool, postgres: bool = False) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         work = stack.enter_context(common.temp_dir("calltrack-load-"))
         files: list[Path] = []
-        if postgres:
-            try:
-                cluster = common.PrivatePostgres()
-            except FileNotFoundError as exc:
-                return {**result, "ok": False, "skipped": str(exc)}
-            stack.callback(cluster.close)
-            cluster.start()
-            database = cluster.url
-        else:
-            path = work / "calltrack.db"
-            database = f"sqlite:///{path}"
+        try:
+            database, cluster = common.started_database(stack, work, postgres)
+        except FileNotFoundError as exc:
+            return {**result, "ok": False, "skipped": str(exc)}
         probes, model, keys = build(database, work)
         log = work / "server.log"
         server = common.Server(database, log, env={"CALLTRACK_PAGE_SIZE": str(PAGE_SIZE)})
@@ -346,10 +339,11 @@ def run(quick: bool, postgres: bool = False) -> dict[str, Any]:
             load = asyncio.run(hammer(server.port, probes, connections, seconds))
         gaps = [idle_gap(server, probes) for _ in range(idle_cycles)]
         server.stop()
-        if postgres:
+        if cluster is not None:
             files = [*sorted((cluster.data / "base").rglob("*")), cluster.root / "postgres.log"]
             files = [f for f in files if f.is_file()]
         else:
+            path = work / "calltrack.db"
             files = [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")]
         leaks = leaked_keys(keys, [*files, log])
         tracebacks = log.read_text(errors="replace").count("Traceback")
