@@ -57,11 +57,6 @@ def _load(
     return store.import_calls(account_id, _prepared(records, zone))
 
 
-def prepared_calls(data: bytes, zone: ZoneInfo) -> Iterator[tuple[int, StoredCall]]:
-    """Validated calls with their line numbers; raises ImportRejected at the first bad one."""
-    return _prepared(_records(data), zone)
-
-
 def _prepared(
     records: Iterable[tuple[int, bytes]], zone: ZoneInfo
 ) -> Iterator[tuple[int, StoredCall]]:
