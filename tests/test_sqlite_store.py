@@ -1,4 +1,4 @@
-"""SQLite backend specifics: per-thread connections and their lifetime."""
+"""SQLite backend specifics: per-thread connections and their lifetime, the calls layout."""
 
 from __future__ import annotations
 
@@ -6,8 +6,15 @@ import gc
 import threading
 from pathlib import Path
 
+import pytest
+
 from calltrack.config import Settings
+from calltrack.importer import import_bytes
+from calltrack.store import migrations
+from calltrack.store.paging import Window, build_page_query
 from calltrack.store.sqlite import SqliteStore
+from tests.conftest import new_account
+from tests.helpers_calls import jsonl, record, seed
 
 
 def test_connections_of_finished_threads_are_released(tmp_path: Path) -> None:
@@ -21,3 +28,60 @@ def test_connections_of_finished_threads_are_released(tmp_path: Path) -> None:
     assert len(store._all) == 1  # only the main thread's is still open
     store.close()
     assert len(store._all) == 0
+
+
+def _store(path: Path) -> SqliteStore:
+    return SqliteStore(Settings.from_env(env={}, database_url=f"sqlite:///{path}"))
+
+
+def _walk(store: SqliteStore, owner: int) -> list[list[bytes]]:
+    window = Window(0, 2**40)
+    pages = []
+    while rows := store.read_page([owner], window, len(pages), 3):
+        pages.append(rows)
+    return pages
+
+
+def test_a_new_file_stores_calls_in_page_order_on_16k_pages(tmp_path: Path) -> None:
+    store = _store(tmp_path / "t.db")
+    owner, _ = new_account(store, "a")
+    seed(store, owner, "c1", "c2")
+    with store._connect() as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
+        table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'calls'").fetchone()[0]
+        sql, params = build_page_query([owner], 0, 2**40, 10**9, None, 0, 1000)
+        plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "WITHOUT ROWID" in table
+    assert "PRIMARY KEY" in plan
+    assert "TEMP B-TREE" not in plan
+    store.close()
+
+
+def test_migration_4_clusters_existing_calls_without_changing_a_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database as the previous release left it: migrations 1-3, calls in a rowid table,
+    # imported out of time order, one of them updated (so an old version is kept).
+    with monkeypatch.context() as patch:
+        patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
+        old = _store(tmp_path / "t.db")
+        owner, _ = new_account(old, "a")
+        times = [f"2020-05-0{day} 10:00:00" for day in (5, 1, 3, 2, 4, 1, 3)]
+        records = [record(f"c{i}", callTime=when) for i, when in enumerate(times)]
+        import_bytes(old, owner, jsonl(records), old.settings.zone)
+        import_bytes(
+            old, owner, jsonl([record("c2", callTime=times[2], duration=7)]), old.settings.zone
+        )
+        before = _walk(old, owner)
+        old.close()
+    store = _store(tmp_path / "t.db")
+    assert _walk(store, owner) == before
+    assert store.count_calls(owner) == len(times)
+    seed(store, owner, "new")  # ids continue after the migrated ones
+    with store._connect() as conn:
+        ids = [row[0] for row in conn.execute("SELECT id FROM calls ORDER BY id")]
+        table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'calls'").fetchone()[0]
+    assert "WITHOUT ROWID" in table
+    assert len(ids) == len(times) + 2
+    assert len(set(ids)) == len(ids)
+    store.close()

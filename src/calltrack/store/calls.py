@@ -12,6 +12,7 @@ from calltrack.store.paging import Boundary, Window, build_page_query, mark_key
 from calltrack.store.records import ImportResult
 
 CALL_COLUMNS = (
+    "id",
     "account_id",
     "universal_id",
     "call_time",
@@ -32,6 +33,10 @@ STATISTICS_AFTER = 10_000
 MARK_TTL_SECONDS = 24 * 3600
 
 
+def _page_order(row: tuple[Any, ...]) -> tuple[int, int]:
+    return row[3], row[0]  # call_time, id (one account per import)
+
+
 class CallQueries(StoreCore):
     """Writing and reading calls."""
 
@@ -47,8 +52,11 @@ class CallQueries(StoreCore):
         self.ensure_ready()
         imported = updated = 0
         now = unix_now()
-        with self._transaction() as conn:
+        with self._bulk_writing(), self._transaction() as conn:
             seq = self._last_change(conn)
+            # Ids are handed out here, not by the database: SQLite's clustered calls table has
+            # no rowid to number them (writers are serialized, so max + 1 is safe).
+            next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
             for chunk in batched(calls, batch_size):
                 existing = self._existing(conn, [call.universal_id for _, call in chunk])
                 inserts: list[tuple[Any, ...]] = []
@@ -77,7 +85,8 @@ class CallQueries(StoreCore):
                         imported += 1
                     else:  # a new version: the old one stays for walks that began before
                         changes.append((seq, now, call.universal_id))
-                    inserts.append((account_id, call.universal_id, *values, seq))
+                    next_id += 1
+                    inserts.append((next_id, account_id, call.universal_id, *values, seq))
                     written.append(call)
                 if changes:
                     conn.executemany(
@@ -90,6 +99,9 @@ class CallQueries(StoreCore):
                         [(row[-1],) for row in changes],
                     )
                 if inserts:
+                    # In page order: consecutive rows land on the same B-tree pages (SQLite
+                    # clusters calls by it), which more than halves the cost of a write.
+                    inserts.sort(key=_page_order)
                     self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
                 self._write_tags_and_campaigns(conn, account_id, written, now)
             self._prune_old_versions(conn, now)

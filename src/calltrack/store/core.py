@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from itertools import islice
 from typing import Any, ClassVar, Protocol, TypeVar
 
@@ -59,6 +59,11 @@ class StoreCore(ABC):
         """Insert many rows at once (PostgreSQL overrides it with COPY)."""
         marks = ", ".join("?" * len(columns))
         conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    @contextmanager
+    def _bulk_writing(self) -> Iterator[None]:
+        """Around a large write transaction: a backend may give it more memory."""
+        yield
 
     def _refresh_statistics(self) -> None:  # noqa: B027 - a hook; SQLite needs nothing
         """After a large import: let the query planner know the new size of the tables."""

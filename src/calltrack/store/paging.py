@@ -75,13 +75,15 @@ def build_page_query(
     all_params: list[int] = []
     for index, owner in enumerate(owner_ids):
         parts.append(
-            f"SELECT call_time, id FROM (SELECT call_time, id FROM calls WHERE {where} "
-            f"{order} LIMIT ?) AS s{index}"
+            f"SELECT account_id, call_time, id FROM (SELECT account_id, call_time, id "
+            f"FROM calls WHERE {where} {order} LIMIT ?) AS s{index}"
         )
         all_params += [owner, *params, skip + limit]
     keys = " UNION ALL ".join(parts) + f" {order} LIMIT ? OFFSET ?"
+    # Joined on the full page key: the primary key of SQLite's clustered calls table.
     sql = (
-        f"SELECT c.call_time, c.id, c.body FROM ({keys}) AS k "
-        "JOIN calls AS c ON c.id = k.id ORDER BY k.call_time, k.id"
+        f"SELECT c.call_time, c.id, c.body FROM ({keys}) AS k JOIN calls AS c "
+        "ON c.account_id = k.account_id AND c.call_time = k.call_time AND c.id = k.id "
+        "ORDER BY k.call_time, k.id"
     )
     return sql, [*all_params, limit, skip]

@@ -20,6 +20,12 @@ from calltrack.store.base import SqlStore
 from calltrack.store.core import Connection
 
 MIN_SQLITE = (3, 35, 0)  # RETURNING
+PAGE_SIZE = 16384
+CACHE_KIB = 16 * 1024  # page cache of every connection
+# During an import: the calls it writes land all over the clustered B-tree, and a cache that
+# keeps the dirty pages until the commit writes each once instead of spilling it again and
+# again (100k calls: 25k calls/s instead of 19k).
+BULK_CACHE_KIB = 256 * 1024
 
 
 def sqlite_path(url: str) -> Path:
@@ -81,13 +87,17 @@ class SqliteStore(SqlStore):
             check_same_thread=False,
             factory=_Connection,
         )
+        # 16 KiB pages hold a stored call (about 1.7 KB) inside the calls B-tree; with the
+        # default 4 KiB most bodies would spill to overflow pages. Takes effect only when the
+        # file is created (an existing file keeps its page size).
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
         # Memory per connection, bounded so a worker stays well under 200 MB however large
         # the file: a 16 MiB page cache, and at most 64 MiB of the file mapped (mapped pages
         # count in RSS, though the kernel shares and reclaims them).
-        conn.execute("PRAGMA cache_size = -16384")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         conn.execute("PRAGMA mmap_size = 67108864")
         # SQLite has no statement timeout: abort a read that runs past its deadline.
         conn.set_progress_handler(self._past_deadline, 10_000)
@@ -116,6 +126,18 @@ class SqliteStore(SqlStore):
             self._local.conn = conn
             self._local.closer = _CloseWithThread(conn)
         return conn
+
+    @contextmanager
+    def _bulk_writing(self) -> Iterator[None]:
+        # Set before the transaction and reset after its commit: a smaller cache inside the
+        # transaction would spill the dirty pages right away.
+        with contextlib.suppress(sqlite3.Error):  # the transaction reports a missing file
+            self._conn().execute(f"PRAGMA cache_size = -{BULK_CACHE_KIB}")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):  # a dropped connection has no cache
+                self._conn().execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # memory back
 
     def _optional_write(self, conn: Connection, sql: str, params: Sequence[Any]) -> bool:
         # Page marks only speed reads up: never make a reader wait for a writer's lock.
