@@ -62,6 +62,15 @@ def test_several_owners_get_one_limited_subquery_each() -> None:
     assert params[-2:] == [10, 20]
 
 
+@pytest.mark.parametrize("owners", [[7], [1, 2]])
+def test_a_page_whose_end_is_known_is_read_without_its_keys(owners: list[int]) -> None:
+    with_keys, _ = build_page_query(owners, 0, 10, 99, None, 0, 10)
+    bodies_only, _ = build_page_query(owners, 0, 10, 99, None, 0, 10, with_keys=False)
+    assert with_keys.split(" FROM ")[0].endswith("body")
+    assert "call_time" in with_keys.split(" FROM ")[0]
+    assert bodies_only.split(" FROM ")[0] in ("SELECT body", "SELECT c.body")
+
+
 def test_a_query_without_owners_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one owner"):
         build_page_query([], 0, 10, 99, None, 0, 10)
@@ -103,6 +112,8 @@ def test_merged_owners_walk_interleaves_their_calls_in_time_order(store: Store) 
     load(store, second, [call(f"b{i}", f"2020-05-01 10:{i:02d}:00") for i in range(1, 30, 2)])
     walked = walk(store, [first, second], Window(0, 2**40), size=4)
     assert [int(u[1:]) for u in walked] == list(range(30))
+    # Walked again, every page end is known and the pages are read without their keys.
+    assert walk(store, [first, second], Window(0, 2**40), size=4) == walked
 
 
 def test_walk_of_a_past_window_ignores_calls_imported_during_it(make_store: StoreFactory) -> None:

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from calltrack.api.answers import Answer
 from calltrack.api.encoding import accepts_gzip, gzip_answer
-from calltrack.api.handler import allowed_http_methods, handle
+from calltrack.api.handler import READ_HTTP_METHODS, allowed_http_methods, handle
 from calltrack.api.request import V3Request, parse, redact_query
 from calltrack.config import Settings
 from calltrack.errors import ApiError, ServiceError, StoreUnavailable
@@ -39,6 +39,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     zone = settings.zone
     # At most as many database calls at once as the pool has connections.
     limiter = anyio.CapacityLimiter(settings.db_pool_size)
+    # SQLite reads cost this process's CPU and never wait on the network, so they run on the
+    # event loop itself: handing them to a thread costs 15-30% of the pages/s (the thread
+    # hop, and the GIL passing back and forth on every row SQLite steps; bench/RESULTS.md).
+    # A read is bounded by the store's deadline. Anything that may wait for a lock (writes,
+    # the rate limit's counter) or compresses (gzip releases the GIL) still goes to threads.
+    reads_inline = store.dialect == "sqlite" and not settings.rate_limit
 
     def answer(body: bytes, request: Request, status: int = 200, **headers: str) -> Response:
         if request.method == "HEAD":
@@ -47,7 +53,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         return Response(body, status, headers=headers, media_type=CONTENT_TYPE)
 
     def respond(parsed: V3Request, http_method: str, body: bytes | None, gzip: bool) -> Answer:
-        # Runs in a worker thread: the store, the rendering and gzip all stay off the loop.
+        # In a worker thread, except SQLite reads (see reads_inline above).
         result = handle(store, settings, parsed, http_method, body)
         if gzip and (encoded := gzip_answer(result, settings.gzip_level)) is not None:
             return replace(encoded, content_encoding="gzip")
@@ -58,9 +64,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         body = await read_body(request, settings.max_body_bytes)
         gzip = settings.gzip_level > 0 and accepts_gzip(request.headers.get("accept-encoding", ""))
         try:
-            result: Answer = await run_in_threadpool_limited(
-                respond, parsed, request.method, body, gzip
-            )
+            if reads_inline and not gzip and request.method in READ_HTTP_METHODS:
+                result = respond(parsed, request.method, body, gzip)
+            else:
+                result = await run_in_threadpool_limited(
+                    respond, parsed, request.method, body, gzip
+                )
         except ApiError as exc:
             headers = {"allow": allowed_http_methods(parsed)} if exc.status_code == 405 else {}
             inbound = {"error": exc.message, **exc.details()}

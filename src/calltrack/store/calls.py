@@ -231,7 +231,7 @@ class CallQueries(StoreCore):
             after = usable[0] if usable else None
             skip = (page - (after.page if after else 0)) * size
             sql, params = build_page_query(
-                owner_ids, window.start, end, snapshot, after, skip, size
+                owner_ids, window.start, end, snapshot, after, skip, size, not next_known
             )
             rows = conn.execute(sql, params).fetchall()
             if len(rows) == size and not next_known:
@@ -241,7 +241,7 @@ class CallQueries(StoreCore):
                     "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                     (key, snapshot, page + 1, rows[-1][0], rows[-1][1], now),
                 )
-        return [row[2] for row in rows]
+        return [row[-1] for row in rows]
 
     def _walk_snapshot(self, conn: Connection, key: str, page: int, now: int) -> int:
         """The snapshot of the walk this page request continues.

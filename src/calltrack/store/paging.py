@@ -11,8 +11,6 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-_COLUMNS = "call_time, id, body"  # what a page query returns
-
 
 @dataclass(frozen=True, slots=True)
 class Window:
@@ -46,12 +44,16 @@ def build_page_query(
     after: Boundary | None,
     skip: int,
     limit: int,
+    with_keys: bool = True,
 ) -> tuple[str, list[int]]:
-    """SQL (``?`` placeholders) and parameters selecting ``call_time, id, body`` of one page.
+    """SQL (``?`` placeholders) and parameters selecting ``call_time, id, body`` of one page,
+    or only ``body`` without ``with_keys`` (when the page's end is known already: building
+    2000 integers costs a tenth of a page read).
 
     Rows come in ``call_time, id`` order; only the versions current at ``snapshot`` count, so
     calls imported, updated or deleted after a walk started never shift its pages.
     """
+    columns = ("call_time", "id", "body") if with_keys else ("body",)
     if not owner_ids:
         raise ValueError("a page query needs at least one owner")
     lower = start if after is None else max(start, after.after_time)
@@ -67,7 +69,7 @@ def build_page_query(
         params += [after.after_time, after.after_id]
     order = "ORDER BY call_time, id"
     if len(owner_ids) == 1:
-        sql = f"SELECT {_COLUMNS} FROM calls WHERE {where} {order} LIMIT ? OFFSET ?"
+        sql = f"SELECT {', '.join(columns)} FROM calls WHERE {where} {order} LIMIT ? OFFSET ?"
         return sql, [owner_ids[0], *params, limit, skip]
     # Merge the owners' keys first, then fetch the bodies of the page's rows only: sorting
     # bodies would copy every candidate row.
@@ -82,7 +84,8 @@ def build_page_query(
     keys = " UNION ALL ".join(parts) + f" {order} LIMIT ? OFFSET ?"
     # Joined on the full page key: the primary key of SQLite's clustered calls table.
     sql = (
-        f"SELECT c.call_time, c.id, c.body FROM ({keys}) AS k JOIN calls AS c "
+        f"SELECT {', '.join(f'c.{name}' for name in columns)} "
+        f"FROM ({keys}) AS k JOIN calls AS c "
         "ON c.account_id = k.account_id AND c.call_time = k.call_time AND c.id = k.id "
         "ORDER BY k.call_time, k.id"
     )
