@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from calltrack.config import ConfigError
@@ -54,3 +56,30 @@ def test_a_large_import_refreshes_postgres_planner_statistics(
     with store._connect() as conn:
         tuples = conn.execute("SELECT reltuples FROM pg_class WHERE relname = 'calls'").fetchone()
     assert tuples[0] == 5  # known to the planner, not "never analyzed" (-1)
+
+
+def test_a_store_opens_and_reads_while_another_holds_the_write_lock(
+    make_store: StoreFactory,
+) -> None:
+    # A server starting during a long import: its schema is current, so it must not wait for
+    # the importer's lock (SQLite reads run on the event loop).
+    writer = make_store()
+    owner, _ = new_account(writer, "a")
+    seed(writer, owner, "c1")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock() -> None:
+        with writer._transaction():
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold_the_lock)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        reader = make_store(db_timeout=1.0)
+        reader.ensure_ready()
+        assert reader.count_calls(owner) == 1
+    finally:
+        release.set()
+        thread.join()

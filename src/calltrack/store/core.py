@@ -79,9 +79,18 @@ class StoreCore(ABC):
 
     # -- schema -----------------------------------------------------------------------------
 
+    @abstractmethod
+    def _has_table(self, conn: Connection, name: str) -> bool:
+        """Whether the database has a table of that name."""
+
     def ensure_ready(self) -> None:
         """Bring the schema up to date and check the stored time zone, once per process."""
         if self._ready:
+            return
+        if self._schema_is_current():
+            # No write lock needed: a server starting during a long import is ready at once
+            # (SQLite reads run on the event loop, which must never wait for that lock).
+            self._ready = True
             return
         with self._transaction() as conn:
             conn.execute(
@@ -101,6 +110,18 @@ class StoreCore(ABC):
                 )
             self._check_timezone(conn)
         self._ready = True
+
+    def _schema_is_current(self) -> bool:
+        """Every known migration applied and the time zone stored is ours (read only)."""
+        with self._connect() as conn:
+            if not self._has_table(conn, "schema_migrations"):
+                return False
+            applied = conn.execute("SELECT version FROM schema_migrations").fetchall()
+            done = {row[0] for row in applied}
+            if not {version for version, _, _ in migrations.MIGRATIONS} <= done:
+                return False
+            row = conn.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
+        return row is not None and row[0] == self.settings.timezone
 
     def _check_timezone(self, conn: Connection) -> None:
         # Stored bodies carry callTime rendered in the service zone, so the zone is part of

@@ -102,6 +102,9 @@ class PostgresStore(SqlStore):
         assert isinstance(conn, _Adapter)
         conn.copy_rows(table, columns, rows)
 
+    def _has_table(self, conn: Connection, name: str) -> bool:
+        return bool(conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0])
+
     def _refresh_statistics(self) -> None:
         with self._connect() as conn:
             conn.execute("ANALYZE calls")

@@ -127,6 +127,12 @@ class SqliteStore(SqlStore):
             self._local.closer = _CloseWithThread(conn)
         return conn
 
+    def _has_table(self, conn: Connection, name: str) -> bool:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return found is not None
+
     @contextmanager
     def _bulk_writing(self) -> Iterator[None]:
         # Set before the transaction and reset after its commit: a smaller cache inside the
