@@ -27,9 +27,7 @@ class Settings:
     db_timeout: float = 5.0
     # Seconds a client is told to wait (Retry-After) when the store is unavailable.
     retry_after: int = 5
-    # PostgreSQL connections per worker, so pages in flight at once: a page mostly waits for
-    # the database (wrk, 16 connections, 1 worker: 4 -> 149 pages/s, 8 -> 175, 16 -> 208).
-    db_pool_size: int = 10
+    db_pool_size: int = 4
     # Requests per key per rate window; 0 turns the limit off.
     rate_limit: int = 0
     rate_window: int = 60
