@@ -43,7 +43,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # event loop itself: handing them to a thread costs 15-30% of the pages/s (the thread
     # hop, and the GIL passing back and forth on every row SQLite steps; bench/RESULTS.md).
     # A read is bounded by the store's deadline. Anything that may wait for a lock (writes,
-    # the rate limit's counter) or compresses (gzip releases the GIL) still goes to threads.
+    # the rate limit's counter) still goes to threads, and so does gzip, after the read: the
+    # threads then never open SQLite connections of their own for reads (each one maps up to
+    # 64 MiB of the file and caches 16 MiB, which counts in the worker's memory).
     reads_inline = store.dialect == "sqlite" and not settings.rate_limit
 
     def answer(body: bytes, request: Request, status: int = 200, **headers: str) -> Response:
@@ -52,20 +54,25 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             body = b""
         return Response(body, status, headers=headers, media_type=CONTENT_TYPE)
 
+    def compress(result: Answer) -> Answer:
+        if (encoded := gzip_answer(result, settings.gzip_level)) is not None:
+            return replace(encoded, content_encoding="gzip")
+        return result
+
     def respond(parsed: V3Request, http_method: str, body: bytes | None, gzip: bool) -> Answer:
         # In a worker thread, except SQLite reads (see reads_inline above).
         result = handle(store, settings, parsed, http_method, body)
-        if gzip and (encoded := gzip_answer(result, settings.gzip_level)) is not None:
-            return replace(encoded, content_encoding="gzip")
-        return result
+        return compress(result) if gzip else result
 
     async def api(request: Request) -> Response:
         parsed = parse(request.scope["query_string"], zone)
         body = await read_body(request, settings.max_body_bytes)
         gzip = settings.gzip_level > 0 and accepts_gzip(request.headers.get("accept-encoding", ""))
         try:
-            if reads_inline and not gzip and request.method in READ_HTTP_METHODS:
-                result = respond(parsed, request.method, body, gzip)
+            if reads_inline and request.method in READ_HTTP_METHODS:
+                result = respond(parsed, request.method, body, gzip=False)
+                if gzip:
+                    result = await run_in_threadpool_limited(compress, result)
             else:
                 result = await run_in_threadpool_limited(
                     respond, parsed, request.method, body, gzip

@@ -43,9 +43,15 @@ def gzip_answer(answer: Answer, level: int) -> Answer | None:
     if isinstance(answer.body, bytes):
         if len(answer.body) < MIN_SIZE:
             return None
-        compressor = _compressor(level)
-        return replace(answer, body=compressor.compress(answer.body) + compressor.flush())
+        return replace(answer, body=_compress(answer.body, level))
     return replace(answer, body=_gzip_chunks(answer.body, level))
+
+
+def _compress(data: bytes, level: int) -> bytes:
+    """One gzip member in one call (no compressor object kept between pages)."""
+    if HAVE_ISAL and level <= ISAL_MAX_LEVEL:
+        return isal_zlib.compress(data, level, GZIP_WBITS)
+    return zlib.compress(data, level, GZIP_WBITS)
 
 
 def _compressor(level: int) -> Any:
