@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Callable
 
 import pytest
@@ -90,5 +91,10 @@ def test_every_level_gives_gzip_that_decodes_to_the_answer(level: int) -> None:
 def test_the_fast_levels_use_isa_l_where_installed() -> None:
     if not encoding.HAVE_ISAL:
         pytest.skip("isal has no wheels for this machine; zlib serves every level")
+    from isal import isal_zlib
+
     assert "isal" in type(encoding._compressor(1)).__module__
     assert "isal" not in type(encoding._compressor(6)).__module__
+    page = b"[" + b",".join(b'{"page":0,"n":%d}' % n for n in range(2000)) + b"]"
+    assert encoding._compress(page, 1) == isal_zlib.compress(page, 1, encoding.GZIP_WBITS)
+    assert encoding._compress(page, 6) == zlib.compress(page, 6, encoding.GZIP_WBITS)
