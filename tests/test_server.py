@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-CALLTRACK = str(Path(sys.executable).parent / "calltrack")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cli(database: str, *args: str) -> dict[str, object]:
-    done = subprocess.run(
-        [CALLTRACK, "--database", database, *args, "--json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+from tests.faults._common import Server, cli
 
 
 def fetch(url: str) -> tuple[int, bytes]:
@@ -40,36 +19,6 @@ def fetch(url: str) -> tuple[int, bytes]:
             return answer.status, answer.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
-
-
-class Server:
-    def __init__(self, database: str, workers: int, log: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = {**os.environ, "CALLTRACK_DATABASE_URL": database}
-        with log.open("wb") as sink:
-            self.process = subprocess.Popen(
-                [CALLTRACK, "serve", "--port", str(self.port), "--workers", str(workers)],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if fetch(self.base + "/healthz")[0] == 200:
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise AssertionError("server did not start:\n" + log.read_text())
-
-    def stop(self) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.terminate()
-        self.process.wait(timeout=15)
 
 
 @pytest.fixture
@@ -84,7 +33,7 @@ def demo_keys(database: str) -> dict[str, object]:
 
 @pytest.fixture
 def server(database: str, demo_keys: dict[str, object], tmp_path: Path) -> Iterator[Server]:
-    running = Server(database, workers=2, log=tmp_path / "server.log")
+    running = Server(database, tmp_path / "server.log", workers=2)
     yield running
     running.stop()
 

@@ -303,6 +303,10 @@ class Server:
         self.stop()
         raise RuntimeError("server did not start:\n" + log.read_text(errors="replace")[-4000:])
 
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def stop(self) -> None:
         stop_group(self.process)
 

@@ -39,14 +39,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     zone = settings.zone
     # At most as many database calls at once as the pool has connections.
     limiter = anyio.CapacityLimiter(settings.db_pool_size)
-    # SQLite reads cost this process's CPU and never wait on the network, so they run on the
-    # event loop itself: handing them to a thread costs 15-30% of the pages/s (the thread
-    # hop, and the GIL passing back and forth on every row SQLite steps; bench/RESULTS.md).
+    # SQLite reads cost this process's CPU and never wait on the network (the store says so
+    # with ``reads_in_process``), so they run on the event loop itself: handing them to a
+    # thread costs 15-30% of the pages/s (the thread hop, and the GIL passing back and forth
+    # on every row SQLite steps; bench/RESULTS.md).
     # A read is bounded by the store's deadline. Anything that may wait for a lock (writes,
     # the rate limit's counter) still goes to threads, and so does gzip, after the read: the
     # threads then never open SQLite connections of their own for reads (each one maps up to
     # 64 MiB of the file and caches 16 MiB, which counts in the worker's memory).
-    reads_inline = store.dialect == "sqlite" and not settings.rate_limit
+    reads_inline = store.reads_in_process and not settings.rate_limit
 
     def answer(body: bytes, request: Request, status: int = 200, **headers: str) -> Response:
         if request.method == "HEAD":

@@ -47,18 +47,20 @@ def gzip_answer(answer: Answer, level: int) -> Answer | None:
     return replace(answer, body=_gzip_chunks(answer.body, level))
 
 
+def _deflate(level: int) -> Any:
+    """The compression module for ``level``: ISA-L's for the fast levels when installed."""
+    return isal_zlib if HAVE_ISAL and level <= ISAL_MAX_LEVEL else zlib
+
+
 def _compress(data: bytes, level: int) -> bytes:
     """One gzip member in one call (no compressor object kept between pages)."""
-    if HAVE_ISAL and level <= ISAL_MAX_LEVEL:
-        return isal_zlib.compress(data, level, GZIP_WBITS)
-    return zlib.compress(data, level, GZIP_WBITS)
+    result: bytes = _deflate(level).compress(data, level, GZIP_WBITS)
+    return result
 
 
 def _compressor(level: int) -> Any:
-    """A gzip compressor object: ISA-L's for the fast levels when available, else zlib's."""
-    if HAVE_ISAL and level <= ISAL_MAX_LEVEL:
-        return isal_zlib.compressobj(level, isal_zlib.DEFLATED, GZIP_WBITS)
-    return zlib.compressobj(level, zlib.DEFLATED, GZIP_WBITS)
+    """A gzip compressor object, for answers that stream."""
+    return _deflate(level).compressobj(level, zlib.DEFLATED, GZIP_WBITS)
 
 
 def _gzip_chunks(chunks: Iterator[bytes], level: int) -> Iterator[bytes]:

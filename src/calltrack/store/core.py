@@ -35,6 +35,9 @@ class StoreCore(ABC):
     """Connections and schema; the query groups (admin, calls, catalog) subclass it."""
 
     dialect: ClassVar[str]
+    # Reads cost this process's CPU and never wait on a network or another process for long
+    # (an embedded database): the API may run them on its event loop.
+    reads_in_process: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

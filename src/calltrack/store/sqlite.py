@@ -56,6 +56,7 @@ class _CloseWithThread:
 
 class SqliteStore(SqlStore):
     dialect = "sqlite"
+    reads_in_process = True
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)
