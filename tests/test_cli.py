@@ -223,6 +223,69 @@ def test_role_errors_are_reported_not_raised(db: str) -> None:
     assert "already granted" in failed(db, "role", "grant", role_id, "agency")
 
 
+def test_role_list_shows_both_sides_with_ids_and_states_on_both_backends(
+    make_store: Callable[..., Store],
+) -> None:
+    database = make_store().settings.database_url
+    owner_id = ok(database, "account", "add", "owner")["id"]
+    agency_id = ok(database, "account", "add", "agency")["id"]
+    other_id = ok(database, "account", "add", "other")["id"]
+    reports = ok(database, "role", "add", "owner", "reports")["id"]
+    audit = ok(database, "role", "add", "owner", "audit")["id"]
+    theirs = ok(database, "role", "add", "other", "shared")["id"]
+    to_agency = ok(database, "role", "grant", str(reports), "agency")["grant_id"]
+    to_other = ok(database, "role", "grant", str(reports), "other")["grant_id"]
+    ok(database, "role", "revoke", str(reports), "other")
+    received = ok(database, "role", "grant", str(theirs), "owner")["grant_id"]
+
+    listed = ok(database, "role", "list", "owner")
+
+    assert listed == {
+        "account_id": owner_id,
+        "granted": [
+            {
+                "role_id": reports,
+                "name": "reports",
+                "grants": [
+                    {"grant_id": to_agency, "grantee_id": agency_id, "grantee": "agency",
+                     "revoked": False},
+                    {"grant_id": to_other, "grantee_id": other_id, "grantee": "other",
+                     "revoked": True},
+                ],
+            },
+            {"role_id": audit, "name": "audit", "grants": []},
+        ],
+        "received": [
+            {"role_id": theirs, "name": "shared", "grantor_id": other_id, "grantor": "other",
+             "grant_id": received, "revoked": False},
+        ],
+    }  # fmt: skip
+    agency = ok(database, "role", "list", str(agency_id))
+    assert agency["granted"] == []
+    assert [(r["role_id"], r["grantor"], r["grant_id"]) for r in agency["received"]] == [
+        (reports, "owner", to_agency)
+    ]
+    text = run(database, "role", "list", "owner").stdout.splitlines()
+    assert text == [
+        "roles 'owner' granted:",
+        f"  role {reports} 'reports'",
+        f"    grant {to_agency} to 'agency' (account {agency_id}): active",
+        f"    grant {to_other} to 'other' (account {other_id}): revoked",
+        f"  role {audit} 'audit': no grant",
+        "roles granted to 'owner':",
+        f"  role {theirs} 'shared' of 'other' (account {other_id}): grant {received}, active",
+    ]
+    assert failed(database, "role", "list", "nobody") == "error: no account 'nobody'\n"
+
+
+def test_role_list_of_an_account_without_roles_says_so(db: str) -> None:
+    ok(db, "account", "add", "alone")
+    assert run(db, "role", "list", "alone").stdout.splitlines() == [
+        "'alone' granted no role",
+        "no role granted to 'alone'",
+    ]
+
+
 # -- import ----------------------------------------------------------------------------------
 
 

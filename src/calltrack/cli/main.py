@@ -24,6 +24,7 @@ from calltrack.cli.catalog import campaign, phone
 from calltrack.client.command import export
 from calltrack.errors import NotFound
 from calltrack.importer import import_file
+from calltrack.store.admin import GrantState
 
 
 @click.group(cls=CalltrackGroup)
@@ -198,6 +199,64 @@ def role_revoke(click_ctx: click.Context, role_id: int, grantee_ref: str, as_jso
         {"grant_id": grant.id, "revoked": True},
         f"role {role_id} revoked from {grantee.name!r}",
     )
+
+
+@role.command("list")
+@click.argument("account_ref", metavar="ACCOUNT")
+@json_option
+@click.pass_context
+def role_list(click_ctx: click.Context, account_ref: str, as_json: bool) -> None:
+    """Roles ACCOUNT granted (with their grants) and roles granted to it, with their ids."""
+    ctx = command_context(click_ctx, as_json)
+    found = ctx.store.find_account(account_ref)
+    roles = ctx.store.roles_of(found.id)
+    granted = [
+        {
+            "role_id": own.id,
+            "name": own.name,
+            "grants": [
+                {
+                    "grant_id": g.id,
+                    "grantee_id": g.account_id,
+                    "grantee": g.account_name,
+                    "revoked": g.revoked_at is not None,
+                }
+                for g in grants
+            ],
+        }
+        for own, grants in roles.granted
+    ]
+    received = [
+        {
+            "role_id": g.role_id,
+            "name": g.role_name,
+            "grantor_id": g.account_id,
+            "grantor": g.account_name,
+            "grant_id": g.id,
+            "revoked": g.revoked_at is not None,
+        }
+        for g in roles.received
+    ]
+    name = repr(found.name)
+    lines = [f"roles {name} granted:" if granted else f"{name} granted no role"]
+    for own, grants in roles.granted:
+        lines.append(f"  role {own.id} {own.name!r}" + ("" if grants else ": no grant"))
+        lines += [
+            f"    grant {g.id} to {g.account_name!r} (account {g.account_id}): {_state(g)}"
+            for g in grants
+        ]
+    lines.append(f"roles granted to {name}:" if received else f"no role granted to {name}")
+    lines += [
+        f"  role {g.role_id} {g.role_name!r} of {g.account_name!r} (account {g.account_id}): "
+        f"grant {g.id}, {_state(g)}"
+        for g in roles.received
+    ]
+    result = {"account_id": found.id, "granted": granted, "received": received}
+    emit(ctx, result, "\n".join(lines))
+
+
+def _state(item: GrantState) -> str:
+    return "active" if item.revoked_at is None else "revoked"
 
 
 # -- data -----------------------------------------------------------------------------------

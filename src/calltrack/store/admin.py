@@ -2,9 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from calltrack.errors import Conflict, NotFound
 from calltrack.store.core import Connection, StoreCore, unix_now
 from calltrack.store.records import Account, Grant, KeyInfo, ResolvedKey, Role
+
+
+@dataclass(frozen=True, slots=True)
+class GrantState:
+    """One grant of a role, seen from either side: ``account`` is the other party."""
+
+    id: int
+    role_id: int
+    role_name: str
+    account_id: int
+    account_name: str
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRoles:
+    """The roles an account created (each with every grant of it) and the grants it received."""
+
+    granted: list[tuple[Role, list[GrantState]]]  # account = the grantee
+    received: list[GrantState]  # account = the grantor
 
 
 class AdminQueries(StoreCore):
@@ -202,3 +225,28 @@ class AdminQueries(StoreCore):
                 (grantee_id,),
             ).fetchall()
         return sorted(row[0] for row in rows)
+
+    def roles_of(self, account_id: int) -> AccountRoles:
+        """Both sides of an account's sharing, revoked grants included, in creation order."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            own = conn.execute(
+                "SELECT r.id, r.name, g.id, a.id, a.name, g.created_at, g.revoked_at "
+                "FROM roles r LEFT JOIN grants g ON g.role_id = r.id "
+                "LEFT JOIN accounts a ON a.id = g.grantee_id "
+                "WHERE r.grantor_id = ? ORDER BY r.id, g.id",
+                (account_id,),
+            ).fetchall()
+            received = conn.execute(
+                "SELECT g.id, r.id, r.name, a.id, a.name, g.created_at, g.revoked_at "
+                "FROM grants g JOIN roles r ON r.id = g.role_id "
+                "JOIN accounts a ON a.id = r.grantor_id "
+                "WHERE g.grantee_id = ? ORDER BY g.id",
+                (account_id,),
+            ).fetchall()
+        granted: dict[int, tuple[Role, list[GrantState]]] = {}
+        for role_id, name, grant_id, *rest in own:
+            grants = granted.setdefault(role_id, (Role(role_id, account_id, name), []))[1]
+            if grant_id is not None:  # a role nobody was granted yet joins to one NULL row
+                grants.append(GrantState(grant_id, role_id, name, *rest))
+        return AccountRoles(list(granted.values()), [GrantState(*row) for row in received])
