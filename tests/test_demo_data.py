@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from calltrack import model
 from calltrack.demo_data import generate_calls
 
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -245,6 +246,5 @@ def test_a_bad_prefix_or_count_is_refused() -> None:
 
 
 def test_every_call_is_accepted_by_the_record_model() -> None:
-    model = pytest.importorskip("calltrack.model")
     for call in CALLS:
         model.prepare(model.decode_record(json.dumps(call, ensure_ascii=False)), MOSCOW)
