@@ -1,4 +1,4 @@
-"""What a handler gives back, and the writer that each format uses."""
+"""What a handler gives back, and the writers that each format uses."""
 
 from __future__ import annotations
 
@@ -19,19 +19,32 @@ class Answer:
     content_encoding: str = ""  # "gzip" once encoded
 
 
-class FormatWriter(Protocol):
-    CONTENT_TYPE: str
+class RowWriter(Protocol):
+    """A format's renderer of entity rows (every format has one)."""
 
-    def render_calls(self, bodies: Sequence[bytes], page: int) -> Iterator[bytes]: ...
+    CONTENT_TYPE: str
 
     def render_rows(
         self, entity: str, fields: Sequence[str], rows: Iterable[Mapping[str, object]]
     ) -> Iterator[bytes]: ...
 
 
-_WRITERS: dict[str, ModuleType] = {"json": rows, "csv": csv, "xml": xml, "plain": plain}
+class CallWriter(RowWriter, Protocol):
+    """A text format's renderer of a page of calls, streamed in chunks."""
+
+    def render_calls(self, bodies: Sequence[bytes], page: int) -> Iterator[bytes]: ...
 
 
-def writer(format_name: str) -> FormatWriter:
-    """The module that renders ``format_name`` (one of the served formats)."""
-    return cast(FormatWriter, _WRITERS[format_name])
+# A JSON page of calls is not here: it is one join of the stored bodies (render.json).
+_CALL_WRITERS: dict[str, ModuleType] = {"csv": csv, "xml": xml, "plain": plain}
+_ROW_WRITERS: dict[str, ModuleType] = {"json": rows, **_CALL_WRITERS}
+
+
+def row_writer(format_name: str) -> RowWriter:
+    """The module that renders entity rows in ``format_name`` (one of the served formats)."""
+    return cast(RowWriter, _ROW_WRITERS[format_name])
+
+
+def call_writer(format_name: str) -> CallWriter:
+    """The module that renders calls in ``format_name`` (a served format other than json)."""
+    return cast(CallWriter, _CALL_WRITERS[format_name])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from calltrack.api.answers import Answer, writer
+from calltrack.api.answers import Answer, call_writer
 from calltrack.api.request import V3Request
 from calltrack.config import Settings
 from calltrack.errors import BadPage, NoRows
@@ -22,5 +22,5 @@ def call_page(store: Store, settings: Settings, request: V3Request, owners: list
     if request.format == "json":
         # The hot path: stored bodies are already JSON, so the page is a join.
         return Answer(render_page(bodies, request.page), CONTENT_TYPE)
-    out = writer(request.format)
+    out = call_writer(request.format)
     return Answer(out.render_calls(bodies, request.page), out.CONTENT_TYPE)

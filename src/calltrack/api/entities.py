@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from calltrack.api.answers import Answer, writer
+from calltrack.api.answers import Answer, row_writer
 from calltrack.api.request import V3Request
 from calltrack.config import Settings
 from calltrack.errors import BadPage, NoRows
@@ -53,7 +53,7 @@ def entity_page(
     rows = listed[request.page * size : (request.page + 1) * size]
     if not rows:
         raise NoRows if request.page == 0 else BadPage
-    out = writer(request.format)
+    out = row_writer(request.format)
     return Answer(out.render_rows(request.entity, FIELDS[request.entity], rows), out.CONTENT_TYPE)
 
 

@@ -1,20 +1,20 @@
 """JSON entity rows, and the row values the text formats (csv, xml, plain) start from.
 
-Every format renders a page of calls from the stored bodies (see ``render.json``) and a list of
-entity rows; this module owns what they share: decoding the bodies into value lists in the
-contract order, batching for streaming, cells as text, and UTF-8 output. The shapes are in
-``docs/formats.md``.
+Every format renders a list of entity rows, and the text formats a page of calls from the stored
+bodies (a JSON page of calls is ``render.json.render_page``, one join of the bodies); this module
+owns what they share: decoding the bodies into value lists in the contract order, batching for
+streaming, cells as text, and UTF-8 output. The shapes are in ``docs/formats.md``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import islice
-from typing import Final, TypeVar, cast
+from typing import Final, cast
 
 import msgspec
 
+from calltrack.iters import batched
 from calltrack.model import FIELD_NAMES, CallRecord
 from calltrack.render import json
 
@@ -33,16 +33,8 @@ STR_COLUMNS: Final = tuple(i for i, v in enumerate(_EMPTY) if not isinstance(v, 
 assert FIELD_NAMES[0] == "page"
 
 _LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
-_T = TypeVar("_T")
 
 Cell = str | int
-
-
-def batched(items: Iterable[_T]) -> Iterator[list[_T]]:
-    """``items`` in lists of ``CHUNK_ROWS`` (the last may be shorter; none when empty)."""
-    it = iter(items)
-    while batch := list(islice(it, CHUNK_ROWS)):
-        yield batch
 
 
 def call_values(bodies: Sequence[bytes], page: int) -> Iterator[list[list[object]]]:
@@ -51,9 +43,9 @@ def call_values(bodies: Sequence[bytes], page: int) -> Iterator[list[list[object
     Values are as ``CallRecord`` holds them: str, int, bool, list[int], list[str], list[Hook].
     """
     decode, astuple = _decoder.decode, msgspec.structs.astuple
-    for start in range(0, len(bodies), CHUNK_ROWS):
+    for chunk in batched(bodies, CHUNK_ROWS):
         batch: list[list[object]] = []
-        for body in bodies[start : start + CHUNK_ROWS]:
+        for body in chunk:
             values: list[object] = list(astuple(decode(b"{" + body)))
             values[0] = page
             batch.append(values)
@@ -75,7 +67,7 @@ def row_cells(
     fields: Sequence[str], rows: Iterable[Mapping[str, object]]
 ) -> Iterator[list[list[Cell]]]:
     """Entity rows as cell lists in ``fields`` order, in batches."""
-    for batch in batched(rows):
+    for batch in batched(rows, CHUNK_ROWS):
         yield [[cell(row[name]) for name in fields] for row in batch]
 
 
@@ -116,19 +108,6 @@ def _clean(value: object) -> object:
     return value
 
 
-def render_calls(bodies: Sequence[bytes], page: int) -> Iterator[bytes]:
-    """``render.json.render_page`` in chunks: concatenated, the chunks are the same bytes."""
-    if not bodies:
-        yield b"[]"
-        return
-    prefix = b'{"page":%d,' % page
-    separator = b"," + prefix
-    for start in range(0, len(bodies), CHUNK_ROWS):
-        lead = b"[" if start == 0 else b","
-        end = b"]" if start + CHUNK_ROWS >= len(bodies) else b""
-        yield b"".join((lead, prefix, separator.join(bodies[start : start + CHUNK_ROWS]), end))
-
-
 def render_rows(
     entity: str, fields: Sequence[str], rows: Iterable[Mapping[str, object]]
 ) -> Iterator[bytes]:
@@ -139,7 +118,7 @@ def render_rows(
     """
     del entity  # the JSON shape does not name the entity
     lead = b"["
-    for batch in batched(rows):
+    for batch in batched(rows, CHUNK_ROWS):
         objects = [{name: row[name] for name in fields} for row in batch]
         try:
             body = _encoder.encode(objects)

@@ -19,12 +19,13 @@ from typing import Final
 
 import msgspec
 
+from calltrack.iters import batched
 from calltrack.model import FIELD_NAMES
 from calltrack.render.rows import (
     ARRAY_COLUMNS,
     BOOL_COLUMNS,
+    CHUNK_ROWS,
     STR_COLUMNS,
-    batched,
     call_values,
     utf8,
 )
@@ -94,7 +95,7 @@ def render_rows(
     for name in (entity, *fields):
         _name(name)
     lead = f"{DECLARATION}<{entity}s>\n"
-    for batch in batched(rows):
+    for batch in batched(rows, CHUNK_ROWS):
         parts = [lead]
         for row in batch:
             parts.append(f"<{entity}>")

@@ -1,7 +1,8 @@
 """The part of the store every query group builds on: connections, schema, time.
 
-Backends differ only in how they connect, lock and count; they implement the three abstract
-methods. SQL uses ``?`` placeholders everywhere; the PostgreSQL backend translates them.
+Backends differ only in how they connect, lock and count; they implement the four abstract
+methods (``_connect``, ``_transaction``, ``_has_table``, ``close``). SQL uses ``?``
+placeholders everywhere; the PostgreSQL backend translates them.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from itertools import islice
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol
 
 from calltrack.config import ConfigError, Settings
+from calltrack.iters import batched as batched  # the query groups chunk writes with it
 from calltrack.store import migrations
-
-T = TypeVar("T")
 
 
 class Cursor(Protocol):
@@ -146,13 +145,6 @@ class StoreCore(ABC):
         self.ensure_ready()
         with self._connect() as conn:
             conn.execute("SELECT 1").fetchone()
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Lists of up to ``size`` items (itertools.batched arrived only in Python 3.12)."""
-    iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
 
 
 def unix_now() -> int:
