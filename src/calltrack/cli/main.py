@@ -300,7 +300,7 @@ def run_server(ctx: Context, host: str, port: int, workers: int) -> None:
     """Run uvicorn on the app factory; workers read their settings from the environment."""
     import uvicorn
 
-    from calltrack.api.protocol import BoundedHttpToolsProtocol
+    from calltrack.api.http_bounds import BoundedHttpToolsProtocol
     from calltrack.logs import log_config
 
     settings = ctx.settings

@@ -1,4 +1,4 @@
-"""uvicorn's httptools protocol with bounds on what a client may make the server buffer.
+"""HTTP bounds: uvicorn's httptools protocol limiting what a client may make the server buffer.
 
 httptools accumulates the request target and headers without limit; a client could send a
 gigabyte URL. These bounds make such a request a 400 long before it costs memory.
