@@ -3,6 +3,7 @@
 PostgreSQL comes from ``CALLTRACK_TEST_POSTGRES_URL`` (default: the local server's ``test``
 database); a fresh database is created for the run and dropped after it. Where no server
 answers, those tests are skipped with a loud line, unless ``CI=true``, where that fails.
+The run's last line says which stores the tests ran on.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ TABLES = (
     "campaigns, phones, call_tags, call_tombstones"
 )
 _postgres_problem: list[str] = []
+_stores_tested: set[str] = set()  # backends that at least one test ran on
+_postgres_missed: list[str] = []  # why tests that wanted PostgreSQL did not run on it
+_RAN = pytest.StashKey[bool]()
 
 StoreFactory = Callable[..., Store]
 
@@ -71,9 +75,11 @@ def backend(request: pytest.FixtureRequest, postgres_url: str | None) -> str:
     name: str = request.param
     if name == "postgres" and postgres_url is None:
         problem = _postgres_problem[0] if _postgres_problem else "unavailable"
+        _postgres_missed[:] = [problem]
         if _in_ci():
             pytest.fail(f"CI=true requires PostgreSQL, which is unavailable: {problem}")
         pytest.skip(f"PostgreSQL unavailable: {problem}")
+    _stores_tested.add(name)
     return name
 
 
@@ -134,15 +140,36 @@ def new_account(store: Store, name: str) -> tuple[int, str]:
     return created.id, access.issue_user_key(store, created.id)
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if _postgres_problem:
-        line = "!" * 78
-        terminalreporter.write_line(line, red=True, bold=True)
-        terminalreporter.write_line(
-            f"PostgreSQL tests SKIPPED: {_postgres_problem[0]}", red=True, bold=True
+def stores_line(tested: set[str], postgres_problem: str | None, in_ci: bool) -> str:
+    """The run's last line: which stores the tests ran on, and why PostgreSQL did not."""
+    names = [shown for name, shown in (("sqlite", "sqlite"), ("postgres", "postgresql"))
+             if name in tested]  # fmt: skip
+    if postgres_problem is not None:
+        verdict = "FAILED (CI=true requires it)" if in_ci else "SKIPPED"
+        why = f"PostgreSQL tests {verdict}: {' '.join(postgres_problem.split())}"  # one line
+    elif len(names) == 1:
+        why = f"no {'PostgreSQL' if names == ['sqlite'] else 'SQLite'} test was selected"
+    else:
+        return f"stores tested: {', '.join(names) or 'none (no store test was selected)'}"
+    return f"stores tested: {names[0] + ' only' if names else 'none'} ({why})"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session.config.stash[_RAN] = not session.config.option.collectonly
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The stores line, printed here because it comes after pytest's own summary lines."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or not config.stash.get(_RAN, False):
+        return
+    problem = _postgres_missed[0] if _postgres_missed else None
+    if problem is not None:
+        bar = "!" * 78
+        reporter.write_line(bar, red=True, bold=True)
+        reporter.write_line(
+            "Set CALLTRACK_TEST_POSTGRES_URL to a server you can create databases on.", red=True
         )
-        terminalreporter.write_line(
-            "Set CALLTRACK_TEST_POSTGRES_URL to a server you can create databases on.",
-            red=True,
-        )
-        terminalreporter.write_line(line, red=True, bold=True)
+        reporter.write_line(bar, red=True, bold=True)
+    line = stores_line(_stores_tested, problem, _in_ci())
+    reporter.write_line(line, red=problem is not None, bold=True)
