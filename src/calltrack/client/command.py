@@ -22,6 +22,7 @@ from calltrack.client._client import DEFAULT_TIMEZONE, METHODS, Client, Method, 
 from calltrack.client._errors import ClientError
 from calltrack.client.export import ExportResult, Progress, export_calls
 from calltrack.client.writers import FORMATS
+from calltrack.words import plural
 
 
 def _check_date(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -111,7 +112,7 @@ def export(
     bars = [_bar(shown, "export")]
 
     def on_page(done: Progress) -> None:
-        bars[0].set_postfix_str(f"{done.pages} pages", refresh=False)
+        bars[0].set_postfix_str(plural(done.pages, "page"), refresh=False)
         bars[0].update(done.calls - bars[0].n)
 
     def on_convert(done: int, total: int) -> None:
@@ -161,7 +162,8 @@ def _bar(shown: bool, desc: str, total: int | None = None) -> tqdm[NoReturn]:
         file=sys.stderr,
         unit=" calls",
         desc=desc,
-        bar_format="{desc}: {n_fmt} calls{postfix} [{elapsed}, {rate_fmt}]",
+        # "calls: 1" reads right for any count, where "{n_fmt} calls" says "1 calls"
+        bar_format="{desc}: calls: {n_fmt}, {postfix} [{elapsed}, {rate_fmt}]",
         postfix="0 pages",
     )
 
@@ -170,11 +172,12 @@ def summary(result: ExportResult, since_last: Path | None = None) -> str:
     """The one line printed when an export is complete."""
     rate = result.run_calls / result.seconds if result.seconds > 0 else 0.0
     text = (
-        f"exported {result.calls:,} calls ({result.pages:,} pages) to {result.output} "
+        f"exported {plural(result.calls, 'call')} "
+        f"({plural(result.pages, 'page')}) to {result.output} "
         f"[{result.format}] in {result.seconds:.1f} s ({rate:,.0f} calls/s)"
     )
     if result.resumed:
-        text += f", resumed: {result.run_calls:,} calls by this run"
+        text += f", resumed: {plural(result.run_calls, 'call')} by this run"
     if result.skipped:
         text += f", {result.skipped:,} seen before and skipped"
     if since_last is not None:
