@@ -11,9 +11,11 @@ from typing import Any
 
 import msgspec
 import pytest
+from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from calltrack.api.app import create_app
+from calltrack.cli import main
 from calltrack.config import Settings
 from calltrack.demo_data import generate_calls
 from calltrack.errors import ImportRejected
@@ -128,13 +130,45 @@ def test_equal_site_visit_values_under_both_names_are_accepted(store: Store) -> 
     assert dump(store, account_id)[0]["siteVisit"] == "x.ru"
 
 
-def test_a_record_without_universal_id_gets_a_fresh_digit_id(store: Store) -> None:
+def test_a_record_without_universal_id_gets_25_digits_derived_from_its_content(
+    store: Store,
+) -> None:
     account_id, _ = new_account(store, "a")
-    result = load(store, account_id, jsonl([record(), record(), record("")]))
-    assert result == ImportResult(imported=3, updated=0)
+    records = [record(), record(duration=1), record("", duration=2)]
+    assert load(store, account_id, jsonl(records)) == ImportResult(imported=3, updated=0)
     ids = [call["universalId"] for call in dump(store, account_id)]
     assert len(set(ids)) == 3
-    assert all(uid.isdigit() and len(uid) >= 10 for uid in ids), ids
+    assert all(uid.isdigit() and len(uid) == 25 for uid in ids), ids
+
+
+def test_reimporting_a_file_without_ids_changes_nothing(store: Store) -> None:
+    account_id, _ = new_account(store, "a")
+    records = [record(callTime=f"2020-05-01 10:00:0{i}", duration=i) for i in range(5)]
+    assert load(store, account_id, jsonl(records)) == ImportResult(imported=5, updated=0)
+    first = dump(store, account_id)
+    # The same calls again, keys in another order, as an array, with pages: the same ids.
+    again = b"[" + b",".join(line(dict(reversed(r.items())) | {"page": 3}) for r in records) + b"]"
+    assert load(store, account_id, again) == ImportResult(imported=0, updated=5)
+    assert dump(store, account_id) == first
+    assert store.count_calls(account_id) == 5
+    changed = load(store, account_id, jsonl([record(callTime="2020-05-01 10:00:00", duration=9)]))
+    assert changed == ImportResult(imported=1, updated=0)  # other content: another call
+
+
+def test_identical_records_without_ids_in_one_file_are_one_call(store: Store) -> None:
+    account_id, _ = new_account(store, "a")
+    same = record(duration=7)
+    result = load(store, account_id, jsonl([same, record(duration=8), same]))
+    assert result == ImportResult(imported=2, updated=0)
+    assert sorted(call["duration"] for call in dump(store, account_id)) == [7, 8]
+
+
+def test_the_same_content_in_two_accounts_is_two_calls(store: Store) -> None:
+    a_id, _ = new_account(store, "a")
+    b_id, _ = new_account(store, "b")
+    load(store, a_id, jsonl([record()]))
+    assert load(store, b_id, jsonl([record()])) == ImportResult(imported=1, updated=0)
+    assert dump(store, a_id)[0]["universalId"] != dump(store, b_id)[0]["universalId"]
 
 
 # -- what is refused, and that a refused file changes nothing ---------------------------------
@@ -147,29 +181,116 @@ def bad(**fields: Any) -> bytes:
     return line(record("bad-1", **fields))
 
 
+HOOK = {
+    "hookEventName": "AFTER_CALL_FINISH",
+    "hookAddress": "https://crm.example/hook",
+    "hookMethod": "POST",
+    "hookResponseStatus": 200,
+}
+
+
 def without(key: str) -> bytes:
     fields = record("bad-1")
     del fields[key]
     return line(fields)
 
 
-# (bad line, words the reason must contain); the bad line is line 4 of a JSON Lines file.
-REJECTIONS: dict[str, tuple[bytes, tuple[str, ...]]] = {
-    "string-duration": (bad(duration="5"), ("duration",)),
-    "bool-given-as-1": (bad(unique=1), ("unique",)),
-    "serviceType-sms": (bad(serviceType="sms"), ("serviceType", "sms")),
-    "cbConnectType-x": (bad(serviceType="callback", cbConnectType="x"), ("cbConnectType",)),
-    "month-13": (bad(callTime="2020-13-01 00:00:00"), ("callTime",)),
-    "iso-T-separator": (bad(callTime="2020-05-01T10:00:00"), ("callTime",)),
-    "missing-callTime": (without("callTime"), ("callTime",)),
-    "missing-serviceType": (without("serviceType"), ("serviceType",)),
-    "missing-status": (without("status"), ("status",)),
-    "unknown-key": (bad(colour="red"), ("colour",)),
-    "negative-int": (bad(duration=-1), ("duration",)),
-    "negative-int-in-list": (bad(cbAttemptsQueue=[1, -2]), ("cbAttemptsQueue",)),
-    "differing-site-visit": (bad(visitSite="a.ru", siteVisit="b.ru"), ("visitSite", "siteVisit")),
-    "truncated-last-line": (bad()[:-5], ("truncated",)),
-    "not-json-at-all": (b"this is not JSON", ("JSON",)),
+INT = "a whole number from 0 to 9223372036854775807"
+DATE_TIME = "a date-time `YYYY-MM-DD HH:MM:SS`"
+SERVICE_TYPES = 'one of "callback", "calltracking", "import"'
+LONG = "x" * 9000
+
+# (bad record, the exact reason): the record is line 4 of a JSON Lines file, index 2 of an array.
+REJECTIONS: dict[str, tuple[bytes, str]] = {
+    "int-given-as-string": (bad(duration="5"), f'`duration` is "5", expected {INT}'),
+    "negative-int": (bad(duration=-1), f"`duration` is -1, expected {INT}"),
+    "int-past-64-bits": (bad(ctCallId=2**64), f"`ctCallId` is {2**64}, expected {INT}"),
+    "bool-given-as-1": (bad(unique=1), "`unique` is 1, expected true or false"),
+    "id-given-as-number": (
+        bad(universalId=7),
+        "`universalId` is 7, expected a string of at most 64 characters",
+    ),
+    "digits": (
+        bad(clientNumber="+7 900"),
+        '`clientNumber` is "+7 900", expected a string of digits (at most 32)',
+    ),
+    "offset": (
+        bad(timezoneOffset="3"),
+        '`timezoneOffset` is "3", expected a UTC offset `+HHMM` or `-HHMM`, or empty',
+    ),
+    "text-too-long": (
+        bad(site=LONG),
+        f'`site` is "{"x" * 49}…xxxxxxx" (9,000 characters), '
+        "expected a string of at most 8192 characters",
+    ),
+    "enum": (bad(serviceType="sms"), f'`serviceType` is "sms", expected {SERVICE_TYPES}'),
+    "enum-with-empty": (
+        bad(serviceType="callback", cbConnectType="x"),
+        '`cbConnectType` is "x", expected one of "", "auto", "dtmf", "smartcall"',
+    ),
+    "list-given-as-string": (
+        bad(tags="hot"),
+        '`tags` is "hot", expected a list of at most 1000 items, '
+        "each a string of at most 8192 characters",
+    ),
+    "negative-int-in-list": (
+        bad(cbAttemptsQueue=[1, -2]),
+        f"`cbAttemptsQueue[1]` is -2, expected {INT}",
+    ),
+    "hook-enum": (
+        bad(hooks=[HOOK | {"hookMethod": "PATCH"}]),
+        '`hooks[0].hookMethod` is "PATCH", expected one of "DELETE", "GET", "POST", "PUT"',
+    ),
+    "hook-missing-key": (
+        bad(hooks=[HOOK, {k: v for k, v in HOOK.items() if k != "hookAddress"}]),
+        "`hooks[1].hookAddress` is missing, expected a string of at most 8192 characters",
+    ),
+    "date-shape": (
+        bad(callTime="2020-05-01T10:00:00"),
+        f'`callTime` is "2020-05-01T10:00:00", expected {DATE_TIME}',
+    ),
+    "date-impossible": (
+        bad(callTime="2020-13-01 00:00:00"),
+        f'`callTime` is "2020-13-01 00:00:00", expected {DATE_TIME} '
+        "(there is no such date or time)",
+    ),
+    "optional-date": (
+        bad(localDate="today"),
+        f'`localDate` is "today", expected {DATE_TIME} or empty',
+    ),
+    "empty-callTime": (bad(callTime=""), f"`callTime` is missing or empty, expected {DATE_TIME}"),
+    "missing-callTime": (
+        without("callTime"),
+        f"`callTime` is missing or empty, expected {DATE_TIME}",
+    ),
+    "empty-serviceType": (bad(serviceType=""), f"`serviceType` is empty, expected {SERVICE_TYPES}"),
+    "missing-serviceType": (
+        without("serviceType"),
+        f"`serviceType` is missing, expected {SERVICE_TYPES}",
+    ),
+    "missing-status": (without("status"), '`status` is missing, expected one of "fail", "success"'),
+    "unknown-key": (
+        bad(colour="red"),
+        'unknown field `colour` (value "red"), expected only the fields of a v3 call record',
+    ),
+    "differing-site-visit": (
+        bad(visitSite="a.ru", siteVisit="b.ru"),
+        '`visitSite` is "a.ru" and `siteVisit` is "b.ru", expected the same value '
+        "(they are one field)",
+    ),
+    "not-an-object": (b"[1, 2]", "the record is [1,2], expected a JSON object"),
+    "repeated-universalId": (
+        line(record("new-1", duration=3)),
+        '`universalId` "new-1" repeats {first}',
+    ),
+}
+# JSON that does not parse cannot be an element of an array: these are JSON Lines only.
+SYNTAX_REJECTIONS: dict[str, tuple[bytes, str]] = {
+    "truncated-last-line": (bad()[:-5], "not valid JSON: Input data was truncated"),
+    "not-json-at-all": (
+        b"this is not JSON",
+        "not valid JSON: JSON is malformed: invalid character (byte 4)",
+    ),
 }
 
 
@@ -193,29 +314,91 @@ def reject(store: Store, account_id: int, data: bytes) -> ImportRejected:
     return caught.value
 
 
-@pytest.mark.parametrize(("bad_line", "words"), REJECTIONS.values(), ids=REJECTIONS.keys())
-def test_a_bad_record_is_rejected_with_its_line_and_reason_and_changes_nothing(
-    populated: tuple[Store, int, int], bad_line: bytes, words: tuple[str, ...]
+JSON_LINES = {**REJECTIONS, **SYNTAX_REJECTIONS}
+
+
+@pytest.mark.parametrize(("bad_line", "reason"), JSON_LINES.values(), ids=JSON_LINES.keys())
+def test_a_bad_line_is_rejected_naming_line_field_value_and_expectation(
+    populated: tuple[Store, int, int], bad_line: bytes, reason: str
 ) -> None:
     store, a_id, b_id = populated
     before = snapshot(store, a_id, b_id)
     error = reject(store, a_id, b"\n".join([GOOD, b"", UPDATE, bad_line]) + b"\n")
-    assert error.line == 4
-    assert str(error).startswith("line 4: ")
-    for word in words:
-        assert word in error.reason
+    assert str(error) == "line 4: " + reason.format(first="line 1")
+    assert (error.line, error.index) == (4, None)
     assert snapshot(store, a_id, b_id) == before
 
 
-def test_a_bad_record_of_a_json_array_is_rejected_with_its_line(
-    populated: tuple[Store, int, int],
+@pytest.mark.parametrize(("bad_line", "reason"), REJECTIONS.values(), ids=REJECTIONS.keys())
+def test_a_bad_record_of_an_array_is_named_by_its_index(
+    populated: tuple[Store, int, int], bad_line: bytes, reason: str
 ) -> None:
     store, a_id, b_id = populated
     before = snapshot(store, a_id, b_id)
-    data = b"[\n" + b",\n".join([GOOD, UPDATE, bad(serviceType="sms")]) + b"\n]\n"
-    error = reject(store, a_id, data)
-    assert (error.line, "serviceType" in error.reason) == (4, True)
+    error = reject(store, a_id, b"[" + b", ".join([GOOD, UPDATE, bad_line]) + b"]")
+    assert str(error) == "record 3 (index 2): " + reason.format(first="record 1 (index 0)")
+    assert (error.line, error.index) == (1, 2)
     assert snapshot(store, a_id, b_id) == before
+
+
+def bodies(bad_line: bytes, reason: str) -> dict[str, tuple[bytes, str, dict[str, int]]]:
+    """The bad record in each shape: (body, the message's start, where ``call/put`` puts it)."""
+    return {
+        "jsonl": (
+            b"\n".join([GOOD, b"", UPDATE, bad_line]),
+            "line 4: " + reason.format(first="line 1"),
+            {"line": 4},
+        ),
+        "array": (
+            b"[" + b", ".join([GOOD, UPDATE, bad_line]) + b"]",
+            "record 3 (index 2): " + reason.format(first="record 1 (index 0)"),
+            {"line": 1, "index": 2},
+        ),
+    }
+
+
+@pytest.mark.parametrize("shape", ["jsonl", "array"])
+@pytest.mark.parametrize(("bad_line", "reason"), REJECTIONS.values(), ids=REJECTIONS.keys())
+def test_calltrack_import_prints_the_same_message_and_imports_nothing(
+    tmp_path: Path, bad_line: bytes, reason: str, shape: str
+) -> None:
+    database = f"sqlite:///{tmp_path / 'x.db'}"
+    store = open_store(Settings.from_env(env={}, database_url=database))
+    new_account(store, "a")
+    body, message, _ = bodies(bad_line, reason)[shape]
+    (tmp_path / "calls.json").write_bytes(body)
+    args = ["--database", database, "import", str(tmp_path / "calls.json"), "--account", "a"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert (result.exit_code, result.stdout) == (1, "")
+    assert result.stderr == f"error: {message}\n"
+    try:
+        assert store.count_calls() == 0
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("shape", ["jsonl", "array"])
+@pytest.mark.parametrize(("bad_line", "reason"), REJECTIONS.values(), ids=REJECTIONS.keys())
+def test_call_put_answers_the_record_and_the_same_reason(
+    client: tuple[TestClient, Store], bad_line: bytes, reason: str, shape: str
+) -> None:
+    http, store = client
+    owner, key = new_account(store, "a")
+    body, message, where = bodies(bad_line, reason)[shape]
+    answer = http.post(f"/api/?json/v3/{key}/call/put", content=body).json()
+    expected = {"error": "Call data is not valid", **where, "reason": message.split(": ", 1)[1]}
+    assert answer["inbound"] == expected
+    assert dump(store, owner) == []
+
+
+def test_the_record_of_a_multi_line_array_keeps_the_line_it_starts_on(
+    populated: tuple[Store, int, int],
+) -> None:
+    store, a_id, _ = populated
+    data = b"[\n" + b",\n".join([GOOD, UPDATE, b'{"serviceType": "sms"}']) + b"\n]\n"
+    error = reject(store, a_id, data)
+    assert (error.line, error.index) == (4, 2)
+    assert str(error).startswith('record 3 (index 2): `serviceType` is "sms"')
 
 
 def test_a_json_syntax_error_inside_an_array_names_its_line(
@@ -238,27 +421,15 @@ def test_a_truncated_json_array_names_its_last_line(populated: tuple[Store, int,
     assert error.line == 4
 
 
-def test_a_universal_id_repeated_within_one_file_is_rejected_naming_both_lines(
-    populated: tuple[Store, int, int],
-) -> None:
-    store, a_id, b_id = populated
-    before = snapshot(store, a_id, b_id)
-    error = reject(store, a_id, b"\n".join([GOOD, UPDATE, b"", GOOD]))
-    assert error.line == 4
-    assert "line 1" in error.reason
-    assert "new-1" in error.reason
-    assert snapshot(store, a_id, b_id) == before
-
-
 def test_a_universal_id_of_another_account_is_rejected_and_changes_nothing(
     populated: tuple[Store, int, int],
 ) -> None:
     store, a_id, b_id = populated
     before = snapshot(store, a_id, b_id)
     error = reject(store, a_id, b"\n".join([GOOD, UPDATE, line(record("b-1"))]))
-    assert error.line == 3
-    assert "b-1" in error.reason
-    assert "another account" in error.reason
+    assert str(error) == "line 3: universalId 'b-1' belongs to another account"
+    in_array = reject(store, a_id, b"[" + b",".join([GOOD, UPDATE, line(record("b-1"))]) + b"]")
+    assert str(in_array) == "record 3 (index 2): universalId 'b-1' belongs to another account"
     assert snapshot(store, a_id, b_id) == before
 
 
@@ -362,5 +533,5 @@ def test_export_import_into_an_empty_database_and_export_again_gives_the_same_by
         again = export_pages(other_http, other_key)
 
     assert len(again) == len(exported)
-    for page, (first, second) in enumerate(zip(exported, again, strict=True)):
-        assert first == second, f"page {page} differs"
+    for number, (first, second) in enumerate(zip(exported, again, strict=True)):
+        assert first == second, f"page {number} differs"

@@ -19,7 +19,8 @@
     │   ├── StoreUnavailable     503 "Service temporarily unavailable"
     │   └── RateLimited          429 "Too many requests"
     ├── InvalidRecord            a call record that cannot be stored (reason)
-    ├── ImportRejected           a whole import file refused (line and reason)
+    ├── ImportRejected           a whole import file refused (line or index, and reason)
+    ├── UnreadableFile           an import file that cannot be opened or read
     └── AdminError               an admin command that cannot be done (CLI exit 1)
         ├── NotFound
         └── Conflict
@@ -94,13 +95,17 @@ class MissingCallId(ApiError):
 class BadCallData(ApiError):
     message = "Call data is not valid"
 
-    def __init__(self, line: int, reason: str) -> None:
+    def __init__(self, line: int, reason: str, index: int | None = None) -> None:
         super().__init__()
         self.line = line
         self.reason = reason
+        self.index = index  # the record's 0-based index when the body is a JSON array
 
     def details(self) -> dict[str, object]:
-        return {"line": self.line, "reason": self.reason}
+        where: dict[str, object] = {"line": self.line}
+        if self.index is not None:
+            where["index"] = self.index
+        return {**where, "reason": self.reason}
 
 
 class BodyTooLarge(ApiError):
@@ -139,12 +144,23 @@ class InvalidRecord(CalltrackError):
 
 
 class ImportRejected(CalltrackError):
-    """An import file refused as a whole because of one record."""
+    """An import file refused as a whole because of one record.
 
-    def __init__(self, line: int, reason: str) -> None:
-        super().__init__(f"line {line}: {reason}")
+    A record of JSON Lines is named by its line; one of a JSON array by its place, as
+    "record 3 (index 2)", since an array often sits on one line (``line`` is still where the
+    record starts).
+    """
+
+    def __init__(self, line: int, reason: str, index: int | None = None) -> None:
+        where = f"line {line}" if index is None else f"record {index + 1} (index {index})"
+        super().__init__(f"{where}: {reason}")
         self.line = line
         self.reason = reason
+        self.index = index
+
+
+class UnreadableFile(CalltrackError):
+    """An import file that cannot be opened or read."""
 
 
 class AdminError(CalltrackError):

@@ -7,8 +7,8 @@ and writers (the renderers) derive from it.
 
 from __future__ import annotations
 
+import hashlib
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Final, Literal
@@ -148,27 +148,38 @@ def decode_record(data: bytes | str) -> CallRecord:
     """Parse one JSON object into a record; raises InvalidRecord with the reason."""
     try:
         return _line_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidRecord(_explain(data, str(exc))) from None
     except msgspec.DecodeError as exc:
-        raise InvalidRecord(str(exc)) from None
+        raise InvalidRecord(f"not valid JSON: {exc}") from None
 
 
-def prepare(record: CallRecord, zone: ZoneInfo) -> StoredCall:
-    """Check what types alone cannot, fill derived values, and render the stored body."""
+def prepare(record: CallRecord, zone: ZoneInfo, scope: int = 0) -> StoredCall:
+    """Check what types alone cannot, fill derived values, and render the stored body.
+
+    A record without a ``universalId`` gets one derived from its content and ``scope`` (the
+    account), so that importing the same record again finds the same call.
+    """
     for name in REQUIRED_FIELDS:
         if not getattr(record, name):
-            raise InvalidRecord(f"missing required field `{name}`")
+            # An absent callTime decodes as "" like an empty one: both are "missing or empty".
+            value = "missing" if getattr(record, name) is None else "missing or empty"
+            raise InvalidRecord(f"`{name}` is {value}, expected {_EXPECTED[name]}")
     if record.visitSite != record.siteVisit:
         if record.visitSite and record.siteVisit:
-            raise InvalidRecord("`visitSite` and `siteVisit` differ; they are the same field")
+            raise InvalidRecord(
+                f"`visitSite` is {_shown(record.visitSite)} and `siteVisit` is "
+                f"{_shown(record.siteVisit)}, expected the same value (they are one field)"
+            )
         record.visitSite = record.siteVisit = record.visitSite or record.siteVisit
     call_time = parse_local(record.callTime, zone, "callTime")
     if record.localDate:
         _parse_naive(record.localDate, "localDate")
     if record.cbOrderDate:
         _parse_naive(record.cbOrderDate, "cbOrderDate")
-    if not record.universalId:
-        record.universalId = new_universal_id()
     record.page = 0
+    if not record.universalId:
+        record.universalId = content_id(_encoder.encode(record), scope)
     encoded = _encoder.encode(record)
     return StoredCall(
         universal_id=record.universalId,
@@ -190,13 +201,15 @@ def parse_local(text: str, zone: ZoneInfo, field: str) -> int:
 
 def _parse_naive(text: str, field: str) -> datetime:
     if not _DATETIME_RE.match(text):
-        raise InvalidRecord(f"`{field}` is not a date-time 'YYYY-MM-DD HH:MM:SS': {text!r}")
+        raise InvalidRecord(f"`{field}` is {_shown(text)}, expected {_DATE_TIME}")
     try:
-        # The pattern above fixed the shape, so the C parser reads exactly that (strptime
-        # would cost several times more on a large import).
+        # The pattern fixed the shape, so the C parser reads exactly that (strptime would
+        # cost several times more on a large import).
         return datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidRecord(f"`{field}` is not a real date-time: {text!r}") from None
+        raise InvalidRecord(
+            f"`{field}` is {_shown(text)}, expected {_DATE_TIME} (there is no such date or time)"
+        ) from None
 
 
 def format_local(instant: int, zone: ZoneInfo) -> str:
@@ -204,6 +217,136 @@ def format_local(instant: int, zone: ZoneInfo) -> str:
     return datetime.fromtimestamp(instant, zone).strftime(TIME_FORMAT)
 
 
-def new_universal_id() -> str:
-    """A fresh identity for a call imported without one: 19 random digits."""
-    return str(10**18 + secrets.randbelow(9 * 10**18))
+def content_id(encoded: bytes, scope: int) -> str:
+    """The identity of a call imported without one: 25 digits from an 80-bit BLAKE2b hash of
+    the call's canonical JSON (with ``page`` 0 and ``universalId`` empty) and the account.
+
+    Digits, like the ids a v3 server gives; 25 of them, where the random ids that earlier
+    versions gave such calls have 19, so either kind is recognised. With 80 bits, two
+    different calls of one account share an id with a chance below one in a million even
+    among a billion calls.
+    """
+    digest = hashlib.blake2b(encoded, digest_size=10, person=b"calltrack-call")
+    digest.update(b"\x00account:%d" % scope)
+    return f"{int.from_bytes(digest.digest()):025d}"
+
+
+# -- what a rejected record is told ---------------------------------------------------------
+
+_DATE_TIME: Final = "a date-time `YYYY-MM-DD HH:MM:SS`"
+_AT = re.compile(r"^(?P<what>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_FIELD_IN_MESSAGE = re.compile(r"field `([^`]*)`")
+_PATH_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_SHOWN_CHARS: Final = 60
+
+
+def _explain(data: bytes | str, message: str) -> str:
+    """msgspec's validation error, told as the field, the value given and what was expected.
+
+    msgspec names the place (``$.hooks[0].hookMethod``) but speaks of types and patterns;
+    the value is read back from the record and the expectation from ``CallRecord``'s types.
+    """
+    parsed = _AT.match(message)
+    what, path = (parsed["what"], parsed["path"] or "") if parsed else (message, "")
+    steps: list[str | int] = [name or int(index) for name, index in _PATH_STEP.findall(path)]
+    named = _FIELD_IN_MESSAGE.search(what)
+    if named and what.startswith("Object contains unknown field"):
+        steps.append(named[1])
+        value = _value_at(data, steps)
+        return (
+            f"unknown field `{_path_text(steps)}` (value {_shown(value)}), "
+            "expected only the fields of a v3 call record"
+        )
+    if named and what.startswith("Object missing required field"):
+        steps.append(named[1])
+        return f"`{_path_text(steps)}` is missing, expected {_expected(_type_at(steps))}"
+    if not steps:
+        return f"the record is {_shown(_value_at(data, steps))}, expected a JSON object"
+    value = _value_at(data, steps)
+    shown = f"a list of {len(value)} items" if isinstance(value, list) else _shown(value)
+    field = _path_text(steps)
+    expected = _EXPECTED.get(field) or _expected(_type_at(steps))
+    return f"`{field}` is {shown}, expected {expected}"
+
+
+def _path_text(steps: list[str | int]) -> str:
+    text = "".join(f"[{step}]" if isinstance(step, int) else f".{step}" for step in steps)
+    return text.removeprefix(".")
+
+
+def _value_at(data: bytes | str, steps: list[str | int]) -> object:
+    value: object = msgspec.json.decode(data)
+    for step in steps:
+        try:  # the steps are msgspec's path through this very document
+            value = value[step]  # type: ignore[index]
+        except (LookupError, TypeError):
+            return None
+    return value
+
+
+def _type_at(steps: list[str | int]) -> msgspec.inspect.Type:
+    kind: msgspec.inspect.Type = msgspec.inspect.type_info(CallRecord)
+    for step in steps:
+        kind = _unwrap(kind)
+        if isinstance(kind, msgspec.inspect.StructType) and isinstance(step, str):
+            kind = next((f.type for f in kind.fields if f.name == step), msgspec.inspect.AnyType())
+        elif isinstance(kind, msgspec.inspect.ListType) and isinstance(step, int):
+            kind = kind.item_type
+    return _unwrap(kind)
+
+
+def _unwrap(kind: msgspec.inspect.Type) -> msgspec.inspect.Type:
+    """``X | None`` -> ``X``: None stands for "missing" in the required fields."""
+    if isinstance(kind, msgspec.inspect.UnionType):
+        kinds = [k for k in kind.types if not isinstance(k, msgspec.inspect.NoneType)]
+        if len(kinds) == 1:
+            return kinds[0]
+    return kind
+
+
+def _expected(kind: msgspec.inspect.Type) -> str:
+    """What a value of this field type looks like, in words."""
+    inspect = msgspec.inspect
+    if isinstance(kind, inspect.IntType):
+        return "a whole number from 0 to 9223372036854775807"
+    if isinstance(kind, inspect.BoolType):
+        return "true or false"
+    if isinstance(kind, inspect.LiteralType):
+        return "one of " + ", ".join(_json(value) for value in kind.values)
+    if isinstance(kind, inspect.StrType):
+        return _STRINGS.get(kind.pattern or "", f"a string of at most {kind.max_length} characters")
+    if isinstance(kind, inspect.ListType):
+        return f"a list of at most {kind.max_length} items, each {_expected(kind.item_type)}"
+    if isinstance(kind, inspect.StructType):
+        return "an object with " + ", ".join(f"`{field.name}`" for field in kind.fields)
+    return "a value of the v3 call record"
+
+
+_STRINGS: Final = {
+    DATETIME_PATTERN: f"{_DATE_TIME} or empty",
+    r"^[0-9]*$": "a string of digits (at most 32)",
+    r"^([+-]\d{4})?$": "a UTC offset `+HHMM` or `-HHMM`, or empty",
+}
+
+
+def _shown(value: object) -> str:
+    """A value as JSON, cut in the middle when long (a line may hold kilobytes of text)."""
+    if value == "":
+        return "empty"
+    text = _json(value)
+    if len(text) <= _SHOWN_CHARS:
+        return text
+    size = len(value) if isinstance(value, str) else len(text)
+    return f"{text[: _SHOWN_CHARS - 10]}…{text[-8:]} ({size:,} characters)"
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+# The required fields' expectation, for "missing" and "empty" alike.
+_EXPECTED: Final = {
+    "serviceType": _expected(_type_at(["serviceType"])),
+    "status": _expected(_type_at(["status"])),
+    "callTime": _DATE_TIME,
+}

@@ -20,7 +20,7 @@ def put_calls(store: Store, account_id: int, body: bytes | None) -> Answer:
     try:
         result = import_bytes(store, account_id, body, store.settings.zone)
     except ImportRejected as exc:
-        raise BadCallData(exc.line, exc.reason) from None
+        raise BadCallData(exc.line, exc.reason, exc.index) from None
     inbound = {"result": "ok", "imported": result.imported, "updated": result.updated}
     return Answer(envelope(inbound), CONTENT_TYPE)
 
