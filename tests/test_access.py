@@ -22,7 +22,7 @@ def grant(store: Store, grantor_id: int, grantee_id: int, role_name: str = "repo
     """Create a role of the grantor, grant it to the grantee, and issue the grant's role key."""
     role = store.create_role(grantor_id, role_name)
     created = store.create_grant(role.id, grantee_id)
-    return access.issue_role_key(store, created.id, grantee_id)
+    return access.issue_role_key(store, created)
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_a_revoked_grant_stops_its_role_key_and_leaves_get_with_role(
     http, store, accounts = three
     a_id, a_key = accounts["a"]
     role = store.create_role(accounts["b"][0], "reports")
-    role_key = access.issue_role_key(store, store.create_grant(role.id, a_id).id, a_id)
+    role_key = access.issue_role_key(store, store.create_grant(role.id, a_id))
     assert seen_ids(http, role_key, "getByRole") == ["201", "202"]
     assert seen_ids(http, a_key, "getWithRole") == ["101", "201", "102", "202"]
 
@@ -177,7 +177,7 @@ def test_revoking_one_of_two_overlapping_grants_keeps_the_grantor_through_the_ot
     reports = store.create_role(accounts["b"][0], "reports")
     store.create_grant(reports.id, a_id)
     audit = store.create_role(accounts["b"][0], "audit")
-    audit_key = access.issue_role_key(store, store.create_grant(audit.id, a_id).id, a_id)
+    audit_key = access.issue_role_key(store, store.create_grant(audit.id, a_id))
 
     store.revoke_grant(reports.id, a_id)
 
@@ -191,11 +191,11 @@ def test_regranting_after_a_revoke_issues_a_new_key_and_the_old_one_stays_dead(
     http, store, accounts = three
     a_id, a_key = accounts["a"]
     role = store.create_role(accounts["b"][0], "reports")
-    old_key = access.issue_role_key(store, store.create_grant(role.id, a_id).id, a_id)
+    old_key = access.issue_role_key(store, store.create_grant(role.id, a_id))
     store.revoke_grant(role.id, a_id)
 
     new_grant = store.create_grant(role.id, a_id)
-    new_key = access.issue_role_key(store, new_grant.id, a_id)
+    new_key = access.issue_role_key(store, new_grant)
 
     assert new_key != old_key
     assert seen_ids(http, new_key, "getByRole") == ["201", "202"]

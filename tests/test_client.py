@@ -157,7 +157,7 @@ def test_the_methods_reach_the_calls_each_key_may_see(make_client: MakeClient) -
     load(store, reader, [rich_call(1)])
     role = store.create_role(owner, "sales")
     grant = store.create_grant(role.id, reader)
-    role_key = access.issue_role_key(store, grant.id, reader)
+    role_key = access.issue_role_key(store, grant)
     window = ("2020-05-01", "2020-05-01")
     with client_of(http, reader_key) as mine, client_of(http, role_key) as shared:
         assert ids(list(mine.iter_calls(*window))) == [f"{10**18 + 1}"]

@@ -131,7 +131,7 @@ def test_a_role_key_reads_no_entity(client: Client, entity: str) -> None:
     grantor, _ = new_account(store, "grantor")
     grantee, _ = new_account(store, "grantee")
     grant = store.create_grant(store.create_role(grantor, "r").id, grantee)
-    role_key = access.issue_role_key(store, grant.id, grantee)
+    role_key = access.issue_role_key(store, grant)
     assert error_of(rows(http, role_key, entity)) == "User is not recognized"
 
 

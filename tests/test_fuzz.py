@@ -113,9 +113,9 @@ def build_world(http: TestClient, store: Store) -> World:
         if lines:
             import_bytes(store, ids[name], b"\n".join(lines), store.settings.zone)
     shared = store.create_grant(store.create_role(ids["beta"], "r").id, ids["alpha"])
-    world.keys["role"] = access.issue_role_key(store, shared.id, ids["alpha"])
+    world.keys["role"] = access.issue_role_key(store, shared)
     to_self = store.create_grant(store.create_role(ids["alpha"], "self").id, ids["alpha"])
-    world.keys["self"] = access.issue_role_key(store, to_self.id, ids["alpha"])
+    world.keys["self"] = access.issue_role_key(store, to_self)
     world.keys["revoked"] = access.issue_user_key(store, ids["alpha"])
     store.revoke_key(store.find_key(key_hash=access.hash_key(world.keys["revoked"])).id)
     # Section 3, for these keys: None is "not recognized" (wrong kind).

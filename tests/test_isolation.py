@@ -152,7 +152,7 @@ def build(store: Store, world: World) -> Built:
                 store.create_grant(role_ids[plan.role], ids[plan.grantee])
             continue
         grant = store.create_grant(role_ids[plan.role], ids[plan.grantee])
-        role_key = access.issue_role_key(store, grant.id, ids[plan.grantee])
+        role_key = access.issue_role_key(store, grant)
         built.keys.append(Key(role_key, plan.grantee, plan.revoke_key, len(built.grants)))
         built.grants.append((grantor, plan.grantee, plan.revoke_grant))
         if plan.revoke_grant:  # `calltrack role revoke`

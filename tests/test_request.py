@@ -1,38 +1,81 @@
-"""The v3 request parser as tables of raw query strings (contract sections 1, 2 and 4).
+"""The v3 request: its parser, and the contract's checks in the order the handler runs them.
 
-``parse`` needs no store, so the key is taken as valid here: the rows of the error table that
-need the store (3, 6, 10, 11) are tested through HTTP in ``test_api``.
+The tables go through ``api.handler.check``, the first step of every answer, over a real
+SQLite store that knows ``KEY`` (a user key) and ``ROLE_KEY`` (a role key): so the checks
+that need the store (3: the key, 6: the key's kind) take their real place among the others.
+Errors 10 and 11 (no rows, a page past the end) need calls and are tested in ``test_api``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from calltrack.api.request import parse, redact_query
+from calltrack import access
+from calltrack.api.handler import check
+from calltrack.api.request import PageQuery, parse, redact_query
+from calltrack.config import Settings
 from calltrack.errors import (
     ApiError,
     BadEnd,
     BadPage,
     BadStart,
     FormatNotAvailable,
+    HttpMethodNotAllowed,
+    MissingCallId,
     UnknownEntity,
+    UnknownKey,
     UnknownMethod,
     WrongVersion,
 )
-from calltrack.store import Window
+from calltrack.protocol import WRITE_METHODS
+from calltrack.store import Store, Window, open_store
 
 MOSCOW = ZoneInfo("Europe/Moscow")
-KEY = "k3y0f16charsxyz9"
+KEY = "k3y0f16charsxyz9"  # a user key of the store below
+ROLE_KEY = "r0lek3y16charsxy"  # a role key of the store below
+UNKNOWN_KEY = "n0such16charkey0"  # well formed, but no key of the store
 PREFIX = f"json/v3/{KEY}/call/get"  # everything before the page, all valid
 
+FirstError = Callable[..., type[ApiError] | None]
 
-def first_error(query: str | bytes) -> type[ApiError] | None:
-    raw = query.encode() if isinstance(query, str) else query
-    error = parse(raw, MOSCOW).first_error()
-    return None if error is None else type(error)
+
+@pytest.fixture(scope="module")
+def keyed_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    """A store with an account holding ``KEY`` and a role key ``ROLE_KEY`` of another's."""
+    path: Path = tmp_path_factory.mktemp("request") / "calltrack.db"
+    store = open_store(Settings.from_env(env={}, database_url=f"sqlite:///{path}"))
+    reader = store.create_account("reader").id
+    owner = store.create_account("owner").id
+    store.add_key(reader, access.hash_key(KEY), KEY[:4])
+    grant = store.create_grant(store.create_role(owner, "reports").id, reader)
+    store.add_key(reader, access.hash_key(ROLE_KEY), ROLE_KEY[:4], grant_id=grant.id)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def first_error(keyed_store: Store) -> FirstError:
+    """The error the handler's checks raise first for a query, or None when all pass.
+
+    The request goes with ``http_method``, by default the one its v3 method takes.
+    """
+
+    def first(query: str | bytes, http_method: str | None = None) -> type[ApiError] | None:
+        request = parse(query.encode() if isinstance(query, str) else query, MOSCOW)
+        if http_method is None:
+            http_method = "POST" if request.method in WRITE_METHODS else "GET"
+        try:
+            check(keyed_store, keyed_store.settings, request, http_method)
+        except ApiError as error:
+            return type(error)
+        return None
+
+    return first
 
 
 def utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int:
@@ -46,7 +89,7 @@ ERROR_ROWS: list[tuple[str, str, type[ApiError] | None]] = [
     # (id, query, expected error)
     ("valid_request", f"{PREFIX}/0/2020-05-01/2020-05-02", None),
     ("valid_request_without_to", f"{PREFIX}/0/2020-05-01", None),
-    ("valid_getByRole", f"json/v3/{KEY}/call/getByRole/0/2020-05-01", None),
+    ("valid_getByRole", f"json/v3/{ROLE_KEY}/call/getByRole/0/2020-05-01", None),
     ("valid_getWithRole", f"json/v3/{KEY}/call/getWithRole/0/2020-05-01", None),
     # 1. format missing or not served
     ("1_empty_query", "", FormatNotAvailable),
@@ -149,24 +192,35 @@ ERROR_ROWS: list[tuple[str, str, type[ApiError] | None]] = [
     [pytest.param(query, expected, id=name) for name, query, expected in ERROR_ROWS],
 )
 def test_each_row_of_the_error_table_gives_its_error(
-    query: str, expected: type[ApiError] | None
+    first_error: FirstError, query: str, expected: type[ApiError] | None
 ) -> None:
     assert first_error(query) is expected
 
 
-ORDER_ROWS: list[tuple[str, str, type[ApiError]]] = [
+ORDER_ROWS: list[tuple[str, str, type[ApiError] | None]] = [
     ("format_before_version", f"yaml/v2/{KEY}/call/get/0/2020-05-01", FormatNotAvailable),
     ("format_before_everything", "yaml/v2/x/foo/bar/-1/2020-02-30/nope", FormatNotAvailable),
-    ("version_before_entity", f"json/v2/{KEY}/foo/get/0/2020-05-01", WrongVersion),
+    ("version_before_key", f"json/v2/{UNKNOWN_KEY}/call/get/0/2020-05-01", WrongVersion),
     ("version_before_everything_after_it", "json/v2/x/foo/bar/-1/2020-02-30/nope", WrongVersion),
+    ("key_before_entity", f"json/v3/{UNKNOWN_KEY}/foo/get/0/2020-05-01", UnknownKey),
+    ("key_before_method", f"json/v3/{UNKNOWN_KEY}/call/bar/0/2020-05-01", UnknownKey),
+    ("key_before_page", f"json/v3/{UNKNOWN_KEY}/call/get/x/2020-05-01", UnknownKey),
+    ("malformed_key_before_entity", "json/v3/x/foo/bar/-1/2020-02-30/nope", UnknownKey),
     ("entity_before_method", f"json/v3/{KEY}/foo/bar/0/2020-05-01", UnknownEntity),
     ("entity_before_page", f"json/v3/{KEY}/foo/get/x/2020-05-01", UnknownEntity),
+    ("entity_before_key_kind", f"json/v3/{ROLE_KEY}/foo/getByRole/0/2020-05-01", UnknownEntity),
+    ("method_before_key_kind", f"json/v3/{ROLE_KEY}/call/bar/0/2020-05-01", UnknownMethod),
     ("method_before_page", f"json/v3/{KEY}/call/bar/x/2020-05-01", UnknownMethod),
     ("method_before_from", f"json/v3/{KEY}/call/bar/0/2020-02-30", UnknownMethod),
+    ("key_kind_before_page", f"json/v3/{ROLE_KEY}/call/get/x/2020-05-01", UnknownKey),
+    ("key_kind_before_call_id", f"json/v3/{ROLE_KEY}/call/delete", UnknownKey),
+    ("user_key_for_getByRole", f"json/v3/{KEY}/call/getByRole/x/2020-05-01", UnknownKey),
     ("page_before_from", f"{PREFIX}/x/2020-02-30", BadPage),
     ("page_before_to", f"{PREFIX}/1234567890/2020-05-01/nope", BadPage),
     ("from_before_to", f"{PREFIX}/0/2020-02-30/2020-02-31", BadStart),
     ("missing_from_before_bad_to", f"{PREFIX}/0//nope", BadStart),
+    ("call_id_of_a_delete", f"json/v3/{KEY}/call/delete", MissingCallId),
+    ("a_put_has_no_page", f"json/v3/{KEY}/call/put/x/2020-02-30", None),
 ]
 
 
@@ -174,20 +228,42 @@ ORDER_ROWS: list[tuple[str, str, type[ApiError]]] = [
     ("query", "expected"),
     [pytest.param(query, expected, id=name) for name, query, expected in ORDER_ROWS],
 )
-def test_checks_run_in_the_contracts_order(query: str, expected: type[ApiError]) -> None:
+def test_checks_run_in_the_contracts_order(
+    first_error: FirstError, query: str, expected: type[ApiError] | None
+) -> None:
     assert first_error(query) is expected
 
 
-def test_errors_are_grouped_around_the_two_store_checks() -> None:
-    """The handler asks for errors before the key, before the kind check, and after it."""
-    parsed = parse(f"json/v3/{KEY}/foo/get/x/2020-05-01".encode(), MOSCOW)
-    assert parsed.before_key() is None
-    assert isinstance(parsed.before_kind(), UnknownEntity)
-    assert isinstance(parsed.after_kind(), BadPage)
-    bad_version = parse(f"json/v2/{KEY}/call/bar/0/2020-05-01".encode(), MOSCOW)
-    assert isinstance(bad_version.before_key(), WrongVersion)
-    assert isinstance(bad_version.before_kind(), UnknownMethod)
-    assert bad_version.after_kind() is None
+# The HTTP method is judged after the key's kind, before what follows the method.
+HTTP_ORDER_ROWS: list[tuple[str, str, str, type[ApiError] | None]] = [
+    ("key_kind_before_http_method", "DELETE", f"json/v3/{ROLE_KEY}/call/get/x", UnknownKey),
+    ("method_before_http_method", "POST", f"json/v3/{KEY}/call/bar/x", UnknownMethod),
+    ("http_method_before_page", "POST", f"{PREFIX}/x/2020-05-01", HttpMethodNotAllowed),
+    ("http_method_before_call_id", "GET", f"json/v3/{KEY}/call/delete", HttpMethodNotAllowed),
+    ("a_read_is_also_head", "HEAD", f"{PREFIX}/0/2020-05-01", None),
+    ("a_put_is_also_put", "PUT", f"json/v3/{KEY}/call/put", None),
+    ("a_put_is_not_get", "GET", f"json/v3/{KEY}/call/put", HttpMethodNotAllowed),
+    ("a_delete_is_also_delete", "DELETE", f"json/v3/{KEY}/call/delete/u1", None),
+]
+
+
+@pytest.mark.parametrize(
+    ("http_method", "query", "expected"),
+    [pytest.param(*row[1:], id=row[0]) for row in HTTP_ORDER_ROWS],
+)
+def test_the_http_method_is_checked_in_its_place(
+    first_error: FirstError, http_method: str, query: str, expected: type[ApiError] | None
+) -> None:
+    assert first_error(query, http_method) is expected
+
+
+def test_a_checked_read_is_its_page_and_window(keyed_store: Store) -> None:
+    request = parse(f"json/v3/{KEY}/call/get/3/1588854585/1588940985".encode(), MOSCOW)
+    checked = check(keyed_store, keyed_store.settings, request, "GET")
+    assert checked.method == "get"
+    assert checked.page == PageQuery(3, Window(1588854585, 1588940985))
+    put = parse(f"json/v3/{KEY}/call/put".encode(), MOSCOW)
+    assert check(keyed_store, keyed_store.settings, put, "POST").page is None
 
 
 # -- segments: percent-escapes, slashes, empty segments -------------------------------------
@@ -198,7 +274,7 @@ ESCAPE_ROWS: list[tuple[str, str, type[ApiError] | None]] = [
     ("whole_format_escaped", f"%6A%73%6F%6E/v3/{KEY}/call/get/0/2020-05-01", None),
     ("escaped_version", f"json/%763/{KEY}/call/get/0/2020-05-01", None),
     ("escaped_entity", f"json/v3/{KEY}/%63all/get/0/2020-05-01", None),
-    ("escaped_method", f"json/v3/{KEY}/call/get%42yRole/0/2020-05-01", None),
+    ("escaped_method", f"json/v3/{ROLE_KEY}/call/get%42yRole/0/2020-05-01", None),
     ("escaped_page_digits", f"{PREFIX}/%31%32/2020-05-01", None),
     ("escaped_dash_in_date", f"{PREFIX}/0/2020%2D05%2D01", None),
     (
@@ -238,7 +314,7 @@ ESCAPE_ROWS: list[tuple[str, str, type[ApiError] | None]] = [
     [pytest.param(query, expected, id=name) for name, query, expected in ESCAPE_ROWS],
 )
 def test_each_segment_is_split_then_percent_decoded(
-    query: str, expected: type[ApiError] | None
+    first_error: FirstError, query: str, expected: type[ApiError] | None
 ) -> None:
     assert first_error(query) is expected
 
@@ -254,8 +330,8 @@ def test_escaped_segments_decode_to_their_values() -> None:
 def test_an_escaped_slash_inside_the_key_does_not_shift_the_segments_after_it() -> None:
     parsed = parse(f"json/v3/{KEY[:8]}%2F{KEY[8:]}/call/get/0/2020-05-01".encode(), MOSCOW)
     assert parsed.key == f"{KEY[:8]}/{KEY[8:]}"
-    assert parsed.first_error() is None
-    assert parsed.page == 0
+    assert parsed.checked_method() == "get"
+    assert parsed.checked_page() == PageQuery(0, Window(utc(2020, 4, 30, 21, 0, 0), None))
 
 
 @pytest.mark.parametrize(
@@ -290,8 +366,7 @@ def test_parse_never_raises(query: bytes) -> None:
 )
 def test_page_is_a_decimal_of_at_most_nine_digits(text: str, page: int) -> None:
     parsed = parse(f"{PREFIX}/{text}/2020-05-01".encode(), MOSCOW)
-    assert parsed.first_error() is None
-    assert parsed.page == page
+    assert parsed.checked_page().number == page
 
 
 def test_a_bad_page_has_no_value() -> None:
@@ -389,8 +464,7 @@ WINDOW_ROWS: list[tuple[str, str, Window]] = [
 )
 def test_from_and_to_become_an_inclusive_window_in_moscow(dates: str, window: Window) -> None:
     parsed = parse(f"{PREFIX}/0/{dates}".encode(), MOSCOW)
-    assert parsed.first_error() is None
-    assert parsed.window == window
+    assert parsed.checked_page().window == window
 
 
 def test_date_bounds_are_exact_seconds_of_the_zones_wall_clock() -> None:

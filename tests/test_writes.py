@@ -88,7 +88,7 @@ def test_a_role_key_cannot_put(client: Client) -> None:
     grantor, _ = new_account(store, "grantor")
     grantee, _ = new_account(store, "grantee")
     grant = store.create_grant(store.create_role(grantor, "r").id, grantee)
-    role_key = access.issue_role_key(store, grant.id, grantee)
+    role_key = access.issue_role_key(store, grant)
     answer = put(http, role_key, msgspec.json.encode([record("x")])).json()
     assert answer["inbound"]["error"] == "User is not recognized"
     assert store.count_calls() == 0

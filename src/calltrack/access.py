@@ -10,7 +10,7 @@ from typing import Final
 
 from calltrack.errors import RateLimited, UnknownKey
 from calltrack.protocol import Method
-from calltrack.store import ResolvedKey, Store
+from calltrack.store import Grant, ResolvedKey, Store
 
 KEY_LENGTH: Final = 16
 KEY_ALPHABET: Final = string.ascii_lowercase + string.digits
@@ -41,9 +41,10 @@ def issue_user_key(store: Store, account_id: int) -> str:
     return key
 
 
-def issue_role_key(store: Store, grant_id: int, grantee_id: int) -> str:
+def issue_role_key(store: Store, grant: Grant) -> str:
+    """Create a role key for a grant: its grantee sees the grantor's calls through it."""
     key = new_key()
-    store.add_key(grantee_id, hash_key(key), key[:4], grant_id=grant_id)
+    store.add_key(grant.grantee_id, hash_key(key), key[:4], grant_id=grant.id)
     return key
 
 
@@ -57,15 +58,17 @@ def resolve(store: Store, key: str) -> ResolvedKey:
     return resolved
 
 
-def check_method(resolved: ResolvedKey, method: Method) -> None:
+def check_key_kind(resolved: ResolvedKey, method: Method) -> None:
     """A role key serves only getByRole, a user key every other method (error 6)."""
     if resolved.is_role_key != (method == "getByRole"):
         raise UnknownKey
 
 
 def visible_owners(store: Store, resolved: ResolvedKey, method: Method) -> list[int]:
-    """Accounts whose calls this key sees with this method; empty means none."""
-    check_method(resolved, method)
+    """Accounts whose calls this key sees with this method; empty means none.
+
+    The key's kind must already fit the method (``check_key_kind``).
+    """
     if method in ("get", "put", "delete"):
         return [resolved.account_id]
     if method == "getByRole":

@@ -83,7 +83,7 @@ def build_demo(
         with contextlib.suppress(NotFound):
             store.revoke_grant(role, agency.id)
         grant = store.create_grant(role, agency.id)
-        key = access.issue_role_key(store, grant.id, agency.id)
+        key = access.issue_role_key(store, grant)
         if grantor == "demo-dealer":
             role_key = key
 

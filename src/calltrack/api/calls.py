@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from calltrack.api.answers import Answer, call_writer
-from calltrack.api.request import V3Request
+from calltrack.api.request import PageQuery
 from calltrack.config import Settings
 from calltrack.errors import BadPage, NoRows
 from calltrack.render.json import CONTENT_TYPE, render_page
 from calltrack.store import Store
 
 
-def call_page(store: Store, settings: Settings, request: V3Request, owners: list[int]) -> Answer:
-    """The page the request asks for, or NoRows / BadPage when there is none."""
-    assert request.page is not None
-    assert request.window is not None
+def call_page(
+    store: Store, settings: Settings, fmt: str, query: PageQuery, owners: list[int]
+) -> Answer:
+    """The page the query asks for in format ``fmt``, or NoRows / BadPage when there is none."""
     bodies = (
-        store.read_page(owners, request.window, request.page, settings.page_size) if owners else []
+        store.read_page(owners, query.window, query.number, settings.page_size) if owners else None
     )
-    if not bodies:
-        raise NoRows if request.page == 0 else BadPage
-    if request.format == "json":
+    if bodies is None:
+        raise NoRows if query.number == 0 else BadPage
+    if fmt == "json":
         # The hot path: stored bodies are already JSON, so the page is a join.
-        return Answer(render_page(bodies, request.page), CONTENT_TYPE)
-    out = call_writer(request.format)
-    return Answer(out.render_calls(bodies, request.page), out.CONTENT_TYPE)
+        return Answer(render_page(bodies, query.number), CONTENT_TYPE)
+    out = call_writer(fmt)
+    return Answer(out.render_calls(bodies, query.number), out.CONTENT_TYPE)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Final
 
 from calltrack.api.answers import Answer, row_writer
-from calltrack.api.request import V3Request
+from calltrack.api.request import PageQuery, V3Request
 from calltrack.config import Settings
 from calltrack.errors import BadPage, NoRows
 from calltrack.model import format_local
@@ -40,19 +40,18 @@ def entity_page(
     store: Store,
     settings: Settings,
     request: V3Request,
+    query: PageQuery,
     resolved: ResolvedKey,
     owners: list[int],
 ) -> Answer:
     """One page of the entity's list for the key's account, in the requested format."""
-    assert request.page is not None
-    assert request.window is not None
-    start = request.window.start
-    end = request.window.end if request.window.end is not None else 2**62
+    start = query.window.start
+    end = query.window.end if query.window.end is not None else 2**62
     listed = _LISTS[request.entity](store, settings, resolved.account_id, owners, start, end)
     size = settings.page_size
-    rows = listed[request.page * size : (request.page + 1) * size]
+    rows = listed[query.number * size : (query.number + 1) * size]
     if not rows:
-        raise NoRows if request.page == 0 else BadPage
+        raise NoRows if query.number == 0 else BadPage
     out = row_writer(request.format)
     return Answer(out.render_rows(request.entity, FIELDS[request.entity], rows), out.CONTENT_TYPE)
 

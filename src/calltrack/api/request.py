@@ -1,9 +1,10 @@
 """The v3 request parser: a pure function from the raw query string to a typed request.
 
-Validation runs in the contract's order (section 2). Two checks need the store (the key, and
-the key's kind against the method), so ``parse`` records every segment's error and the
-handler asks for them in order: ``before_key``, then ``before_kind``, then ``after_kind``.
-What follows the method depends on it: ``page/from/to`` for reads, the call's
+``parse`` never raises: it records what each segment holds. The checks of the contract's
+section 2 are methods of the request, each raising its documented error and returning what
+the next step needs; two checks need the store (the key, and the key's kind against the
+method), so the handler (``api.handler.check``) runs them in the contract's order between
+them. What follows the method depends on it: ``page/from/to`` for reads, the call's
 ``universalId`` for ``delete``, nothing for ``put`` (its calls come in the body).
 """
 
@@ -17,7 +18,6 @@ from urllib.parse import unquote_to_bytes
 from zoneinfo import ZoneInfo
 
 from calltrack.errors import (
-    ApiError,
     BadEnd,
     BadPage,
     BadStart,
@@ -27,7 +27,7 @@ from calltrack.errors import (
     UnknownMethod,
     WrongVersion,
 )
-from calltrack.protocol import ENTITY_METHODS, FORMATS, READ_METHODS, VERSIONS, Method
+from calltrack.protocol import ENTITY_METHODS, FORMATS, VERSIONS, Method
 from calltrack.store import Window
 
 _PAGE_RE: Final = re.compile(r"[0-9]{1,9}")
@@ -40,37 +40,56 @@ SEGMENTS: Final = ("format", "version", "apikey", "entity", "method", "page", "f
 
 
 @dataclass(frozen=True, slots=True)
+class PageQuery:
+    """What a read asks for, once checks 7-9 passed: a page number and a window."""
+
+    number: int
+    window: Window
+
+
+@dataclass(frozen=True, slots=True)
 class V3Request:
-    """A parsed request: each part is its value, or the documented error it earns."""
+    """A parsed request: each segment decoded, and what it means where it means something."""
 
     format: str
+    version: str
     key: str
     entity: str
-    method: Method | None
-    page: int | None
-    window: Window | None
+    method: Method | None  # None: no such entity, or not one of its methods
+    page: int | None  # None: not a page number
+    start: int | None  # None: neither a date nor a timestamp
+    window: Window | None  # None: a bad start, or a ``to`` given and bad
     call_id: str  # the universalId of a delete
-    errors: tuple[ApiError | None, ...]  # one slot per check, in the contract's order
 
-    def before_key(self) -> ApiError | None:
-        """Errors 1-2: format, version."""
-        return _first(self.errors[0:2])
+    def check_format_and_version(self) -> None:
+        """Checks 1 (format) and 2 (version)."""
+        if self.format not in FORMATS:
+            raise FormatNotAvailable
+        if self.version not in VERSIONS:
+            raise WrongVersion
 
-    def before_kind(self) -> ApiError | None:
-        """Errors 4-5: entity, method (after the key is known)."""
-        return _first(self.errors[2:4])
+    def checked_method(self) -> Method:
+        """Checks 4 (entity) and 5 (method): the method asked for."""
+        if self.entity not in ENTITY_METHODS:
+            raise UnknownEntity
+        if self.method is None:
+            raise UnknownMethod
+        return self.method
 
-    def after_kind(self) -> ApiError | None:
-        """Errors 7-9: page, from, to, or the call id of a delete (after the key's kind)."""
-        return _first(self.errors[4:])
+    def checked_page(self) -> PageQuery:
+        """Checks 7 (page), 8 (from) and 9 (to) of a read."""
+        if self.page is None:
+            raise BadPage
+        if self.start is None:
+            raise BadStart
+        if self.window is None:
+            raise BadEnd
+        return PageQuery(self.page, self.window)
 
-    def first_error(self) -> ApiError | None:
-        """The first error that needs no store (the key taken as valid)."""
-        return _first(self.errors)
-
-
-def _first(errors: tuple[ApiError | None, ...]) -> ApiError | None:
-    return next((error for error in errors if error is not None), None)
+    def check_call_id(self) -> None:
+        """A delete names its call."""
+        if not self.call_id:
+            raise MissingCallId
 
 
 def split_query(query: bytes) -> list[str]:
@@ -98,34 +117,19 @@ def parse(query: bytes, zone: ZoneInfo) -> V3Request:
     fmt, version, key, entity, method_text, page_text, start_text, end_text = seg[:8]
     methods = ENTITY_METHODS.get(entity, ())
     method = next((m for m in methods if m == method_text), None)
-
-    page = int(page_text) if _PAGE_RE.fullmatch(page_text) else None
     start = _instant(start_text, zone, end_of_day=False)
     end = _instant(end_text, zone, end_of_day=True) if end_text else None
-    errors: tuple[ApiError | None, ...] = (
-        None if fmt in FORMATS else FormatNotAvailable(),
-        None if version in VERSIONS else WrongVersion(),
-        None if methods else UnknownEntity(),
-        None if method is not None else UnknownMethod(),
-    )
-    if method == "delete":
-        errors += (None if page_text else MissingCallId(),)
-    elif method is None or method in READ_METHODS:
-        errors += (
-            None if page is not None else BadPage(),
-            None if start is not None else BadStart(),
-            None if not end_text or end is not None else BadEnd(),
-        )
-    window = Window(start, end) if start is not None and (end is not None or not end_text) else None
+    end_ok = end is not None or not end_text  # an empty ``to`` is an open window
     return V3Request(
         format=fmt,
+        version=version,
         key=key,
         entity=entity,
         method=method,
-        page=page,
-        window=window,
+        page=int(page_text) if _PAGE_RE.fullmatch(page_text) else None,
+        start=start,
+        window=Window(start, end) if start is not None and end_ok else None,
         call_id=page_text if method == "delete" else "",
-        errors=errors,
     )
 
 

@@ -176,7 +176,7 @@ def role_grant(click_ctx: click.Context, role_id: int, grantee_ref: str, as_json
     found_role = ctx.store.find_role(role_id)
     grantee = ctx.store.find_account(grantee_ref)
     grant = ctx.store.create_grant(found_role.id, grantee.id)
-    role_key = access.issue_role_key(ctx.store, grant.id, grantee.id)
+    role_key = access.issue_role_key(ctx.store, grant)
     emit(
         ctx,
         {"api_key": role_key, "grant_id": grant.id},
