@@ -89,6 +89,16 @@ def test_pages_come_back_within_seconds_of_postgres_restarting_without_restartin
     assert outage["seconds_to_recover_for_good"] <= pg_outage.MAX_SECONDS_TO_RECOVER
 
 
+def test_a_postgres_outage_puts_no_traceback_in_the_server_log(outage: Result) -> None:
+    # An outage is an expected condition: a warning line, not an internal error's traceback.
+    assert outage["tracebacks_in_log"] == 0
+
+
+def test_a_postgres_outage_run_finds_no_problem_of_its_own(outage: Result) -> None:
+    assert outage["problems"] == []
+    assert outage["ok"] is True
+
+
 # -- the SQLite file locked, then moved away ----------------------------------------------------
 
 
@@ -123,6 +133,18 @@ def test_pages_come_back_once_the_sqlite_file_is_restored(sqlite: Result) -> Non
     recovered = sqlite["missing"]["seconds_to_recover"]
     assert recovered is not None
     assert recovered <= sqlite_faults.MAX_SECONDS_TO_RECOVER
+
+
+def test_a_locked_or_missing_sqlite_file_puts_no_traceback_in_the_server_log(
+    sqlite: Result,
+) -> None:
+    assert sqlite["tracebacks_in_log"] == 0
+
+
+def test_the_sqlite_fault_run_finds_no_problem_of_its_own(sqlite: Result) -> None:
+    # Also judges what no test above reads, like how long answers took while the file was gone.
+    assert sqlite["problems"] == []
+    assert sqlite["ok"] is True
 
 
 def test_a_sqlite_store_keeps_no_connection_of_a_thread_that_has_ended(tmp_path: Path) -> None:
@@ -192,6 +214,13 @@ def test_under_concurrent_load_there_is_no_server_error_timeout_or_dropped_conne
     assert loaded["failure_examples"] == []
     assert loaded["server_errors_or_failures"] == 0
     assert loaded["tracebacks_in_log"] == 0
+
+
+def test_the_load_run_finds_no_problem_of_its_own(loaded: Result) -> None:
+    # Each probe is also checked alone against the contract before the load (a wrong page or
+    # message that is the same every time passes the comparisons under load): its verdict.
+    assert loaded["problems"] == []
+    assert loaded["ok"] is True
 
 
 def test_server_memory_stays_flat_under_load(loaded: Result) -> None:

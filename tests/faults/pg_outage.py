@@ -132,6 +132,8 @@ def run(quick: bool, down: float | None = None) -> dict[str, Any]:
             f"answers failed until {back_for_good:.3f} s after the restart "
             f"(want <= {MAX_SECONDS_TO_RECOVER})"
         )
+    if result["tracebacks_in_log"]:
+        problems.append(f"{result['tracebacks_in_log']} tracebacks in the server log")
     result["problems"] = problems
     result["ok"] = not problems
     return result

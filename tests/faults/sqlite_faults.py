@@ -144,6 +144,8 @@ def run(quick: bool) -> dict[str, Any]:
             f"missing: {missing['pages_served_while_the_file_was_gone']} pages served from a "
             "database file that had been moved away"
         )
+    if result["tracebacks_in_log"]:
+        problems.append(f"{result['tracebacks_in_log']} tracebacks in the server log")
     result["problems"] = problems
     result["ok"] = not problems
     return result
