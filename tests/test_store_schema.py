@@ -21,8 +21,18 @@ def test_every_migration_is_applied_once_however_often_stores_open(
     store = make_store()
     store.ensure_ready()
     with store._connect() as conn:
-        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+        versions = [
+            row[0] for row in conn.execute("SELECT version FROM schema_migrations").fetchall()
+        ]
     assert sorted(versions) == [number for number, _, _ in migrations.MIGRATIONS]
+
+
+def recorded_zone(make_store: StoreFactory) -> str | None:
+    """The zone the database has recorded, read by a new store object opened on it (without
+    ``ensure_ready``, which could write one)."""
+    with make_store()._connect() as conn:  # the store has no reader for its meta table
+        row = conn.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
+    return None if row is None else str(row[0])
 
 
 def test_the_time_zone_may_change_while_the_store_holds_no_calls(
@@ -33,15 +43,22 @@ def test_the_time_zone_may_change_while_the_store_holds_no_calls(
     owner, _ = new_account(moved, "a")
     seed(moved, owner, "c1")
     assert moved.count_calls() == 1
+    # The new zone is the one recorded, so it is the one now fixed: not the first zone.
+    assert recorded_zone(make_store) == "Asia/Novosibirsk"
+    with pytest.raises(ConfigError, match="stored in 'Asia/Novosibirsk'"):
+        make_store(timezone="Europe/Moscow").ensure_ready()
 
 
 def test_the_time_zone_is_fixed_once_calls_are_stored_in_it(make_store: StoreFactory) -> None:
-    store = make_store(timezone="Europe/Moscow")
+    # Not the default zone (Europe/Moscow): a store recording the default would pass otherwise.
+    store = make_store(timezone="Asia/Vladivostok")
     owner, _ = new_account(store, "a")
     seed(store, owner, "c1")
-    with pytest.raises(ConfigError, match="stored in 'Europe/Moscow'"):
-        make_store(timezone="UTC").ensure_ready()
-    make_store(timezone="Europe/Moscow").ensure_ready()  # the same zone still opens
+    assert recorded_zone(make_store) == "Asia/Vladivostok"
+    for other in ("UTC", "Europe/Moscow"):
+        with pytest.raises(ConfigError, match="stored in 'Asia/Vladivostok'"):
+            make_store(timezone=other).ensure_ready()
+    make_store(timezone="Asia/Vladivostok").ensure_ready()  # the same zone still opens
 
 
 def test_a_large_import_refreshes_postgres_planner_statistics(
