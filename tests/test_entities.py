@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from typing import Any
 
@@ -155,13 +158,29 @@ def test_an_empty_list_is_no_rows_found_and_windows_still_validate(client: Clien
     assert error_of(rows(http, key, "user", "getByRole")) == "Method does not exist"
 
 
+USER_FIELDS = ("id", "name", "timezone", "created", "relation")
+
+
+def parsed_rows(fmt: str, text: str) -> list[dict[str, str]]:
+    """The rows of a csv, xml or plain answer, every value as text."""
+    if fmt == "csv":
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    if fmt == "xml":
+        return [{field.tag: field.text or "" for field in row} for row in ET.fromstring(text)]
+    # plain: tab-separated, no header, in the entity's field order
+    return [dict(zip(USER_FIELDS, line.split("\t"), strict=True)) for line in text.splitlines()]
+
+
 @pytest.mark.parametrize("fmt", ["csv", "xml", "plain"])
 def test_entities_answer_in_every_format(client: Client, fmt: str) -> None:
     http, store = client
     owner, key = new_account(store, "a & <b>")
+    new_account(store, "someone else")
+    [user] = rows(http, key, "user")  # JSON: checked field by field above
     answer = http.get(f"/api/?{fmt}/v3/{key}/user/get/0/0")
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith(
         {"csv": "text/csv", "xml": "application/xml", "plain": "text/plain"}[fmt]
     )
-    assert str(owner) in answer.text
+    assert user["id"] == owner
+    assert parsed_rows(fmt, answer.text) == [{name: str(user[name]) for name in USER_FIELDS}]
