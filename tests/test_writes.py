@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ from starlette.testclient import TestClient
 from calltrack import access
 from calltrack.store import Store
 from tests.conftest import new_account
-from tests.helpers_calls import dump, record, seed, seen_ids
+from tests.helpers_calls import api, dump, record, seed, seen_ids
 
 MakeClient = Callable[..., tuple[TestClient, Store]]
 Client = tuple[TestClient, Store]
@@ -136,3 +137,21 @@ def test_a_deleted_call_can_be_put_again(client: Client) -> None:
     http.delete(f"/api/?json/v3/{key}/call/delete/d1")
     answer = put(http, key, msgspec.json.encode([record("d1")])).json()
     assert answer["inbound"] == {"result": "ok", "imported": 1, "updated": 0}
+
+
+def test_a_put_larger_than_a_write_batch_keeps_nothing_when_its_last_record_is_bad(
+    client: Client,
+) -> None:
+    # The store writes in batches: a bad record in a later batch must roll back the earlier
+    # ones too (one transaction per put), including updates of calls already stored.
+    http, store = client
+    owner, key = new_account(store, "a")
+    seed(store, owner, "kept")
+    batch = inspect.signature(store.import_calls).parameters["batch_size"].default
+    good = [record("kept", duration=7)]
+    good += [record(f"b{i}", callTime="2020-05-02 10:00:00") for i in range(batch)]
+    body = msgspec.json.encode([*good, {"duration": "x"}])
+    answer = put(http, key, body).json()
+    assert answer["inbound"]["error"] == "Call data is not valid"
+    assert store.count_calls() == 1
+    assert [(c["universalId"], c["duration"]) for c in api(http, key, "get")] == [("kept", 0)]
