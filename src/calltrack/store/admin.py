@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from calltrack.errors import Conflict, NotFound
+from calltrack.errors import AdminError, Conflict, NotFound
 from calltrack.store.core import Connection, StoreCore, unix_now
 from calltrack.store.records import Account, Grant, KeyInfo, ResolvedKey, Role
 
@@ -34,6 +34,8 @@ class AdminQueries(StoreCore):
     """Who exists and who may see what."""
 
     def create_account(self, name: str) -> Account:
+        if not name.strip():  # an account is found by its name: a blank one could not be
+            raise AdminError("the account name is empty")
         self.ensure_ready()
         with self._transaction() as conn:
             if conn.execute("SELECT 1 FROM accounts WHERE name = ?", (name,)).fetchone():
