@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 from calltrack.api.app import create_app
 from calltrack.cli import main
 from calltrack.config import Settings
+from calltrack.demo import cli_command
 from calltrack.store import Store, open_store
 from tests.helpers_calls import jsonl, record, seen_ids
 
@@ -61,12 +62,6 @@ def api_over(db: str) -> Iterator[TestClient]:
         yield http
 
 
-def local(url: str) -> str:
-    """The path and query of a printed URL, to ask the in-process app."""
-    parts = urlsplit(url)
-    return f"{parts.path}?{parts.query}"
-
-
 def write(path: Path, data: bytes) -> str:
     path.write_bytes(data)
     return str(path)
@@ -106,6 +101,15 @@ def test_account_list_counts_each_accounts_calls(db: str, tmp_path: Path) -> Non
     ok(db, "import", write(tmp_path / "c.jsonl", jsonl([record("1")])), "--account", "acme")
     listed = ok(db, "account", "list")["accounts"]
     assert [(a["name"], a["calls"]) for a in listed] == [("acme", 1), ("other", 0)]
+
+
+def test_a_count_of_one_is_singular_in_the_text_output(db: str, tmp_path: Path) -> None:
+    ok(db, "account", "add", "acme")
+    path = write(tmp_path / "c.jsonl", jsonl([record("1")]))
+    assert run(db, "import", path, "--account", "acme").stdout == (
+        "1 call imported, 0 updated into 'acme'\n"
+    )
+    assert run(db, "account", "list").stdout.endswith("  acme  (1 call)\n")
 
 
 @pytest.mark.parametrize(
@@ -315,8 +319,7 @@ def test_importing_into_an_unknown_account_is_an_error(db: str, tmp_path: Path) 
 def test_importing_a_missing_file_is_an_error(db: str, tmp_path: Path) -> None:
     ok(db, "account", "add", "acme")
     message = failed(db, "import", str(tmp_path / "missing.jsonl"), "--account", "acme")
-    assert "cannot read" in message
-    assert "missing.jsonl" in message
+    assert message == f"error: no such file: {tmp_path / 'missing.jsonl'}\n"
 
 
 # -- the database ----------------------------------------------------------------------------
@@ -337,30 +340,100 @@ def test_a_bad_database_url_is_an_error(url: str, words: str) -> None:
 # -- demo ------------------------------------------------------------------------------------
 
 
-def test_demo_creates_three_accounts_and_prints_urls_and_keys_that_answer(db: str) -> None:
+def test_demo_creates_three_accounts_and_prints_requests_and_keys_that_answer(db: str) -> None:
     shown = ok(db, "demo", "--no-serve", "--calls", "300")
     assert shown["imported"] == 300
     assert sorted(shown["keys"]) == ["demo-agency", "demo-clinic", "demo-dealer"]
-    assert sorted(shown["urls"]) == ["get", "getByRole", "getWithRole"]
+    methods = [e["method"] for e in shown["examples"]]
+    assert methods == ["get", "getByRole", "getByRole", "getWithRole"]
     counts = {a["name"]: a["calls"] for a in ok(db, "account", "list")["accounts"]}
     assert sum(counts.values()) == 300
 
     with api_over(db) as http:
-        answers = {method: http.get(local(url)) for method, url in shown["urls"].items()}
-        assert {method: a.status_code for method, a in answers.items()} == {
-            "get": 200,
-            "getByRole": 200,
-            "getWithRole": 200,
-        }
-        calls = {method: a.json() for method, a in answers.items()}
-        assert len(calls["get"]) == counts["demo-dealer"]
-        assert len(calls["getByRole"]) == counts["demo-dealer"]
-        assert len(calls["getWithRole"]) == 300
-        window = shown["urls"]["get"].split("/call/get/")[1]
+        answers = [http.get(e["path"]) for e in shown["examples"]]
+        assert [a.status_code for a in answers] == [200] * 4
+        sizes = [len(a.json()) for a in answers]
+        assert sizes == [counts["demo-dealer"], counts["demo-dealer"], counts["demo-clinic"], 300]
+        window = shown["examples"][0]["path"].split("/call/get/")[1]
         for name, key in shown["keys"].items():
             answer = http.get(f"/api/?json/v3/{key}/call/get/{window}")
             assert answer.status_code == 200
             assert len(answer.json()) == counts[name], name
+
+
+def test_each_demo_role_key_shows_exactly_the_calls_its_label_names(db: str) -> None:
+    first = ok(db, "demo", "--no-serve", "--calls", "300")
+    window = first["examples"][0]["path"].split("/call/get/0/")[1]
+
+    def seen(http: TestClient, key: str, method: str) -> list[str] | str:
+        body = http.get(f"/api/?json/v3/{key}/call/{method}/0/{window}").json()
+        if isinstance(body, dict):
+            return str(body["inbound"]["error"])
+        return sorted(call["universalId"] for call in body)
+
+    with api_over(db) as http:
+        owned = {name: seen(http, key, "get") for name, key in first["keys"].items()}
+        assert sorted(len(ids) for ids in owned.values()) == [45, 105, 150]
+        assert [r["grantee"] for r in first["role_keys"]] == ["demo-agency"] * 2
+        for role_key in first["role_keys"]:
+            assert role_key["shows"].startswith(f"{role_key['grantor']}'s calls only ")
+            assert seen(http, role_key["api_key"], "getByRole") == owned[role_key["grantor"]]
+
+    text = run(db, "demo", "--no-serve").stdout.splitlines()  # new keys for the same calls
+    start = text.index("Role keys of demo-agency for getByRole (shown only now), one per grant:")
+    with api_over(db) as http:
+        labelled = []
+        for line in text[start + 1 : start + 3]:  # "  KEY  demo-dealer's calls only (...)"
+            key, whose, *label = line.split()
+            assert label[:2] == ["calls", "only"], line
+            labelled.append(whose.removesuffix("'s"))
+            assert seen(http, key, "getByRole") == owned[labelled[-1]], line
+        assert labelled == ["demo-dealer", "demo-clinic"]
+        for role_key in first["role_keys"]:  # the second run revoked the grants of the first
+            assert seen(http, role_key["api_key"], "getByRole") == "User is not recognized"
+
+
+def test_demo_calls_come_from_sites_of_their_accounts_business(db: str) -> None:
+    from calltrack.demo import DEMO_ACCOUNTS
+
+    shown = ok(db, "demo", "--no-serve", "--calls", "600")
+    declared = {demo.name: {site for site, _phrase in demo.sites} for demo in DEMO_ACCOUNTS}
+    assert {"autosalon-kaluga.ru"} <= declared["demo-dealer"]
+    assert {"dental-smile.ru"} <= declared["demo-clinic"]
+    with api_over(db) as http:
+        for name, key in shown["keys"].items():
+            window = shown["examples"][0]["path"].split("/call/get/0/")[1]
+            calls = http.get(f"/api/?json/v3/{key}/call/get/0/{window}").json()
+            sites = {call["site"] for call in calls} - {""}
+            assert sites == declared[name], name
+            hosts = {urlsplit(call["entryPoint"]).hostname for call in calls} - {None}
+            assert {host.removeprefix("m.") for host in hosts if host} <= declared[name]
+
+
+def test_demo_without_serving_prints_how_to_serve_and_no_url(db: str) -> None:
+    result = run(db, "demo", "--no-serve", "--calls", "30", "--port", "8123")
+    assert result.exit_code == 0, result.output
+    assert "http" not in result.stdout
+    serve = f"{cli_command()} --database {db} serve --port 8123"
+    assert f"Nothing is served (--no-serve). To serve: {serve}\n" in result.stdout
+    shown = ok(db, "demo", "--no-serve", "--port", "8123")
+    assert shown["serve"] == serve
+    assert all("url" not in example for example in shown["examples"])
+
+
+def test_demo_says_how_to_run_the_cli_and_that_command_runs(db: str) -> None:
+    result = run(db, "demo", "--no-serve", "--calls", "30")
+    line = next(line for line in result.stdout.splitlines() if "admin CLI" in line)
+    command = line.split()[3]  # "The admin CLI: COMMAND --help  (or `source ...` ...)"
+    assert Path(command).resolve() == CALLTRACK.resolve()
+    activate = line.split("(or `source ")[1].split("`")[0]
+    assert Path(activate).resolve() == (CALLTRACK.parent / "activate").resolve()
+    assert line.endswith(f"(or `source {activate}` once, then `calltrack --help`)")
+    help_run = subprocess.run(
+        [command, "role", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert help_run.returncode == 0, help_run.stderr
+    assert "list" in help_run.stdout
 
 
 # -- the whole flow, on both backends --------------------------------------------------------

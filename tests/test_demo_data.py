@@ -248,3 +248,19 @@ def test_a_bad_prefix_or_count_is_refused() -> None:
 def test_every_call_is_accepted_by_the_record_model() -> None:
     for call in CALLS:
         model.prepare(model.decode_record(json.dumps(call, ensure_ascii=False)), MOSCOW)
+
+
+def test_given_sites_are_the_only_sites_of_the_calls() -> None:
+    own = (("autosalon-kaluga.ru", "купить авто в кредит"), ("kaluga-trade-in.ru", "трейд-ин"))
+    generated = calls(2000, sites=own)
+    hosts = {str(call["site"]) for call in generated} | {
+        str(call["visitSite"]).removeprefix("m.") for call in generated
+    }
+    assert hosts - {""} == {"autosalon-kaluga.ru", "kaluga-trade-in.ru"}
+    terms = {call["utm_term"] for call in generated} - {"", "brand"}
+    assert terms == {"купить авто в кредит", "трейд-ин"}
+
+
+def test_a_site_that_is_not_a_host_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="host name"):
+        generate_calls(1, sites=[("https://example.ru/", "phrase")])

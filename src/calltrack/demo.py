@@ -1,10 +1,16 @@
-"""``calltrack demo``: demo accounts, a role between them, thousands of calls, ready URLs."""
+"""``calltrack demo``: demo accounts, roles between them, thousands of calls, ready requests."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
 import msgspec
 
@@ -14,88 +20,200 @@ from calltrack.demo_data import generate_calls
 from calltrack.errors import Conflict, NotFound
 from calltrack.importer import import_bytes
 from calltrack.store import Account, Store
+from calltrack.words import plural
 
-# (name, share of the demo's calls, digits that keep its universalIds apart)
-DEMO_ACCOUNTS = (("demo-dealer", 0.5, "1"), ("demo-clinic", 0.35, "2"), ("demo-agency", 0.15, "3"))
+
+@dataclass(frozen=True, slots=True)
+class DemoAccount:
+    name: str
+    share: float  # of the demo's calls
+    id_prefix: str  # digits that keep its universalIds apart from the other accounts'
+    sites: tuple[tuple[str, str], ...]  # (site, its typical search phrase): its business
+
+
+DEMO_ACCOUNTS = (
+    DemoAccount("demo-dealer", 0.5, "1", (
+        ("autosalon-kaluga.ru", "купить авто в кредит"),
+        ("kaluga-trade-in.ru", "трейд-ин авто"),
+        ("autoservice-kaluga.ru", "техобслуживание авто цена"),
+    )),
+    DemoAccount("demo-clinic", 0.35, "2", (
+        ("dental-smile.ru", "стоматология рядом"),
+        ("implant-smile.ru", "имплантация зубов цена"),
+        ("kids-smile-dent.ru", "детский стоматолог"),
+    )),
+    DemoAccount("demo-agency", 0.15, "3", (
+        ("promo-agency.ru", "контекстная реклама заказать"),
+        ("seo-promo-agency.ru", "продвижение сайтов"),
+    )),
+)  # fmt: skip
+GRANTEE = "demo-agency"  # the dealer and the clinic each grant it a role over their calls
+GRANTORS = ("demo-dealer", "demo-clinic")
 ROLE_NAME = "agency-reporting"
+
+
+@dataclass(frozen=True, slots=True)
+class RoleKey:
+    """A role key of one grant: through it the grantee sees the grantor's calls."""
+
+    api_key: str
+    grantee: str
+    grantor: str
+    role_id: int
+    grant_id: int
+
+    def shows(self) -> str:
+        """Its label: whose calls it opens, and through which grant of which role."""
+        return (
+            f"{self.grantor}'s calls only "
+            f"(grant {self.grant_id} of {self.grantor}'s role {self.role_id} {ROLE_NAME!r})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One request of the demo: its method, what it shows, and its path on the server."""
+
+    method: str
+    shows: str
+    path: str
 
 
 @dataclass
 class DemoResult:
-    keys: dict[str, str]
-    role_key: str
-    urls: dict[str, str]
+    keys: dict[str, str]  # account name -> its user key
+    role_keys: list[RoleKey]
+    window: str  # from/to of the example requests
     imported: int
     notes: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
+    def examples(self) -> list[Example]:
+        def path(key: str, method: str) -> str:
+            return f"/api/?json/v3/{key}/call/{method}/0/{self.window}"
+
+        dealer = GRANTORS[0]
+        found = [Example("get", f"{dealer}'s calls", path(self.keys[dealer], "get"))]
+        found += [
+            Example("getByRole", f"{r.grantor}'s calls, with a role key of {r.grantee}",
+                    path(r.api_key, "getByRole"))
+            for r in self.role_keys
+        ]  # fmt: skip
+        shared = _and(r.grantor for r in self.role_keys if r.grantee == GRANTEE)
+        found.append(
+            Example("getWithRole", f"{GRANTEE}'s calls and those of {shared}",
+                    path(self.keys[GRANTEE], "getWithRole"))
+        )  # fmt: skip
+        return found
+
+    def as_dict(self, base_url: str | None, serve_command: str) -> dict[str, object]:
+        """What --json prints: ``url`` in the examples only while a server answers them."""
+        examples: list[dict[str, str]] = []
+        for e in self.examples():
+            shown = {"method": e.method, "shows": e.shows, "path": e.path}
+            examples.append(shown if base_url is None else {**shown, "url": base_url + e.path})
+        role_keys = [
+            {"api_key": r.api_key, "grantee": r.grantee, "grantor": r.grantor,
+             "role_id": r.role_id, "grant_id": r.grant_id, "shows": r.shows()}
+            for r in self.role_keys
+        ]  # fmt: skip
+        result: dict[str, object] = {
             "keys": self.keys,
-            "role_key": self.role_key,
-            "urls": self.urls,
+            "role_keys": role_keys,
+            "examples": examples,
             "imported": self.imported,
         }
+        if base_url is None:
+            result["serve"] = serve_command
+        return result
 
-    def describe(self) -> str:
-        lines = [*self.notes, "", "API keys (user keys; shown only now):"]
-        lines += [f"  {name:<12} {key}" for name, key in self.keys.items()]
-        lines += [f"  role key of demo-agency (dealer and clinic share with it): {self.role_key}"]
-        lines += ["", "Open these:"]
-        lines += [f"  {method:<12} {url}" for method, url in self.urls.items()]
+    def describe(self, base_url: str | None, serve_command: str, cli: str) -> str:
+        """The demo's output: every key with what it shows, then requests to try."""
+        lines = [*self.notes, "", "User keys (shown only now):"]
+        for name, key in self.keys.items():
+            shared = _and(r.grantor + "'s" for r in self.role_keys if r.grantee == name)
+            with_role = f"; getWithRole adds {shared}" if shared else ""
+            lines.append(f"  {name:<12} {key}  its own calls (get){with_role}")
+        lines += ["", f"Role keys of {GRANTEE} for getByRole (shown only now), one per grant:"]
+        lines += [f"  {r.api_key}  {r.shows()}" for r in self.role_keys]
+        lines += ["", f"The admin CLI: {cli} --help"]
+        if cli != "calltrack" and (activate := Path(cli).parent / "activate").exists():
+            lines[-1] += f"  (or `source {activate}` once, then `calltrack --help`)"
+        if base_url is None:
+            lines += ["", f"Nothing is served (--no-serve). To serve: {serve_command}",
+                      "and then ask it for these paths:"]  # fmt: skip
+        else:
+            lines += ["", "Open these while this serves (Ctrl-C stops it):"]
+        lines += [
+            f"  {e.method}, {e.shows}:\n    {base_url or ''}{e.path}" for e in self.examples()
+        ]
         return "\n".join(lines)
 
 
-def build_demo(
-    store: Store, settings: Settings, *, total_calls: int = 6000, base_url: str
-) -> DemoResult:
-    """Create (or refresh) the demo in ``store`` and return fresh keys and example URLs.
+def _and(names: Iterable[str]) -> str:
+    return " and ".join(names)
+
+
+def build_demo(store: Store, settings: Settings, *, total_calls: int = 6000) -> DemoResult:
+    """Create (or refresh) the demo in ``store`` and return fresh keys and example requests.
 
     Running it again keeps the calls and issues new keys, since old ones cannot be shown.
     """
     accounts: dict[str, Account] = {}
     notes: list[str] = []
     imported = 0
-    for seed, (name, share, prefix) in enumerate(DEMO_ACCOUNTS):
+    for seed, demo in enumerate(DEMO_ACCOUNTS):
         try:
-            accounts[name] = store.find_account(name)
-            notes.append(f"{name}: already present, keeping its calls")
+            accounts[demo.name] = store.find_account(demo.name)
+            notes.append(f"{demo.name}: already present, keeping its calls")
             continue
         except NotFound:
-            accounts[name] = store.create_account(name)
-        count = max(1, int(total_calls * share))
-        lines = b"\n".join(
-            msgspec.json.encode(call)
-            for call in generate_calls(
-                count, seed=seed + 1, days=90, timezone=settings.timezone, id_prefix=prefix
-            )
-        )
-        result = import_bytes(store, accounts[name].id, lines, settings.zone)
-        _add_tracking_numbers(store, accounts[name].id, seed)
+            accounts[demo.name] = store.create_account(demo.name)
+        count = max(1, int(total_calls * demo.share))
+        calls = generate_calls(count, seed=seed + 1, days=90, timezone=settings.timezone,
+                               id_prefix=demo.id_prefix, sites=demo.sites)  # fmt: skip
+        lines = b"\n".join(msgspec.json.encode(call) for call in calls)
+        result = import_bytes(store, accounts[demo.name].id, lines, settings.zone)
+        _add_tracking_numbers(store, accounts[demo.name].id, seed)
         imported += result.imported
-        notes.append(f"{name}: {result.imported} calls over the last 90 days")
+        sites = ", ".join(site for site, _phrase in demo.sites)
+        notes.append(f"{demo.name}: {plural(result.imported, 'call')} on {sites}, last 90 days")
 
     keys = {name: access.issue_user_key(store, acc.id) for name, acc in accounts.items()}
-    agency = accounts["demo-agency"]
-    role_key = ""
+    role_keys: list[RoleKey] = []
     # Two grantors share with the agency, so getWithRole merges three accounts' calls.
-    for grantor in ("demo-dealer", "demo-clinic"):
+    for grantor in GRANTORS:
         role = _role(store, accounts[grantor].id)
         with contextlib.suppress(NotFound):
-            store.revoke_grant(role, agency.id)
-        grant = store.create_grant(role, agency.id)
+            store.revoke_grant(role, accounts[GRANTEE].id)
+        grant = store.create_grant(role, accounts[GRANTEE].id)
         key = access.issue_role_key(store, grant)
-        if grantor == "demo-dealer":
-            role_key = key
+        role_keys.append(RoleKey(key, GRANTEE, grantor, role, grant.id))
 
     today = date.today()
-    window = f"0/{today - timedelta(days=90)}/{today}"
-    api = f"{base_url}/api/?json/v3"
-    urls = {
-        "get": f"{api}/{keys['demo-dealer']}/call/get/{window}",
-        "getByRole": f"{api}/{role_key}/call/getByRole/{window}",
-        "getWithRole": f"{api}/{keys['demo-agency']}/call/getWithRole/{window}",
-    }
-    return DemoResult(keys, role_key, urls, imported, notes)
+    window = f"{today - timedelta(days=90)}/{today}"
+    return DemoResult(keys, role_keys, window, imported, notes)
+
+
+def cli_command() -> str:
+    """How to run this installation's ``calltrack`` from the current directory.
+
+    ``calltrack`` when PATH finds this one; else its path (relative when under the current
+    directory), since the demo's virtualenv is not on PATH until activated.
+    """
+    script = Path(sys.executable).parent / ("calltrack.exe" if os.name == "nt" else "calltrack")
+    on_path = shutil.which("calltrack")
+    if not script.exists() or (on_path and Path(on_path).resolve() == script.resolve()):
+        return "calltrack"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
+def serve_command(cli: str, database: str | None, host: str, port: int) -> str:
+    """The command that serves what the demo filled, as typed in a shell."""
+    words = [cli, *(("--database", database) if database else ()), "serve"]
+    words += [*(("--host", host) if host != "127.0.0.1" else ()), "--port", str(port)]
+    return shlex.join(words)
 
 
 def _role(store: Store, grantor_id: int) -> int:

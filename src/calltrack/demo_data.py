@@ -154,21 +154,40 @@ def _utc_offset(moment: datetime) -> int:
     return 0 if offset is None else int(offset.total_seconds())
 
 
-def generate_calls(count: int, *, seed: int = 0, days: int = 90, now: datetime | None = None,
-                   timezone: str = "Europe/Moscow",
-                   id_prefix: str = "") -> Iterator[dict[str, object]]:  # fmt: skip
-    """Yield ``count`` call records (section 5 keys but ``page``); same arguments, same records."""
+def generate_calls(
+    count: int,
+    *,
+    seed: int = 0,
+    days: int = 90,
+    now: datetime | None = None,
+    timezone: str = "Europe/Moscow",
+    id_prefix: str = "",
+    sites: Sequence[tuple[str, str]] = (),
+) -> Iterator[dict[str, object]]:
+    """Yield ``count`` call records (section 5 keys but ``page``); same arguments, same records.
+
+    ``sites`` are the account's (site, its typical search phrase) pairs; without them the seed
+    picks three of a stock list.
+    """
     if count < 0 or days < 1:
         raise ValueError("count must be >= 0 and days >= 1")
     if id_prefix and not id_prefix.isdigit():
         raise ValueError("id_prefix must be digits")
+    if not all(site and "/" not in site for site, _phrase in sites):
+        raise ValueError("a site is a host name, like example.ru")
     tz = ZoneInfo(timezone)  # checked here, like the rest, not at the first next()
     now = datetime.now(tz) if now is None else now.replace(tzinfo=tz) if not now.tzinfo else now
-    return _generate(count, seed, days, int(now.timestamp()), tz, id_prefix)
+    return _generate(count, seed, days, int(now.timestamp()), tz, id_prefix, tuple(sites))
 
 
 def _generate(
-    count: int, seed: int, days: int, end: int, tz: ZoneInfo, id_prefix: str
+    count: int,
+    seed: int,
+    days: int,
+    end: int,
+    tz: ZoneInfo,
+    id_prefix: str,
+    own_sites: tuple[tuple[str, str], ...],
 ) -> Iterator[dict[str, object]]:
     start = end - days * 86400
     rng = Random(seed)
@@ -210,7 +229,7 @@ def _generate(
         return text + clock[second]
 
     # The account behind this seed: its sites, campaigns, tools, phone lines and id ranges.
-    sites = rng.sample(_SITES, 3)
+    sites = own_sites or rng.sample(_SITES, 3)
     campaigns = [(rng.randrange(1000, 9000), *c, *rng.choice(sites), f"7495{bits(23):07d}")
                  for c in rng.sample(_CAMPAIGNS, 5)]  # fmt: skip
     by_source = {c[3]: c[2] for c in campaigns if c[3]}
@@ -289,7 +308,7 @@ def _generate(
                 d["callerIdToManager"] = lines[0]
             visit = source not in _NO_VISIT
         else:
-            site, term = sites[i % 3] if rnd() < 0.5 else ("", "")
+            site, term = sites[i % len(sites)] if rnd() < 0.5 else ("", "")
             visit = bool(site) and rnd() < 0.6
         d["site"] = site
 

@@ -25,6 +25,7 @@ from calltrack.client.command import export
 from calltrack.errors import NotFound
 from calltrack.importer import import_file
 from calltrack.store.admin import GrantState
+from calltrack.words import plural
 
 
 @click.group(cls=CalltrackGroup)
@@ -73,11 +74,9 @@ def account_add(click_ctx: click.Context, name: str, as_json: bool) -> None:
 def account_list(click_ctx: click.Context, as_json: bool) -> None:
     """List accounts with their call counts."""
     ctx = command_context(click_ctx, as_json)
-    rows = [
-        {"id": a.id, "name": a.name, "calls": ctx.store.count_calls(a.id)}
-        for a in ctx.store.list_accounts()
-    ]
-    text = "\n".join(f"{r['id']:>6}  {r['name']}  ({r['calls']} calls)" for r in rows)
+    counted = [(a, ctx.store.count_calls(a.id)) for a in ctx.store.list_accounts()]
+    rows = [{"id": a.id, "name": a.name, "calls": calls} for a, calls in counted]
+    text = "\n".join(f"{a.id:>6}  {a.name}  ({plural(calls, 'call')})" for a, calls in counted)
     emit(ctx, {"accounts": rows}, text or "no accounts")
 
 
@@ -275,7 +274,8 @@ def import_command(click_ctx: click.Context, file: Path, account_ref: str, as_js
     emit(
         ctx,
         {"imported": result.imported, "updated": result.updated},
-        f"{result.imported} calls imported, {result.updated} updated into {owner.name!r}",
+        f"{plural(result.imported, 'call')} imported, {result.updated:,} updated "
+        f"into {owner.name!r}",
     )
 
 
@@ -334,12 +334,13 @@ def demo(
     click_ctx: click.Context, host: str, port: int, calls: int, no_serve: bool, as_json: bool
 ) -> None:
     """Fill the database with demo accounts, roles and calls, print keys and URLs, and serve."""
-    from calltrack.demo import build_demo
+    from calltrack.demo import build_demo, cli_command, serve_command
 
     ctx = command_context(click_ctx, as_json)
-    result = build_demo(
-        ctx.store, ctx.settings, total_calls=calls, base_url=f"http://{host}:{port}"
-    )
-    emit(ctx, result.as_dict(), result.describe())
+    result = build_demo(ctx.store, ctx.settings, total_calls=calls)
+    cli = cli_command()
+    serve = serve_command(cli, ctx.database, host, port)
+    base_url = None if no_serve else f"http://{host}:{port}"
+    emit(ctx, result.as_dict(base_url, serve), result.describe(base_url, serve, cli))
     if not no_serve:
         run_server(ctx, host, port, workers=1)
