@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +23,7 @@ from calltrack.cli import main
 from calltrack.config import Settings
 from calltrack.demo import cli_command
 from calltrack.store import Store, open_store
+from tests.faults._common import free_port
 from tests.helpers_calls import jsonl, record, seen_ids
 
 CALLTRACK = Path(sys.executable).parent / "calltrack"
@@ -419,6 +423,39 @@ def test_demo_without_serving_prints_how_to_serve_and_no_url(db: str) -> None:
     shown = ok(db, "demo", "--no-serve", "--port", "8123")
     assert shown["serve"] == serve
     assert all("url" not in example for example in shown["examples"])
+
+
+def test_demo_serves_the_urls_it_prints(db: str) -> None:
+    port = free_port()
+    command = [str(CALLTRACK), "--database", db, "demo", "--calls", "30", "--port", str(port)]
+    with subprocess.Popen(
+        [*command, "--json"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    ) as demo:
+        try:
+            assert demo.stdout is not None
+            shown = json.loads(demo.stdout.readline())
+            assert "serve" not in shown
+            sizes = []
+            for example in shown["examples"]:
+                assert example["url"] == f"http://127.0.0.1:{port}{example['path']}"
+                sizes.append(len(json.loads(fetch(example["url"]))))
+            assert sizes == [15, 15, 10, 30]  # shares of 30 calls: dealer, clinic, all three
+        finally:
+            demo.terminate()
+
+
+def fetch(url: str) -> bytes:
+    """The body of a GET, waiting up to 30 s for a server that is starting."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                body: bytes = answer.read()
+                return body
+        except (ConnectionError, urllib.error.URLError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def test_demo_says_how_to_run_the_cli_and_that_command_runs(db: str) -> None:

@@ -161,14 +161,15 @@ def build_demo(store: Store, settings: Settings, *, total_calls: int = 6000) -> 
     accounts: dict[str, Account] = {}
     notes: list[str] = []
     imported = 0
-    for seed, demo in enumerate(DEMO_ACCOUNTS):
+    counts = [max(1, int(total_calls * demo.share)) for demo in DEMO_ACCOUNTS[:-1]]
+    counts.append(max(1, total_calls - sum(counts)))  # the shares' rounding: total_calls in all
+    for seed, (demo, count) in enumerate(zip(DEMO_ACCOUNTS, counts, strict=True)):
         try:
             accounts[demo.name] = store.find_account(demo.name)
             notes.append(f"{demo.name}: already present, keeping its calls")
             continue
         except NotFound:
             accounts[demo.name] = store.create_account(demo.name)
-        count = max(1, int(total_calls * demo.share))
         calls = generate_calls(count, seed=seed + 1, days=90, timezone=settings.timezone,
                                id_prefix=demo.id_prefix, sites=demo.sites)  # fmt: skip
         lines = b"\n".join(msgspec.json.encode(call) for call in calls)
