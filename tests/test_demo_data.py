@@ -1,4 +1,4 @@
-"""The demo generator yields valid, realistic, reproducible call records (API.md section 5)."""
+"""The demo generator yields valid, realistic, reproducible calls (docs/api.md section 7)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from calltrack.demo_data import generate_calls
 MOSCOW = ZoneInfo("Europe/Moscow")
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=MOSCOW)
 
-# Section 5 of API.md, in order, without `page` (the generator writes the import format).
+# Section 7 of docs/api.md, in order, without `page` (the generator writes the import format).
 KEYS = [
     "universalId", "serviceType", "clientNumber", "managerNumber", "callerIdToManager",
     "callerIdToClient", "statusFirst", "statusSecond", "status", "callTime", "localDate",

@@ -1,4 +1,4 @@
-"""Deterministic, realistic demo call records in the import format (API.md sections 5 and 6)."""
+"""Deterministic, realistic demo calls in the import format (docs/api.md sections 7 and 9)."""
 
 from __future__ import annotations
 
@@ -108,8 +108,8 @@ _HOOK_URLS = ("https://crm.example.ru/hooks/calls", "https://hooks.amocrm.ru/cal
               "https://b24-demo.bitrix24.ru/rest/1/hook/telephony",
               "https://api.analytics.example.com/v1/calls")
 _RECORDS = "https://records.calltrack.ru/"
-# Section 5 of API.md in order, without `page`, each with its empty value. A record starts as a
-# copy of this (a 63-key dict literal costs ~2.7 us, a copy ~0.2 us) and sets what it has.
+# Section 7 of docs/api.md in order, without `page`, each with its empty value. A record starts
+# as a copy of this (a 63-key dict literal costs ~2.7 us, a copy ~0.2 us) and sets what it has.
 _EMPTY: dict[str, object] = dict.fromkeys((
     "universalId", "serviceType", "clientNumber", "managerNumber", "callerIdToManager",
     "callerIdToClient", "statusFirst", "statusSecond", "status", "callTime", "localDate",
@@ -164,7 +164,7 @@ def generate_calls(
     id_prefix: str = "",
     sites: Sequence[tuple[str, str]] = (),
 ) -> Iterator[dict[str, object]]:
-    """Yield ``count`` call records (section 5 keys but ``page``); same arguments, same records.
+    """Yield ``count`` calls (every key of a call record but ``page``); same arguments, same calls.
 
     ``sites`` are the account's (site, its typical search phrase) pairs; without them the seed
     picks three of a stock list.
