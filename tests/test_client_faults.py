@@ -334,6 +334,24 @@ def test_iter_calls_stops_at_incorrect_page_after_the_last_page(
     assert server.pages() == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize(
+    ("empty", "walked", "asked"),
+    [(1, ["0", "1", "2", "6"], [0, 1, 2, 3]), (0, ["3", "4", "5", "6"], [0, 1, 2, 3])],
+    ids=["middle", "first"],
+)
+def test_an_empty_page_does_not_end_the_walk(
+    server: FakeServer, sleeps: Sleeps, empty: int, walked: list[str], asked: list[int]
+) -> None:
+    # Its calls were deleted while the walk went on: the server answers [] for the page.
+    server.calls = [record(str(n)) for n in range(7)]
+    server.faults[empty] = deque([Reply(body=b"[]")])
+    with client_for(server.url, sleeps) as client:
+        pages = list(client.iter_pages("2020-05-01", "2020-05-02"))
+    assert [number for number, _ in pages] == [n for n in (0, 1, 2) if n != empty]
+    assert ids([call for _, calls in pages for call in calls]) == walked
+    assert server.pages() == asked  # on to "Incorrect page is set"
+
+
 def test_the_request_speaks_the_v3_protocol(server: FakeServer, sleeps: Sleeps) -> None:
     with client_for(server.url + "/prefix", sleeps) as client:
         client.page(0, "2020-05-01", 1588345200, method="getWithRole")

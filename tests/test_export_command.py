@@ -28,7 +28,7 @@ from calltrack.model import FIELD_NAMES
 from calltrack.store import open_store
 from tests.conftest import new_account
 from tests.test_client import load, rich_call
-from tests.test_client_faults import KEY, FakeServer, Reply, record
+from tests.test_client_faults import KEY, FakeServer, Reply, envelope, record
 
 WINDOW = ["--from", "2020-05-01", "--to", "2020-05-01"]
 
@@ -75,6 +75,12 @@ def server() -> Iterator[FakeServer]:
 def run_fake(fake: FakeServer, *args: str | Path) -> Result:
     base = ["--url", fake.url, "--key", KEY, "--from", "2020-05-01", "--to", "2020-05-01"]
     return CliRunner().invoke(command.export, [*base, *map(str, args)])
+
+
+def cut_off_at(page: int, fake: FakeServer, out: Path, *args: str | Path) -> None:
+    """An export to ``out`` that fails at ``page`` as if the network dropped, no retries."""
+    fake.faults[page] = deque([Reply(body=b"[", cut_at=0)])
+    assert run_fake(fake, "-o", out, "--retries", "0", *args).exit_code == 1
 
 
 def ok(result: Result) -> Result:
@@ -203,7 +209,7 @@ def test_asking_for_xlsx_without_its_extra_names_the_extra(
 def test_the_progress_bar_shows_pages_calls_and_rate(app: App) -> None:
     load(app.store, app.account, [rich_call(n) for n in range(9)])
     shown = ok(app.run(*WINDOW, "-o", app.tmp / "calls.jsonl", "--progress"))
-    assert "9 calls, 3 pages" in shown.stderr
+    assert "calls: 9, 3 pages" in shown.stderr
     assert "calls/s" in shown.stderr
     converted = ok(app.run(*WINDOW, "-o", app.tmp / "calls.xlsx", "--progress"))
     assert "writing calls.xlsx" in converted.stderr
@@ -240,18 +246,18 @@ def test_ctrl_c_leaves_an_export_that_resumes(
 ) -> None:
     out = tmp_path / "calls.csv"
     ok(run_fake(server, "-o", tmp_path / "whole.csv"))
-    real_page = Client.page
+    real_page = Client._page
 
-    def interrupted(self: Client, number: int, *args: Any, **kwargs: Any) -> list[CallRecord]:
+    def interrupted(self: Client, number: int, *args: Any) -> list[CallRecord]:
         if number == 2:
             raise KeyboardInterrupt
-        return real_page(self, number, *args, **kwargs)
+        return real_page(self, number, *args)
 
-    monkeypatch.setattr(Client, "page", interrupted)
+    monkeypatch.setattr(Client, "_page", interrupted)
     stopped = run_fake(server, "-o", out)
     assert stopped.exit_code == 130
-    assert "interrupted" in stopped.stderr
-    monkeypatch.setattr(Client, "page", real_page)
+    assert stopped.stderr == f"error: interrupted{resume_advice(out)}\n"
+    monkeypatch.setattr(Client, "_page", real_page)
     ok(run_fake(server, "-o", out, "--resume"))
     assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes()
 
@@ -283,8 +289,7 @@ def test_resume_refuses_an_unfinished_export_of_another_query(
     server: FakeServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "calls.jsonl"
-    server.faults[1] = deque([Reply(body=b"[", cut_at=0)])
-    assert run_fake(server, "-o", out, "--retries", "0").exit_code == 1
+    cut_off_at(1, server, out)
     other = run_fake(server, "-o", out, "--resume", "--method", "getWithRole")
     assert other.exit_code == 1
     assert "another method" in other.stderr
@@ -306,31 +311,27 @@ def test_a_walk_without_an_end_keeps_the_end_it_started_with(
     assert {query.rsplit("/", 1)[1] for query in server.requests} == {"1600000000"}
 
 
-def test_a_page_that_moves_under_the_walk_repeats_no_call(app: App) -> None:
-    load(app.store, app.account, [rich_call(n) for n in range(9)])  # 10:00 ... 10:08
+def test_a_page_that_moves_under_the_walk_repeats_no_call(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    # Our server keeps a walk's pages in place; a v3 server that does not shifts them forward
+    # when calls land in the window mid-walk, as this one does after page 0.
+    def calls_land_before_the_walk(done: Any) -> None:
+        if done.page == 0:
+            server.calls[:0] = [record(f"late{n}", "2020-05-01 09:00:00") for n in range(2)]
 
-    def another_walker_starts(done: Any) -> None:
-        if done.page == 0:  # calls land in the window, and a walk of it starts over
-            load(app.store, app.account, [rich_call(90, "2020-05-01 09:00:00")])
-            load(app.store, app.account, [rich_call(91, "2020-05-01 09:01:00")])
-            with Client("http://testserver", app.key, transport=app.http._transport) as other:
-                other.page(0, "2020-05-01", "2020-05-01")
-
-    with Client("http://testserver", app.key, transport=app.http._transport) as client:
+    with Client(server.url, KEY) as client:
         result = export_calls(
             client,
-            app.tmp / "calls.jsonl",
+            tmp_path / "calls.jsonl",
             "2020-05-01",
             "2020-05-01",
-            on_page=another_walker_starts,
+            on_page=calls_land_before_the_walk,
         )
-    got = [
-        json.loads(line)["universalId"]
-        for line in (app.tmp / "calls.jsonl").read_text().splitlines()
-    ]
-    assert len(got) == len(set(got))
-    assert set(got) >= {f"{10**18 + n}" for n in range(9)}
-    assert result.skipped == 2  # calls 2 and 3 of page 0 came round again on page 1
+    lines = (tmp_path / "calls.jsonl").read_text().splitlines()
+    got = [json.loads(line)["universalId"] for line in lines]
+    assert got == [f"id{n}" for n in range(10)]
+    assert result.skipped == 2  # id1 and id2 of page 0 came round again on page 1
 
 
 # -- since-last ------------------------------------------------------------------------------
@@ -378,14 +379,169 @@ def test_an_interrupted_since_last_run_resumes_and_then_moves_the_state(
 ) -> None:
     state = tmp_path / "state.json"
     out = tmp_path / "calls.jsonl"
-    server.faults[2] = deque([Reply(body=b"[", cut_at=0)])
-    assert run_fake(server, "-o", out, "--since-last", state, "--retries", "0").exit_code == 1
+    cut_off_at(2, server, out, "--since-last", state)
     assert not state.exists()
     ok(run_fake(server, "-o", out, "--since-last", state, "--resume"))
     assert len(out.read_text().splitlines()) == 10
     saved = json.loads(state.read_text())
     assert saved["watermark"] == {"call_time": "2020-05-01 10:09:00", "ids": ["id9"]}
     assert saved["from"] == "1588316940"  # 10:09 Moscow time
+
+
+def resume_advice(out: Path) -> str:
+    part = out.with_name(out.name + ".part")
+    return (
+        f"\nthe export is unfinished in {part}: run the same command with --resume to continue it"
+    )
+
+
+def test_a_transient_failure_keeps_the_part_and_advises_resume(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "calls.jsonl"
+    server.faults[1] = deque([envelope("Service temporarily unavailable", 503)])
+    failed = run_fake(server, "-o", out, "--retries", "0")
+    assert failed.exit_code == 1
+    assert failed.stderr == (
+        f"error: HTTP 503: Service temporarily unavailable{resume_advice(out)}\n"
+    )
+    assert leftovers(tmp_path) == ["calls.jsonl.part", "calls.jsonl.part.state"]
+    assert len((tmp_path / "calls.jsonl.part").read_text().splitlines()) == 3  # page 0
+
+
+def test_an_export_goes_past_an_empty_page_and_resumes_after_it(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "calls.jsonl"
+    server.faults[1] = deque([Reply(body=b"[]")] * 2)  # its calls were deleted mid-walk
+    cut_off_at(2, server, out)
+    result = ok(run_fake(server, "-o", out, "--resume"))
+    got = [json.loads(line)["universalId"] for line in out.read_text().splitlines()]
+    assert got == [f"id{n}" for n in (0, 1, 2, 6, 7, 8, 9)]
+    assert "exported 7 calls (3 pages)" in result.stdout
+    assert server.pages() == [0, 1, 2, 1, 2, 3, 4]  # the empty page is asked again on resume
+
+
+# -- what is refused: before asking, or for good ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (
+            ["--from", "2020-13-45"],
+            "--from: not a date: '2020-13-45' (there is no such day)",
+        ),
+        (
+            ["--from", "2020-05-01", "--to", "2020-02-30"],
+            "--to: not a date: '2020-02-30' (there is no such day)",
+        ),
+        (
+            ["--from", "May 1st"],
+            "--from: not a date: 'May 1st' (use YYYY-MM-DD, a unix timestamp or an ISO date-time)",
+        ),
+        (
+            ["--from", "1" * 19],
+            f"--from: not a timestamp: '{'1' * 19}' has more than 18 digits",
+        ),
+        (
+            ["--from", "2020-05-02", "--to", "2020-05-01"],
+            "--from 2020-05-02 is after --to 2020-05-01: the window holds no call",
+        ),
+        (
+            ["--from", "1588280400", "--to", "2020-04-30"],  # 2020-05-01 00:00 Moscow time
+            "--from 1588280400 is after --to 2020-04-30: the window holds no call",
+        ),
+    ],
+    ids=["month-13", "february-30", "words", "timestamp-19-digits", "from-after-to", "mixed"],
+)
+def test_a_bad_date_is_refused_before_any_request(
+    server: FakeServer, tmp_path: Path, window: list[str], message: str
+) -> None:
+    args = ["--url", server.url, "--key", KEY, *window, "-o", str(tmp_path / "calls.csv")]
+    failed = CliRunner().invoke(command.export, args)
+    assert (failed.exit_code, failed.stderr) == (1, f"error: {message}\n")
+    assert server.requests == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_same_day_as_from_and_to_is_a_window(server: FakeServer, tmp_path: Path) -> None:
+    ok(run_fake(server, "-o", tmp_path / "calls.csv"))  # --from 2020-05-01 --to 2020-05-01
+    assert server.requests
+
+
+@pytest.mark.parametrize(
+    ("url", "key", "message"),
+    [
+        (
+            None,
+            "abcd1234",
+            "an API key is 16 characters, each a-z or 0-9 (this one has 8 characters)",
+        ),
+        (
+            None,
+            "ABCD1234EFGH5678",
+            "an API key is 16 characters, each a-z or 0-9 "
+            "(this one has 16 characters, not all of them a-z or 0-9)",
+        ),
+        (
+            "ftp://127.0.0.1",
+            KEY,
+            "the server URL must be http:// or https://, got 'ftp://127.0.0.1'",
+        ),
+    ],
+    ids=["short-key", "capitals", "scheme"],
+)
+def test_a_malformed_key_or_url_is_refused_before_any_request(
+    server: FakeServer, tmp_path: Path, url: str | None, key: str, message: str
+) -> None:
+    args = ["--url", url or server.url, "--key", key, *WINDOW, "-o", str(tmp_path / "c.csv")]
+    failed = CliRunner().invoke(command.export, args)
+    assert (failed.exit_code, failed.stderr) == (1, f"error: {message}\n")
+    assert key not in failed.stderr  # a key is never shown
+    assert server.requests == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_wrong_key_says_so_and_leaves_no_part_and_no_advice(app: App) -> None:
+    load(app.store, app.account, [rich_call(n) for n in range(6)])
+    base = ["--url", "http://testserver", "--key", "0123456789abcdef", *WINDOW]
+    failed = CliRunner().invoke(command.export, [*base, "-o", str(app.tmp / "calls.csv")])
+    assert failed.exit_code == 1
+    assert failed.stderr == (
+        "error: the server does not know this API key (mistyped, revoked, or another "
+        "server's): the server said 'User is not recognized'\n"
+    )
+    assert leftovers(app.tmp) == []
+    assert not (app.tmp / "calls.csv").exists()
+
+
+def test_an_http_4xx_is_final_and_leaves_no_part(server: FakeServer, tmp_path: Path) -> None:
+    out = tmp_path / "calls.jsonl"
+    server.faults[1] = deque([Reply(404, b"<h1>Not Found</h1>")])
+    failed = run_fake(server, "-o", out)
+    assert failed.exit_code == 1
+    assert failed.stderr == f"error: page 1: HTTP 404 from {server.url}/api/ (is it a v3 API?)\n"
+    assert server.pages() == [0, 1]  # not retried
+    assert leftovers(tmp_path) == []
+
+
+def test_a_permanent_error_on_resume_keeps_the_earlier_runs_pages(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "calls.jsonl"
+    cut_off_at(2, server, out)
+    server.faults[2] = deque([envelope("User is not recognized")])  # the key was revoked
+    failed = run_fake(server, "-o", out, "--resume")
+    assert failed.exit_code == 1
+    part = tmp_path / "calls.jsonl.part"
+    assert failed.stderr.endswith(
+        f"\nthe unfinished export in {part} is kept: once that is fixed, "
+        "the same command with --resume continues it\n"
+    )
+    assert len(part.read_text().splitlines()) == 6  # pages 0 and 1, of the first run
+    ok(run_fake(server, "-o", out, "--resume"))
+    assert len(out.read_text().splitlines()) == 10
 
 
 def test_resume_with_nothing_to_resume_starts_afresh(server: FakeServer, tmp_path: Path) -> None:
@@ -407,10 +563,11 @@ def peak_bytes(fake: FakeServer, calls: int, out: Path) -> int:
     try:
         with Client(fake.url, KEY) as client:
             result = export_calls(client, out, "2020-05-01", "2020-05-01")
-        return tracemalloc.get_traced_memory()[1]
+        peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-        assert result.calls == calls
+    assert result.calls == calls  # after the finally: a failed export shows its own error
+    return peak
 
 
 def test_memory_stays_flat_however_many_calls_are_exported(

@@ -24,6 +24,7 @@ import httpx2
 import msgspec
 
 from calltrack.client._errors import (
+    ApiError,
     ConnectionFailed,
     IncorrectPage,
     InvalidResponse,
@@ -59,6 +60,8 @@ class _HideKeys(logging.Filter):
 logging.getLogger("httpx2").addFilter(_HideKeys())
 
 _DATE_RE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+KEY_RE: Final = re.compile(r"[a-z0-9]{16}")  # a v3 key; anything else is "User is not recognized"
+MAX_TIMESTAMP_DIGITS: Final = 18  # what a v3 server reads as a timestamp
 _RETRIED_TRANSPORT_ERRORS = (
     httpx2.TimeoutException,
     httpx2.NetworkError,
@@ -146,6 +149,14 @@ class Client:
         Raises ``IncorrectPage`` for a page past the last one, and the other ``ApiError``
         subclasses for the other documented answers.
         """
+        try:
+            return self._page(number, start, end, method)
+        except NoRowsFound:
+            return []
+
+    def _page(
+        self, number: int, start: DateLike, end: DateLike | None, method: Method
+    ) -> list[CallRecord]:
         if not 0 <= number <= MAX_PAGE:
             raise ValueError(f"page must be between 0 and {MAX_PAGE}, got {number}")
         if method not in METHODS:
@@ -155,10 +166,7 @@ class Client:
         if end is not None:
             segments.append(time_segment(end, self.zone))
         query = "/".join(quote(segment, safe="") for segment in segments)
-        try:
-            return self._fetch(f"{self.endpoint}?{query}", f"page {number}")
-        except NoRowsFound:
-            return []
+        return self._fetch(f"{self.endpoint}?{query}", f"page {number}")
 
     def iter_pages(
         self,
@@ -168,18 +176,24 @@ class Client:
         method: Method = "get",
         first_page: int = 0,
     ) -> Iterator[tuple[int, list[CallRecord]]]:
-        """(page number, calls) for every page from ``first_page`` until the last one."""
+        """(page number, calls) for every page from ``first_page`` until the last one.
+
+        The walk ends only where the server says so: "Incorrect page is set" past the last
+        page, "No rows found" when the window has none. A page answered ``[]`` on the way
+        (its calls were deleted while the walk went on) yields nothing, and the walk goes on.
+        """
         number = first_page
         while True:
             try:
-                calls = self.page(number, start, end, method=method)
+                calls = self._page(number, start, end, method)
+            except NoRowsFound:
+                return
             except IncorrectPage:
                 if number == 0:
                     raise
                 return
-            if not calls:
-                return
-            yield number, calls
+            if calls:
+                yield number, calls
             number += 1
 
     def iter_calls(
@@ -242,10 +256,12 @@ class Client:
                 f"{what}: a call record the contract does not allow: {exc}"
             ) from None
         except msgspec.DecodeError as exc:
-            invalid = InvalidResponse(f"{what}: the answer is not JSON: {exc}")
-            if response.content.lstrip()[:1] in {b"[", b"{"}:
-                raise _Retry(invalid) from None  # JSON cut short by a dropped connection
-            raise invalid from None
+            if response.content.lstrip()[:1] in {b"[", b"{"}:  # cut short by a dropped connection
+                cut = ConnectionFailed(
+                    f"{what} from {self.endpoint}: the answer ended early: {exc}"
+                )
+                raise _Retry(cut) from None
+            raise InvalidResponse(f"{what}: the answer is not JSON: {exc}") from None
         if isinstance(answer, _Envelope):
             raise api_error(answer.inbound.error)
         return answer
@@ -294,6 +310,46 @@ def api_endpoint(base_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
+def is_permanent(error: BaseException) -> bool:
+    """Whether running the same request again cannot help: a documented error answer (a wrong
+    key, a bad date...) or an answer outside the protocol (HTTP 4xx other than 429, not JSON).
+
+    Connection failures, HTTP 5xx and 429 (once the retries are spent) and interruptions are
+    transient: the same export, resumed later, may well succeed.
+    """
+    return isinstance(error, ApiError | InvalidResponse)
+
+
+def check_key(api_key: str) -> None:
+    """ValueError unless the key has the v3 shape (the key itself is never shown)."""
+    if not KEY_RE.fullmatch(api_key):
+        found = f"{len(api_key)} characters"
+        if len(api_key) == 16:
+            found += ", not all of them a-z or 0-9"
+        raise ValueError(f"an API key is 16 characters, each a-z or 0-9 (this one has {found})")
+
+
+def check_window(start: str, end: str | None, zone: ZoneInfo) -> None:
+    """ValueError when the window ``start``..``end`` (time segments) holds no second.
+
+    Read as a v3 server reads them: a date is its first second for ``start``, its last one
+    for ``end``, in the service time zone.
+    """
+    if end is None:
+        return
+    first, last = _instant(start, zone, end_of_day=False), _instant(end, zone, end_of_day=True)
+    if first > last:
+        raise ValueError(f"the window is empty: from {start} is after to {end}")
+
+
+def _instant(segment: str, zone: ZoneInfo, *, end_of_day: bool) -> int:
+    if segment.isdigit():
+        return int(segment)
+    day = date.fromisoformat(segment)
+    moment = datetime.combine(day, datetime.max.time() if end_of_day else datetime.min.time())
+    return int(moment.replace(tzinfo=zone).timestamp())
+
+
 def time_segment(value: DateLike, zone: ZoneInfo) -> str:
     """A ``from``/``to`` segment: a date stays a date, a datetime becomes a timestamp.
 
@@ -321,6 +377,22 @@ def time_segment(value: DateLike, zone: ZoneInfo) -> str:
             f"not a date: {value!r} (use YYYY-MM-DD, a unix timestamp or an ISO date-time)"
         ) from None
     return time_segment(parsed, zone)
+
+
+def checked_segment(value: DateLike, zone: ZoneInfo) -> str:
+    """``time_segment``, and ValueError for what a v3 server would refuse: an impossible date
+    (``2020-02-30``) or a timestamp longer than 18 digits. ``Client.page`` sends such values
+    as given (the server's answer is the authority); the export checks them before asking.
+    """
+    segment = time_segment(value, zone)
+    if segment.isdigit() and len(segment) > MAX_TIMESTAMP_DIGITS:
+        raise ValueError(f"not a timestamp: {value!r} has more than 18 digits")
+    if not segment.isdigit():
+        try:
+            date.fromisoformat(segment)
+        except ValueError:
+            raise ValueError(f"not a date: {value!r} (there is no such day)") from None
+    return segment
 
 
 def parse_retry_after(value: str | None) -> float | None:

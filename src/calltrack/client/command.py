@@ -18,21 +18,45 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import click
 from tqdm import tqdm
 
-from calltrack.client._client import DEFAULT_TIMEZONE, METHODS, Client, Method, time_segment
-from calltrack.client._errors import ClientError
+from calltrack.client._client import (
+    DEFAULT_TIMEZONE,
+    METHODS,
+    Client,
+    Method,
+    api_endpoint,
+    check_key,
+    check_window,
+    checked_segment,
+    is_permanent,
+)
+from calltrack.client._errors import (
+    ApiError,
+    ClientError,
+    ConnectionFailed,
+    EntityDoesNotExist,
+    MethodDoesNotExist,
+    ServerError,
+    TypeNotAvailable,
+    UserNotRecognized,
+    WrongApiVersion,
+    WrongEndDate,
+    WrongStartDate,
+)
 from calltrack.client.export import ExportResult, Progress, export_calls
 from calltrack.client.writers import FORMATS
 from calltrack.words import plural
 
-
-def _check_date(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        time_segment(value, ZoneInfo("UTC"))  # any zone will do to check the shape
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
+# What a documented answer means for the person running the export.
+_MEANINGS: dict[type[ApiError], str] = {
+    UserNotRecognized: "the server does not know this API key (mistyped, revoked, or another "
+    "server's)",
+    WrongStartDate: "the server refused the --from date",
+    WrongEndDate: "the server refused the --to date",
+    **dict.fromkeys(
+        (TypeNotAvailable, WrongApiVersion, EntityDoesNotExist, MethodDoesNotExist),
+        "the server does not answer v3 calls as asked (is --url a v3 server?)",
+    ),
+}
 
 
 def _check_zone(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -55,11 +79,10 @@ def _check_zone(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--from",
     "start",
     metavar="DATE",
-    callback=_check_date,
     help="Start: YYYY-MM-DD, a unix timestamp or 'YYYY-MM-DD HH:MM:SS' (service time zone). "
     "Needed unless --since-last has a state.",
 )
-@click.option("--to", "end", metavar="DATE", callback=_check_date, help="End (default: now).")
+@click.option("--to", "end", metavar="DATE", help="End (default: now).")
 @click.option("--method", type=click.Choice(METHODS), default="get", show_default=True)
 @click.option(
     "-o",
@@ -108,6 +131,7 @@ def export(
 ) -> None:
     """Export every call from START to END of a v3 server into a CSV, JSONL, XLSX or
     Parquet file, page by page, resumably."""
+    _check_before_asking(url, key, start, end, ZoneInfo(timezone))
     shown = sys.stderr.isatty() if progress is None else progress
     bars = [_bar(shown, "export")]
 
@@ -141,16 +165,56 @@ def export(
                 on_convert=on_convert,
             )
     except KeyboardInterrupt:
-        failure: tuple[str, int] | None = ("interrupted", 130)
+        failure: tuple[str, int] | None = ("interrupted" + _resume_hint(part), 130)
     except (ClientError, ValueError) as exc:
-        failure = (str(exc), 1)
+        failure = (_explained(exc) + _hint(exc, part), 1)
     else:
         failure = None
     for bar in bars:
         bar.close()
     if failure is not None:
-        _fail(failure[0] + _resume_hint(part), failure[1])
+        _fail(*failure)
     click.echo(summary(result, since_last))
+
+
+def _check_before_asking(
+    url: str, key: str, start: str | None, end: str | None, zone: ZoneInfo
+) -> None:
+    """What can be known wrong before the first request fails here, with nothing written."""
+    try:
+        api_endpoint(url)
+        check_key(key)
+    except ValueError as exc:
+        _fail(str(exc))
+    segments: dict[str, str] = {}
+    for option, value in (("--from", start), ("--to", end)):
+        if value is not None:
+            try:
+                segments[option] = checked_segment(value, zone)
+            except ValueError as exc:
+                _fail(f"{option}: {exc}")
+    if start is not None and end is not None:
+        try:
+            check_window(segments["--from"], segments["--to"], zone)
+        except ValueError:
+            _fail(f"--from {start} is after --to {end}: the window holds no call")
+
+
+def _explained(error: Exception) -> str:
+    meaning = next((text for cls, text in _MEANINGS.items() if isinstance(error, cls)), None)
+    return f"{meaning}: the server said {str(error)!r}" if meaning else str(error)
+
+
+def _hint(error: Exception, part: Path) -> str:
+    """Advice about the unfinished file: resume only what a later run can finish."""
+    if isinstance(error, ConnectionFailed | ServerError):
+        return _resume_hint(part)
+    if is_permanent(error) and part.exists():  # the pages of an earlier run, kept
+        return (
+            f"\nthe unfinished export in {part} is kept: once that is fixed, "
+            "the same command with --resume continues it"
+        )
+    return ""
 
 
 def _bar(shown: bool, desc: str, total: int | None = None) -> tqdm[NoReturn]:
@@ -163,7 +227,7 @@ def _bar(shown: bool, desc: str, total: int | None = None) -> tqdm[NoReturn]:
         unit=" calls",
         desc=desc,
         # "calls: 1" reads right for any count, where "{n_fmt} calls" says "1 calls"
-        bar_format="{desc}: calls: {n_fmt}, {postfix} [{elapsed}, {rate_fmt}]",
+        bar_format="{desc}: calls: {n_fmt}{postfix} [{elapsed}, {rate_fmt}]",  # ", 3 pages"
         postfix="0 pages",
     )
 

@@ -31,7 +31,14 @@ from pathlib import Path
 
 import msgspec
 
-from calltrack.client._client import Client, DateLike, Method, time_segment
+from calltrack.client._client import (
+    Client,
+    DateLike,
+    Method,
+    check_window,
+    checked_segment,
+    is_permanent,
+)
 from calltrack.client._errors import ExportError
 from calltrack.client._state import (
     PartState,
@@ -96,7 +103,11 @@ def export_calls(
 ) -> ExportResult:
     """Export every call of the window ``start``..``end`` to ``output``; see the module doc.
 
-    ``start`` may be None only when ``since_last`` names a state file that exists.
+    ``start`` may be None only when ``since_last`` names a state file that exists. Dates are
+    checked before the first request (ValueError for one that is no date, or a window whose
+    start is after its end). An error that running again cannot fix (``is_permanent``: a
+    documented v3 error, an answer outside the protocol) removes the partial files unless they
+    hold pages of an earlier run; any other failure keeps them for ``resume=True``.
     ``on_page`` is called after each page is safely written; ``on_convert(done, total)`` while
     an XLSX or Parquet file is written from the spool at the end.
     """
@@ -111,8 +122,10 @@ def export_calls(
     elif start is None:
         raise ExportError("a start date (--from) is needed: there is no --since-last state yet")
     else:
-        start_segment, watermark = time_segment(start, client.zone), None
-    end_segment = time_segment(end, client.zone) if end is not None else None
+        start_segment, watermark = checked_segment(start, client.zone), None
+    end_segment = checked_segment(end, client.zone) if end is not None else None
+    if since is None:
+        check_window(start_segment, end_segment, client.zone)
 
     part = output.with_name(output.name + ".part")
     state_path = part.with_name(part.name + ".state")
@@ -134,7 +147,15 @@ def export_calls(
     calls_before = state.calls
 
     if not state.walked:
-        _walk(client, part, state_path, state, on_page)
+        try:
+            _walk(client, part, state_path, state, on_page)
+        except Exception as exc:
+            if is_permanent(exc) and not resumed:
+                # Running it again cannot finish this export: leave nothing half done. (The
+                # files of an export resumed from an earlier run stay for a --resume.)
+                part.unlink(missing_ok=True)
+                state_path.unlink(missing_ok=True)
+            raise
     _finish(part, output, kind, state.calls, on_convert)
     state_path.unlink(missing_ok=True)
     if since_last is not None:
