@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from calltrack import __version__
 from tests.faults._common import Server, cli
+from tests.test_home import Page
 
 
 def fetch(url: str) -> tuple[int, bytes]:
@@ -38,11 +41,12 @@ def server(database: str, demo_keys: dict[str, object], tmp_path: Path) -> Itera
     running.stop()
 
 
-def test_demo_urls_answer_over_real_http(server: Server, demo_keys: dict[str, object]) -> None:
-    urls = demo_keys["urls"]
-    assert isinstance(urls, dict)
-    for url in urls.values():
-        status, body = fetch(url.replace("http://127.0.0.1:8080", server.base))
+def test_demo_paths_answer_over_real_http(server: Server, demo_keys: dict[str, object]) -> None:
+    examples = demo_keys["examples"]
+    assert isinstance(examples, list)
+    assert examples
+    for example in examples:
+        status, body = fetch(server.base + example["path"])
         calls = json.loads(body)
         assert status == 200
         assert isinstance(calls, list)
@@ -99,3 +103,19 @@ def test_oversized_headers_are_refused(server: Server) -> None:
     headers = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"y" * 1000) for i in range(300))
     answer = raw_request(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 400")
+
+
+def test_the_root_page_says_what_the_server_is_and_its_link_answers(server: Server) -> None:
+    status, body = fetch(server.base + "/")
+    page = Page(body.decode())
+    assert status == 200
+    assert f"calltrack {__version__}" in page.text
+    assert "docs/api.md" in page.text
+    assert page.links
+    for link in page.links:
+        assert fetch(urllib.parse.urljoin(server.base + "/", link)) == (200, b"ok\n")
+    head = raw_request(server.port, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head_lines = head.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert head_lines[0] == b"http/1.1 200 ok"
+    assert b"content-length: %d" % len(body) in head_lines
+    assert head.endswith(b"\r\n\r\n")  # no body

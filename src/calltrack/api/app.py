@@ -1,14 +1,18 @@
-"""The ASGI application: routes, the one place errors become answers, and the access log."""
+"""The ASGI application: routes, the one place errors become answers, and the access log.
+
+Each route is a Starlette handler (request -> response); what they share (settings, store,
+the pool's limit) is a ``Service`` in ``app.state``.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import anyio
 from starlette.applications import Starlette
@@ -21,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from calltrack.api.answers import Answer
 from calltrack.api.encoding import accepts_gzip, gzip_answer
 from calltrack.api.handler import READ_HTTP_METHODS, allowed_http_methods, handle
+from calltrack.api.home import CONTENT_TYPE as HOME_CONTENT_TYPE
+from calltrack.api.home import home_page
 from calltrack.api.request import V3Request, parse, redact_query
 from calltrack.config import Settings
 from calltrack.errors import ApiError, ServiceError, StoreUnavailable
@@ -29,16 +35,18 @@ from calltrack.store import Store, open_store
 
 error_log = logging.getLogger("calltrack.error")
 access_log = logging.getLogger("calltrack.access")
+_T = TypeVar("_T")
 
 
-def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
-    """The v3 API over ``store`` (opened from ``settings`` when not given)."""
-    settings = settings or Settings.from_env()
-    owns_store = store is None
-    store = store or open_store(settings)
-    zone = settings.zone
+@dataclass(frozen=True)
+class Service:
+    """What the handlers share, kept in ``app.state.service``."""
+
+    settings: Settings
+    store: Store
+    owns_store: bool  # a store handed in belongs to the caller, who closes it
     # At most as many database calls at once as the pool has connections.
-    limiter = anyio.CapacityLimiter(settings.db_pool_size)
+    limiter: anyio.CapacityLimiter
     # SQLite reads cost this process's CPU and never wait on the network (the store says so
     # with ``reads_in_process``), so they run on the event loop itself: handing them to a
     # thread costs 15-30% of the pages/s (the thread hop, and the GIL passing back and forth
@@ -47,91 +55,146 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     # the rate limit's counter) still goes to threads, and so does gzip, after the read: the
     # threads then never open SQLite connections of their own for reads (each one maps up to
     # 64 MiB of the file and caches 16 MiB, which counts in the worker's memory).
-    reads_inline = store.reads_in_process and not settings.rate_limit
+    reads_inline: bool
 
-    def answer(body: bytes, request: Request, status: int = 200, **headers: str) -> Response:
-        if request.method == "HEAD":
-            headers["content-length"] = str(len(body))
-            body = b""
-        return Response(body, status, headers=headers, media_type=CONTENT_TYPE)
+    async def in_thread(self, func: Callable[..., _T], *args: object) -> _T:
+        """``func(*args)`` in a worker thread, within the pool's limit."""
+        return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
 
-    def compress(result: Answer) -> Answer:
-        if (encoded := gzip_answer(result, settings.gzip_level)) is not None:
-            return replace(encoded, content_encoding="gzip")
-        return result
 
-    def respond(parsed: V3Request, http_method: str, body: bytes | None, gzip: bool) -> Answer:
-        # In a worker thread, except SQLite reads (see reads_inline above).
-        result = handle(store, settings, parsed, http_method, body)
-        return compress(result) if gzip else result
-
-    async def api(request: Request) -> Response:
-        parsed = parse(request.scope["query_string"], zone)
-        body = await read_body(request, settings.max_body_bytes)
-        gzip = settings.gzip_level > 0 and accepts_gzip(request.headers.get("accept-encoding", ""))
-        try:
-            if reads_inline and request.method in READ_HTTP_METHODS:
-                result = respond(parsed, request.method, body, gzip=False)
-                if gzip:
-                    result = await run_in_threadpool_limited(compress, result)
-            else:
-                result = await run_in_threadpool_limited(
-                    respond, parsed, request.method, body, gzip
-                )
-        except ApiError as exc:
-            headers = {"allow": allowed_http_methods(parsed)} if exc.status_code == 405 else {}
-            inbound = {"error": exc.message, **exc.details()}
-            return answer(envelope(inbound), request, exc.status_code, **headers)
-        except ServiceError as exc:
-            error_log.warning("%s: %s", type(exc).__name__, exc)
-            retry = str(exc.retry_after or settings.retry_after)
-            return answer(
-                error_body(exc.message), request, exc.status_code, **{"retry-after": retry}
-            )
-        headers = {"vary": "Accept-Encoding"}
-        if result.content_encoding:
-            headers["content-encoding"] = result.content_encoding
-        if isinstance(result.body, bytes):
-            if request.method == "HEAD":
-                headers["content-length"] = str(len(result.body))
-                return Response(b"", headers=headers, media_type=result.content_type)
-            return Response(result.body, headers=headers, media_type=result.content_type)
-        if request.method == "HEAD":
-            return Response(b"", headers=headers, media_type=result.content_type)
-        # Other formats stream: the page is rendered chunk by chunk as it is sent.
-        return StreamingResponse(result.body, headers=headers, media_type=result.content_type)
-
-    async def healthz(request: Request) -> Response:
-        try:
-            await run_in_threadpool_limited(store.ping)
-        except StoreUnavailable:
-            return Response(
-                b"unavailable\n", 503, headers={"retry-after": str(settings.retry_after)}
-            )
-        return Response(b"ok\n", 200, media_type="text/plain")
-
-    async def run_in_threadpool_limited(func: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            await run_in_threadpool(store.ensure_ready)
-        except StoreUnavailable as exc:
-            error_log.warning("store not reachable at start, answering 503 until it is: %s", exc)
-        yield
-        if owns_store:  # a store handed in belongs to the caller
-            store.close()
-
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
+    """The v3 API over ``store`` (opened from ``settings`` when not given)."""
+    settings = settings or Settings.from_env()
+    owns_store = store is None
+    store = store or open_store(settings)
     routes = [
         Route(path, api, methods=["GET", "HEAD", "POST", "PUT", "DELETE"])
         for path in ("/api/", "/api", "/api/index.php")
     ]
     routes.append(Route("/healthz", healthz, methods=["GET", "HEAD"]))
+    routes.append(Route("/", home, methods=["GET", "HEAD"]))
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.service = Service(
+        settings=settings,
+        store=store,
+        owns_store=owns_store,
+        limiter=anyio.CapacityLimiter(settings.db_pool_size),
+        reads_inline=store.reads_in_process and not settings.rate_limit,
+    )
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(InternalErrorMiddleware)
     return app
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    service: Service = app.state.service
+    try:
+        await run_in_threadpool(service.store.ensure_ready)
+    except StoreUnavailable as exc:
+        error_log.warning("store not reachable at start, answering 503 until it is: %s", exc)
+    yield
+    if service.owns_store:
+        service.store.close()
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+async def api(request: Request) -> Response:
+    """A v3 request: its answer, or its documented error in the envelope."""
+    service = service_of(request)
+    settings = service.settings
+    parsed = parse(request.scope["query_string"], settings.zone)
+    body = await read_body(request, settings.max_body_bytes)
+    gzip = settings.gzip_level > 0 and accepts_gzip(request.headers.get("accept-encoding", ""))
+    try:
+        result = await answer(service, parsed, request.method, body, gzip)
+    except ApiError as exc:
+        headers = {"allow": allowed_http_methods(parsed)} if exc.status_code == 405 else {}
+        inbound = {"error": exc.message, **exc.details()}
+        return reply(request, envelope(inbound), exc.status_code, headers)
+    except ServiceError as exc:
+        error_log.warning("%s: %s", type(exc).__name__, exc)
+        retry = str(exc.retry_after or settings.retry_after)
+        return reply(request, error_body(exc.message), exc.status_code, {"retry-after": retry})
+    headers = {"vary": "Accept-Encoding"}
+    if result.content_encoding:
+        headers["content-encoding"] = result.content_encoding
+    # Other formats than a JSON page stream: the page is rendered chunk by chunk as it is sent.
+    return reply(request, result.body, 200, headers, result.content_type)
+
+
+async def healthz(request: Request) -> Response:
+    """``ok`` while the database answers, else 503 with the time to retry after."""
+    service = service_of(request)
+    try:
+        await service.in_thread(service.store.ping)
+    except StoreUnavailable:
+        retry = {"retry-after": str(service.settings.retry_after)}
+        return reply(request, b"unavailable\n", 503, retry, media_type=None)
+    return reply(request, b"ok\n", media_type="text/plain")
+
+
+async def home(request: Request) -> Response:
+    """What this server is, for a person who opens its address in a browser."""
+    return reply(request, home_page(), media_type=HOME_CONTENT_TYPE)
+
+
+# -- answering --------------------------------------------------------------------------------
+
+
+async def answer(
+    service: Service, parsed: V3Request, http_method: str, body: bytes | None, gzip: bool
+) -> Answer:
+    """The handler's answer, gzip-encoded when asked; run where ``Service`` says it belongs."""
+    if service.reads_inline and http_method in READ_HTTP_METHODS:
+        result = handle(service.store, service.settings, parsed, http_method, body)
+        if gzip:
+            result = await service.in_thread(compress, result, service.settings.gzip_level)
+        return result
+    return await service.in_thread(handle_and_compress, service, parsed, http_method, body, gzip)
+
+
+def handle_and_compress(
+    service: Service, parsed: V3Request, http_method: str, body: bytes | None, gzip: bool
+) -> Answer:
+    """In a worker thread: the answer, and its gzip encoding in the same hop."""
+    result = handle(service.store, service.settings, parsed, http_method, body)
+    return compress(result, service.settings.gzip_level) if gzip else result
+
+
+def compress(result: Answer, level: int) -> Answer:
+    """``result`` gzip-encoded, or as it is when too small to be worth it."""
+    if (encoded := gzip_answer(result, level)) is not None:
+        return replace(encoded, content_encoding="gzip")
+    return result
+
+
+def reply(
+    request: Request,
+    body: bytes | Iterator[bytes],
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    media_type: str | None = CONTENT_TYPE,
+) -> Response:
+    """The response; for HEAD, the same headers without the body (the one place HEAD is made).
+
+    A HEAD of whole bytes says their length; a streamed answer is not rendered for HEAD.
+    """
+    headers = dict(headers or {})
+    if request.method == "HEAD":
+        if isinstance(body, bytes):
+            headers["content-length"] = str(len(body))
+        return Response(b"", status, headers=headers, media_type=media_type)
+    if isinstance(body, bytes):
+        return Response(body, status, headers=headers, media_type=media_type)
+    return StreamingResponse(body, status, headers=headers, media_type=media_type)
 
 
 async def read_body(request: Request, limit: int) -> bytes | None:
