@@ -1,23 +1,26 @@
 """One exception tree for everything that can go wrong, each carrying its documented message.
 
+The messages are written once, in ``calltrack.messages`` (named below), which the client
+shares.
+
     CalltrackError
     ├── ApiError                 a documented v3 answer (HTTP 200, the error envelope)
-    │   ├── FormatNotAvailable   "Type to return is not available"
-    │   ├── WrongVersion         "It is wrong API version"
-    │   ├── UnknownKey           "User is not recognized"
-    │   ├── UnknownEntity        "Entity does not exist"
-    │   ├── UnknownMethod        "Method does not exist"
-    │   ├── BadPage              "Incorrect page is set"
-    │   ├── BadStart             "Start date has wrong type. ..."
-    │   ├── BadEnd               "End date has wrong type. ..."
-    │   ├── NoRows               "No rows found"
-    │   ├── MissingCallId        "Call id is not set"                 (call/delete)
-    │   ├── BadCallData          "Call data is not valid" + line, reason (call/put)
-    │   ├── BodyTooLarge         413 "Request body is too large"       (call/put)
-    │   └── HttpMethodNotAllowed 405 "HTTP method is not allowed for this method"
+    │   ├── FormatNotAvailable   FORMAT_NOT_AVAILABLE
+    │   ├── WrongVersion         WRONG_VERSION
+    │   ├── UnknownKey           USER_NOT_RECOGNIZED
+    │   ├── UnknownEntity        ENTITY_DOES_NOT_EXIST
+    │   ├── UnknownMethod        METHOD_DOES_NOT_EXIST
+    │   ├── BadPage              INCORRECT_PAGE
+    │   ├── BadStart             WRONG_START_DATE
+    │   ├── BadEnd               WRONG_END_DATE
+    │   ├── NoRows               NO_ROWS_FOUND
+    │   ├── MissingCallId        CALL_ID_NOT_SET (call/delete)
+    │   ├── BadCallData          CALL_DATA_NOT_VALID + line, reason (call/put)
+    │   ├── BodyTooLarge         413 BODY_TOO_LARGE (call/put)
+    │   └── HttpMethodNotAllowed 405 HTTP_METHOD_NOT_ALLOWED
     ├── ServiceError             our failure, not the caller's (HTTP 5xx/429)
-    │   ├── StoreUnavailable     503 "Service temporarily unavailable"
-    │   └── RateLimited          429 "Too many requests"
+    │   ├── StoreUnavailable     503 SERVICE_UNAVAILABLE
+    │   └── RateLimited          429 TOO_MANY_REQUESTS
     ├── InvalidRecord            a call record that cannot be stored (reason)
     ├── ImportRejected           a whole import file refused (line or index, and reason)
     ├── UnreadableFile           an import file that cannot be opened or read
@@ -32,6 +35,8 @@ prints any ``CalltrackError`` and exits 1.
 from __future__ import annotations
 
 from typing import ClassVar
+
+from calltrack import messages
 
 
 class CalltrackError(Exception):
@@ -53,47 +58,47 @@ class ApiError(CalltrackError):
 
 
 class FormatNotAvailable(ApiError):
-    message = "Type to return is not available"
+    message = messages.FORMAT_NOT_AVAILABLE
 
 
 class WrongVersion(ApiError):
-    message = "It is wrong API version"
+    message = messages.WRONG_VERSION
 
 
 class UnknownKey(ApiError):
-    message = "User is not recognized"
+    message = messages.USER_NOT_RECOGNIZED
 
 
 class UnknownEntity(ApiError):
-    message = "Entity does not exist"
+    message = messages.ENTITY_DOES_NOT_EXIST
 
 
 class UnknownMethod(ApiError):
-    message = "Method does not exist"
+    message = messages.METHOD_DOES_NOT_EXIST
 
 
 class BadPage(ApiError):
-    message = "Incorrect page is set"
+    message = messages.INCORRECT_PAGE
 
 
 class BadStart(ApiError):
-    message = "Start date has wrong type. Possible format is 'Y-m-d' or timestamp"
+    message = messages.WRONG_START_DATE
 
 
 class BadEnd(ApiError):
-    message = "End date has wrong type. Possible format is 'Y-m-d' or timestamp"
+    message = messages.WRONG_END_DATE
 
 
 class NoRows(ApiError):
-    message = "No rows found"
+    message = messages.NO_ROWS_FOUND
 
 
 class MissingCallId(ApiError):
-    message = "Call id is not set"
+    message = messages.CALL_ID_NOT_SET
 
 
 class BadCallData(ApiError):
-    message = "Call data is not valid"
+    message = messages.CALL_DATA_NOT_VALID
 
     def __init__(self, line: int, reason: str, index: int | None = None) -> None:
         super().__init__()
@@ -109,12 +114,12 @@ class BadCallData(ApiError):
 
 
 class BodyTooLarge(ApiError):
-    message = "Request body is too large"
+    message = messages.BODY_TOO_LARGE
     status_code = 413
 
 
 class HttpMethodNotAllowed(ApiError):
-    message = "HTTP method is not allowed for this method"
+    message = messages.HTTP_METHOD_NOT_ALLOWED
     status_code = 405
 
 
@@ -130,12 +135,12 @@ class ServiceError(CalltrackError):
 
 
 class StoreUnavailable(ServiceError):
-    message = "Service temporarily unavailable"
+    message = messages.SERVICE_UNAVAILABLE
     status_code = 503
 
 
 class RateLimited(ServiceError):
-    message = "Too many requests"
+    message = messages.TOO_MANY_REQUESTS
     status_code = 429
 
 

@@ -2,32 +2,34 @@
 
     ClientError                      (a CalltrackError: the CLI prints any of them)
     ├── ApiError                     a documented v3 error answer (HTTP 200, the error envelope)
-    │   ├── TypeNotAvailable         "Type to return is not available"
-    │   ├── WrongApiVersion          "It is wrong API version"
-    │   ├── UserNotRecognized        "User is not recognized"
-    │   ├── EntityDoesNotExist       "Entity does not exist"
-    │   ├── MethodDoesNotExist       "Method does not exist"
-    │   ├── IncorrectPage            "Incorrect page is set"
-    │   ├── WrongStartDate           "Start date has wrong type. ..."
-    │   ├── WrongEndDate             "End date has wrong type. ..."
-    │   ├── NoRowsFound              "No rows found" (the client answers [] instead of raising)
+    │   ├── TypeNotAvailable         FORMAT_NOT_AVAILABLE
+    │   ├── WrongApiVersion          WRONG_VERSION
+    │   ├── UserNotRecognized        USER_NOT_RECOGNIZED
+    │   ├── EntityDoesNotExist       ENTITY_DOES_NOT_EXIST
+    │   ├── MethodDoesNotExist       METHOD_DOES_NOT_EXIST
+    │   ├── IncorrectPage            INCORRECT_PAGE
+    │   ├── WrongStartDate           WRONG_START_DATE
+    │   ├── WrongEndDate             WRONG_END_DATE
+    │   ├── NoRowsFound              NO_ROWS_FOUND (the client answers [] instead of raising)
     │   └── UnknownApiError          an envelope with a message the contract does not list
     ├── ServerError                  HTTP 5xx or 429, still failing after every retry
-    │   ├── ServiceUnavailable       503 "Service temporarily unavailable"
-    │   ├── TooManyRequests          429 "Too many requests"
-    │   └── InternalServerError      500 "Internal error" (with the server's request id)
+    │   ├── ServiceUnavailable       503 SERVICE_UNAVAILABLE
+    │   ├── TooManyRequests          429 TOO_MANY_REQUESTS
+    │   └── InternalServerError      500 INTERNAL_ERROR (with the server's request id)
     ├── ConnectionFailed             no answer: refused, reset, dropped mid-body, timed out
     ├── InvalidResponse              an answer that is not the v3 protocol (status, JSON, record)
     └── ExportError                  an export that cannot go on as asked (state, output, options)
         └── MissingExtra             the output format needs an optional extra that is absent
 
-``ApiError`` messages are the server's own text, so ``str(error)`` is what the server said.
+``ApiError`` messages are the server's own text (``calltrack.messages``, which the server
+answers too), so ``str(error)`` is what the server said.
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+from calltrack import messages
 from calltrack.errors import CalltrackError
 
 
@@ -47,39 +49,39 @@ class ApiError(ClientError):
 
 
 class TypeNotAvailable(ApiError):
-    message = "Type to return is not available"
+    message = messages.FORMAT_NOT_AVAILABLE
 
 
 class WrongApiVersion(ApiError):
-    message = "It is wrong API version"
+    message = messages.WRONG_VERSION
 
 
 class UserNotRecognized(ApiError):
-    message = "User is not recognized"
+    message = messages.USER_NOT_RECOGNIZED
 
 
 class EntityDoesNotExist(ApiError):
-    message = "Entity does not exist"
+    message = messages.ENTITY_DOES_NOT_EXIST
 
 
 class MethodDoesNotExist(ApiError):
-    message = "Method does not exist"
+    message = messages.METHOD_DOES_NOT_EXIST
 
 
 class IncorrectPage(ApiError):
-    message = "Incorrect page is set"
+    message = messages.INCORRECT_PAGE
 
 
 class WrongStartDate(ApiError):
-    message = "Start date has wrong type. Possible format is 'Y-m-d' or timestamp"
+    message = messages.WRONG_START_DATE
 
 
 class WrongEndDate(ApiError):
-    message = "End date has wrong type. Possible format is 'Y-m-d' or timestamp"
+    message = messages.WRONG_END_DATE
 
 
 class NoRowsFound(ApiError):
-    message = "No rows found"
+    message = messages.NO_ROWS_FOUND
 
 
 class UnknownApiError(ApiError):

@@ -8,6 +8,7 @@ from typing import Final
 
 import msgspec
 
+from calltrack import messages
 from calltrack.protocol import ENTITY_METHODS, FORMATS, VERSIONS
 
 CONTENT_TYPE: Final = "application/json; charset=utf-8"
@@ -47,4 +48,4 @@ def envelope(inbound: dict[str, object]) -> bytes:
 
 def internal_error_body(request_id: str) -> bytes:
     """The envelope of an unexpected failure: the request id to quote, never a traceback."""
-    return envelope({"error": "Internal error", "requestId": request_id})
+    return envelope({"error": messages.INTERNAL_ERROR, "requestId": request_id})
