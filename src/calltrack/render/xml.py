@@ -130,7 +130,8 @@ def _content(name: str, value: object) -> str:
 def _array(name: str, items: object) -> str:
     if not items:
         return ""
-    assert isinstance(items, list | tuple)
+    if not isinstance(items, list | tuple):  # the model's arrays are lists: a programming error
+        raise TypeError(f"cannot render {type(items).__name__} as an XML array: field `{name}`")
     item = ITEM_NAMES.get(name, "item")
     return "".join([_element(item, value) for value in items])
 
