@@ -24,7 +24,7 @@ from calltrack.store import Store, open_store
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = (
-    "accounts, roles, grants, api_keys, calls, page_marks, meta, rate_hits, "
+    "accounts, roles, grants, api_keys, calls, page_bounds, meta, rate_hits, "
     "campaigns, phones, call_tags, call_tombstones"
 )
 _postgres_problem: list[str] = []

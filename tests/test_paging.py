@@ -8,9 +8,9 @@ import pytest
 from calltrack.importer import import_bytes
 from calltrack.model import parse_local
 from calltrack.store import Store, Window
-from calltrack.store.calls import MARK_TTL_SECONDS
+from calltrack.store.calls import LAYOUT_HOLD_SECONDS
 from calltrack.store.core import unix_now
-from calltrack.store.paging import Boundary, build_page_query, mark_key
+from calltrack.store.paging import Boundary, Columns, build_page_query, mark_key
 from tests.conftest import StoreFactory, new_account
 
 
@@ -32,30 +32,39 @@ def ids(bodies: list[bytes]) -> list[str]:
     return [msgspec.json.decode(b"{" + body)["universalId"] for body in bodies]
 
 
-def walk(store: Store, owners: list[int], window: Window, size: int) -> list[str]:
+def walk(store: Store, owners: list[int], window: Window, size: int, start: int = 0) -> list[str]:
+    """The ids of pages ``start``, ``start + 1``... until there is no such page."""
     seen: list[str] = []
-    for page in range(10_000):  # loop guard
+    for page in range(start, 10_000):  # loop guard
         bodies = store.read_page(owners, window, page, size)
-        if not bodies:
+        if bodies is None:
             return seen
         seen += ids(bodies)
     raise AssertionError("the walk never ended")
 
 
 def test_single_owner_query_reads_one_index_range() -> None:
-    sql, params = build_page_query([7], 100, 200, 50, None, 0, 10)
+    sql, params = build_page_query([7], 100, 200, None, None, 0, 10)
     assert "UNION" not in sql
-    assert params == [7, 100, 200, 50, 50, 10, 0]
+    assert "OFFSET" not in sql
+    assert params == [7, 100, 200, 10]
 
 
 def test_keyset_query_starts_at_the_boundary_not_the_window_start() -> None:
-    sql, params = build_page_query([7], 100, 200, 50, Boundary(3, 150, 9), 0, 10)
+    sql, params = build_page_query([7], 100, 200, Boundary(150, 9), None, 0, 10)
     assert "call_time > ? OR id > ?" in sql
-    assert params == [7, 150, 200, 50, 50, 150, 9, 10, 0]
+    assert params == [7, 150, 200, 150, 9, 10]
+
+
+def test_a_fixed_range_is_read_whole_up_to_its_end() -> None:
+    sql, params = build_page_query([7], 100, 200, Boundary(150, 9), Boundary(180, 4), 0, None)
+    assert "call_time < ? OR id <= ?" in sql
+    assert "LIMIT" not in sql
+    assert params == [7, 150, 180, 150, 9, 180, 4]
 
 
 def test_several_owners_get_one_limited_subquery_each() -> None:
-    sql, params = build_page_query([1, 2, 3], 0, 10, 99, None, 20, 10)
+    sql, params = build_page_query([1, 2, 3], 0, 10, None, None, 20, 10)
     assert sql.count("LIMIT ?)") == 3
     # each subquery may need every row up to the end of the page: skip + limit
     assert params.count(30) == 3
@@ -63,17 +72,20 @@ def test_several_owners_get_one_limited_subquery_each() -> None:
 
 
 @pytest.mark.parametrize("owners", [[7], [1, 2]])
-def test_a_page_whose_end_is_known_is_read_without_its_keys(owners: list[int]) -> None:
-    with_keys, _ = build_page_query(owners, 0, 10, 99, None, 0, 10)
-    bodies_only, _ = build_page_query(owners, 0, 10, 99, None, 0, 10, with_keys=False)
-    assert with_keys.split(" FROM ")[0].endswith("body")
-    assert "call_time" in with_keys.split(" FROM ")[0]
-    assert bodies_only.split(" FROM ")[0] in ("SELECT body", "SELECT c.body")
+def test_columns_choose_keys_bodies_or_both(owners: list[int]) -> None:
+    def selected(columns: Columns) -> str:
+        sql, _ = build_page_query(owners, 0, 10, None, None, 0, 10, columns)
+        return sql.split(" FROM ")[0]
+
+    assert selected("key_body").endswith("body")
+    assert "call_time" in selected("key_body")
+    assert selected("body") in ("SELECT body", "SELECT c.body")
+    assert selected("key") == "SELECT call_time, id"
 
 
 def test_a_query_without_owners_is_refused() -> None:
     with pytest.raises(ValueError, match="at least one owner"):
-        build_page_query([], 0, 10, 99, None, 0, 10)
+        build_page_query([], 0, 10, None, None, 0, 10)
 
 
 def test_mark_key_ignores_owner_order_and_tells_walks_apart() -> None:
@@ -98,10 +110,10 @@ def test_pages_read_out_of_order_match_a_sequential_walk(store: Store) -> None:
     owner, _ = new_account(store, "a")
     load(store, owner, [call(f"{i}", f"2020-05-0{1 + i % 3} 10:00:{i % 5:02d}") for i in range(40)])
     window = Window(0, 2**40)
-    sequential = [ids(store.read_page([owner], window, p, 6)) for p in range(7)]
+    sequential = [ids(store.read_page([owner], window, p, 6) or []) for p in range(7)]
     # A different window key has no remembered boundaries: pages come by OFFSET.
     shifted = Window(-1, 2**40)
-    jumping = {p: ids(store.read_page([owner], shifted, p, 6)) for p in (5, 2, 6, 0, 3, 1, 4)}
+    jumping = {p: ids(store.read_page([owner], shifted, p, 6) or []) for p in (5, 2, 6, 0, 3, 1, 4)}
     assert [jumping[p] for p in range(7)] == sequential
 
 
@@ -116,7 +128,9 @@ def test_merged_owners_walk_interleaves_their_calls_in_time_order(store: Store) 
     assert walk(store, [first, second], Window(0, 2**40), size=4) == walked
 
 
-def test_walk_of_a_past_window_ignores_calls_imported_during_it(make_store: StoreFactory) -> None:
+def test_calls_imported_during_a_walk_appear_at_most_once_and_the_others_once(
+    make_store: StoreFactory,
+) -> None:
     store = make_store()
     owner, _ = new_account(store, "a")
     zone = store.settings.zone
@@ -128,50 +142,65 @@ def test_walk_of_a_past_window_ignores_calls_imported_during_it(make_store: Stor
     seen: list[str] = []
     for page in range(100):
         bodies = store.read_page([owner], window, page, 7)
-        if not bodies:
+        if bodies is None:
             break
         seen += ids(bodies)
         # New calls land inside the window, before and after the reader's position.
         load(store, owner, [call(f"new{page}a", "2020-05-01 00:00:01")])
         load(store, owner, [call(f"new{page}b", "2020-05-01 23:00:00")])
-    assert sorted(seen) == sorted(f"old{i}" for i in range(50))
-    # A new walk (page 0 again) sees the calls imported since.
-    assert len(walk(store, [owner], window, 7)) == 50 + 2 * 8
+    assert len(seen) == len(set(seen))
+    assert sorted(u for u in seen if u.startswith("old")) == sorted(f"old{i}" for i in range(50))
+    # Those behind the reader stay behind it; those ahead of it are met.
+    assert not any(u.endswith("a") for u in seen if u.startswith("new"))
+    assert any(u.endswith("b") for u in seen if u.startswith("new"))
+    # Another walk sees every call once; the first page grew by the calls that landed in it.
+    again = walk(store, [owner], window, 7)
+    assert len(again) == len(set(again)) == store.count_calls(owner)
 
 
-def test_a_walk_keeps_the_calls_as_they_were_when_it_began(store: Store) -> None:
+def test_an_update_keeps_the_call_in_its_place_among_calls_of_the_same_second(
+    store: Store,
+) -> None:
     owner, _ = new_account(store, "a")
-    load(store, owner, [call(f"c{i:02d}", f"2020-05-01 10:{i:02d}:00") for i in range(20)])
+    load(store, owner, [call(f"c{i}", "2020-05-01 10:00:00") for i in range(9)])
     window = Window(0, 2**40)
-    seen = ids(store.read_page([owner], window, 0, 5))
-    # During the walk: a call already read is deleted, one ahead is moved to the front,
-    # one already read is moved to the end.
-    assert store.delete_call(owner, "c01") == 1
-    load(store, owner, [call("c17", "2020-05-01 09:00:00"), call("c02", "2020-05-01 11:00:00")])
-    for page in range(1, 10):
-        bodies = store.read_page([owner], window, page, 5)
-        if not bodies:
-            break
-        seen += ids(bodies)
-    assert seen == [f"c{i:02d}" for i in range(20)]  # once each, in the order at the start
-    fresh = walk(store, [owner], window, 5)
-    assert fresh[0] == "c17"
-    assert fresh[-1] == "c02"
-    assert "c01" not in fresh
+    before = walk(store, [owner], window, 4)
+    load(store, owner, [{**call("c2", "2020-05-01 10:00:00"), "duration": 7}])
+    assert walk(store, [owner], window, 4) == before
 
 
-def test_superseded_versions_are_dropped_once_no_walk_can_need_them(store: Store) -> None:
+def test_a_page_emptied_by_deletes_answers_empty_and_the_walk_goes_on(store: Store) -> None:
     owner, _ = new_account(store, "a")
-    load(store, owner, [call("v", "2020-05-01 10:00:00")])
-    load(store, owner, [call("v", "2020-05-01 11:00:00")])
-    store.delete_call(owner, "v")
+    load(store, owner, [call(f"c{i}", f"2020-05-01 10:{i:02d}:00") for i in range(9)])
+    window = Window(0, 2**40)
+    assert walk(store, [owner], window, 3) == [f"c{i}" for i in range(9)]
+    for uid in ("c3", "c4", "c5"):
+        assert store.delete_call(owner, uid) == 1
+    assert store.read_page([owner], window, 1, 3) == []
+    assert walk(store, [owner], window, 3) == ["c0", "c1", "c2", "c6", "c7", "c8"]
+    assert store.read_page([owner], window, 3, 3) is None
 
-    def versions() -> int:
-        with store._connect() as conn:
-            return int(conn.execute("SELECT count(*) FROM calls").fetchone()[0])
 
-    assert versions() == 2  # both kept for walks that began before the changes
-    with store._transaction() as conn:
-        store._prune_old_versions(conn, unix_now() + MARK_TTL_SECONDS + 1)
-    assert versions() == 0
-    assert store.count_calls(owner) == 0
+def test_a_walk_past_its_last_page_continues_where_it_saw_that_page_end(store: Store) -> None:
+    owner, _ = new_account(store, "a")
+    load(store, owner, [call(f"c{i}", "2020-05-01 10:00:00") for i in range(5)])
+    window = Window(0, 2**40)
+    seen = ids(store.read_page([owner], window, 0, 3) or [])
+    seen += ids(store.read_page([owner], window, 1, 3) or [])  # the last page, 2 calls
+    # Calls of the same second land after those two (ids grow) and would fill page 1.
+    load(store, owner, [call(f"n{i}", "2020-05-01 10:00:00") for i in range(4)])
+    seen += walk(store, [owner], window, 3, start=2)
+    assert seen == [f"c{i}" for i in range(5)] + [f"n{i}" for i in range(4)]
+
+
+def test_page_zero_starts_new_pages_when_no_walk_started_for_an_hour(store: Store) -> None:
+    owner, _ = new_account(store, "a")
+    load(store, owner, [call(f"c{i}", f"2020-05-01 10:{i:02d}:00") for i in range(6)])
+    window = Window(0, 2**40)
+    now = unix_now()
+    assert ids(store.read_page([owner], window, 0, 3, now=now) or []) == ["c0", "c1", "c2"]
+    load(store, owner, [call("early", "2020-05-01 09:00:00")])
+    later = now + LAYOUT_HOLD_SECONDS - 10  # a walk within the hour keeps the pages
+    assert len(store.read_page([owner], window, 0, 3, now=later) or []) == 4
+    fresh = later + LAYOUT_HOLD_SECONDS + 1  # an hour after the last walk began: fresh pages
+    assert ids(store.read_page([owner], window, 0, 3, now=fresh) or []) == ["early", "c0", "c1"]

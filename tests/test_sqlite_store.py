@@ -37,7 +37,7 @@ def _store(path: Path) -> SqliteStore:
 def _walk(store: SqliteStore, owner: int) -> list[list[bytes]]:
     window = Window(0, 2**40)
     pages = []
-    while rows := store.read_page([owner], window, len(pages), 3):
+    while rows := store.read_page([owner], window, len(pages), 3):  # no page emptied here
         pages.append(rows)
     return pages
 
@@ -49,7 +49,7 @@ def test_a_new_file_stores_calls_in_page_order_on_16k_pages(tmp_path: Path) -> N
     with store._connect() as conn:
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
         table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'calls'").fetchone()[0]
-        sql, params = build_page_query([owner], 0, 2**40, 10**9, None, 0, 1000)
+        sql, params = build_page_query([owner], 0, 2**40, None, None, 0, 1000)
         plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
     assert "WITHOUT ROWID" in table
     assert "PRIMARY KEY" in plan
@@ -57,11 +57,11 @@ def test_a_new_file_stores_calls_in_page_order_on_16k_pages(tmp_path: Path) -> N
     store.close()
 
 
-def test_migration_4_clusters_existing_calls_without_changing_a_page(
+def test_migrations_4_and_5_cluster_existing_calls_without_changing_a_page(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A database as the previous release left it: migrations 1-3, calls in a rowid table,
-    # imported out of time order, one of them updated (so an old version is kept).
+    # A database as an older release left it: migrations 1-3, calls in a rowid table,
+    # imported out of time order, one of them updated with its old version kept.
     with monkeypatch.context() as patch:
         patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
         old = _store(tmp_path / "t.db")
@@ -73,6 +73,13 @@ def test_migration_4_clusters_existing_calls_without_changing_a_page(
             old, owner, jsonl([record("c2", callTime=times[2], duration=7)]), old.settings.zone
         )
         before = _walk(old, owner)
+        with old._transaction() as conn:  # the old version that release kept for its walks
+            conn.execute(
+                "INSERT INTO calls (account_id, universal_id, call_time, change_seq, "
+                "created_seq, superseded_seq, superseded_at, service_type, status, "
+                "campaign_id, body) SELECT account_id, universal_id, call_time, 1, 1, 2, 0, "
+                "service_type, status, campaign_id, body FROM calls WHERE universal_id = 'c2'"
+            )
         old.close()
     store = _store(tmp_path / "t.db")
     assert _walk(store, owner) == before
@@ -82,6 +89,6 @@ def test_migration_4_clusters_existing_calls_without_changing_a_page(
         ids = [row[0] for row in conn.execute("SELECT id FROM calls ORDER BY id")]
         table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'calls'").fetchone()[0]
     assert "WITHOUT ROWID" in table
-    assert len(ids) == len(times) + 2
+    assert len(ids) == len(times) + 1  # migration 5 dropped the old version
     assert len(set(ids)) == len(ids)
     store.close()

@@ -15,9 +15,9 @@ def call_page(
 ) -> Answer:
     """The page the query asks for in format ``fmt``, or NoRows / BadPage when there is none."""
     bodies = (
-        store.read_page(owners, query.window, query.number, settings.page_size) if owners else []
+        store.read_page(owners, query.window, query.number, settings.page_size) if owners else None
     )
-    if not bodies:
+    if bodies is None:
         raise NoRows if query.number == 0 else BadPage
     if fmt == "json":
         # The hot path: stored bodies are already JSON, so the page is a join.

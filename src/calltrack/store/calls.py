@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from calltrack.errors import ImportRejected
 from calltrack.model import StoredCall
 from calltrack.store.core import Connection, StoreCore, batched, unix_now
-from calltrack.store.paging import Boundary, Window, build_page_query, mark_key
+from calltrack.store.paging import Boundary, Columns, Window, build_page_query, mark_key
 from calltrack.store.records import ImportResult
 
 CALL_COLUMNS = (
@@ -29,8 +31,13 @@ TAG_COLUMNS = ("universal_id", "account_id", "call_time", "tag")
 # pages of a freshly loaded table as if it were empty (measured: 100 ms a page instead of 8).
 STATISTICS_AFTER = 10_000
 
-# Page marks older than this are pruned; a walk taking longer falls back to OFFSET reads.
-MARK_TTL_SECONDS = 24 * 3600
+# A page 0 keeps the layout its scope and window already have when a walk started on it
+# within this time (so walks of the last hour share their pages); after it, a new layout.
+LAYOUT_HOLD_SECONDS = 3600
+# How often a page 0 records that a walk started on its layout (a write, so not every time).
+TOUCH_EVERY_SECONDS = 60
+# Layouts no walk started on for this long are forgotten.
+LAYOUT_TTL_SECONDS = 24 * 3600
 
 
 def _page_order(row: tuple[Any, ...]) -> tuple[int, int]:
@@ -83,15 +90,15 @@ class CallQueries(StoreCore):
                     )
                     if found is None:
                         imported += 1
-                    else:  # a new version: the old one stays for walks that began before
-                        changes.append((seq, now, call.universal_id))
-                    next_id += 1
-                    inserts.append((next_id, account_id, call.universal_id, *values, seq))
+                        next_id += 1
+                        inserts.append((next_id, account_id, call.universal_id, *values, seq))
+                    else:  # in place: the call keeps its id, so its place among equal times
+                        changes.append((*values, call.universal_id))
                     written.append(call)
                 if changes:
                     conn.executemany(
-                        "UPDATE calls SET superseded_seq = ?, superseded_at = ? "
-                        "WHERE universal_id = ? AND superseded_seq IS NULL",
+                        "UPDATE calls SET call_time = ?, change_seq = ?, service_type = ?, "
+                        "status = ?, campaign_id = ?, body = ? WHERE universal_id = ?",
                         changes,
                     )
                     conn.executemany(
@@ -104,18 +111,9 @@ class CallQueries(StoreCore):
                     inserts.sort(key=_page_order)
                     self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
                 self._write_tags_and_campaigns(conn, account_id, written, now)
-            self._prune_old_versions(conn, now)
         if imported + updated >= STATISTICS_AFTER:
             self._refresh_statistics()
         return ImportResult(imported, updated)
-
-    @staticmethod
-    def _prune_old_versions(conn: Connection, now: int) -> None:
-        # Walks older than the page marks' lifetime fall back to current data anyway.
-        conn.execute(
-            "DELETE FROM calls WHERE superseded_seq IS NOT NULL AND superseded_at < ?",
-            (now - MARK_TTL_SECONDS,),
-        )
 
     def _write_tags_and_campaigns(
         self, conn: Connection, account_id: int, calls: list[StoredCall], now: int
@@ -160,34 +158,26 @@ class CallQueries(StoreCore):
         self.ensure_ready()
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT account_id FROM calls WHERE universal_id = ? AND superseded_seq IS NULL",
-                (universal_id,),
+                "SELECT account_id FROM calls WHERE universal_id = ?", (universal_id,)
             ).fetchone()
             if row is None or row[0] != account_id:
                 return 0
             seq = self._last_change(conn) + 1
             now = unix_now()
-            # The version stays, superseded, for walks that began before the delete.
-            conn.execute(
-                "UPDATE calls SET superseded_seq = ?, superseded_at = ? "
-                "WHERE universal_id = ? AND superseded_seq IS NULL",
-                (seq, now, universal_id),
-            )
+            conn.execute("DELETE FROM calls WHERE universal_id = ?", (universal_id,))
             conn.execute("DELETE FROM call_tags WHERE universal_id = ?", (universal_id,))
             conn.execute(
                 "INSERT INTO call_tombstones (universal_id, account_id, change_seq, deleted_at) "
                 "VALUES (?, ?, ?, ?)",
                 (universal_id, account_id, seq, now),
             )
-            self._prune_old_versions(conn, now)
         return 1
 
     @staticmethod
     def _existing(conn: Connection, universal_ids: list[str]) -> dict[str, tuple[int, bytes]]:
         marks = ", ".join("?" * len(universal_ids))
         rows = conn.execute(
-            f"SELECT universal_id, account_id, body FROM calls WHERE universal_id IN ({marks}) "
-            "AND superseded_seq IS NULL",
+            f"SELECT universal_id, account_id, body FROM calls WHERE universal_id IN ({marks})",
             universal_ids,
         ).fetchall()
         return {row[0]: (row[1], row[2]) for row in rows}
@@ -196,97 +186,231 @@ class CallQueries(StoreCore):
         self.ensure_ready()
         with self._connect() as conn:
             if account_id is None:
-                row = conn.execute(
-                    "SELECT count(*) FROM calls WHERE superseded_seq IS NULL"
-                ).fetchone()
+                row = conn.execute("SELECT count(*) FROM calls").fetchone()
             else:
                 row = conn.execute(
-                    "SELECT count(*) FROM calls WHERE account_id = ? AND superseded_seq IS NULL",
+                    "SELECT count(*) FROM calls WHERE account_id = ?",
                     (account_id,),
                 ).fetchone()
         return int(row[0])
 
     def read_page(
-        self, owner_ids: Sequence[int], window: Window, page: int, size: int
-    ) -> list[bytes]:
-        """Stored bodies of page ``page`` of the owners' calls in the window, in page order.
+        self,
+        owner_ids: Sequence[int],
+        window: Window,
+        page: int,
+        size: int,
+        now: int | None = None,
+    ) -> list[bytes] | None:
+        """Stored bodies of page ``page`` of the owners' calls in the window, in page order;
+        None when there is no such page (past the last one, or page 0 of an empty window).
 
-        Page 0 starts a walk under a snapshot (the newest change number then); later pages see
-        the calls as they were at it, and start from the remembered end of the previous page
-        when known.
+        A page is a range of the window's order, shared by every walk of the same scope,
+        window and page size (their layout) and fixed once a walk has read it whole or moved
+        past it, so walks that began at different times never shift each other's pages. The
+        range is read as it is now. The rules, and why: docs/api.md, "Paging".
         """
         self.ensure_ready()
-        now = unix_now()
+        now = unix_now() if now is None else now
         key = mark_key(owner_ids, window, size)
         end = now if window.end is None else window.end
-        with self._connect() as conn:
-            snapshot = self._walk_snapshot(conn, key, page, now)
-            known = conn.execute(
-                "SELECT page, after_time, after_id FROM page_marks WHERE mark_key = ? "
-                "AND snapshot = ? AND page BETWEEN 1 AND ? ORDER BY page DESC LIMIT 2",
-                (key, snapshot, page + 1),
+        with self._connect() as conn, self._page_bounds(conn) as bounds:
+            layout = self._walk_layout(bounds, key, page, now)
+            rows = bounds.execute(
+                "SELECT page, after_time, after_id, final FROM page_bounds WHERE mark_key = ? "
+                "AND layout = ? AND page BETWEEN 1 AND ? ORDER BY page DESC LIMIT 2",
+                (key, layout, page + 1),
             ).fetchall()
-            next_known = bool(known) and known[0][0] == page + 1
-            usable = [Boundary(*row) for row in known if row[0] <= page]
-            after = usable[0] if usable else None
-            skip = (page - (after.page if after else 0)) * size
-            sql, params = build_page_query(
-                owner_ids, window.start, end, snapshot, after, skip, size, with_keys=not next_known
-            )
-            rows = conn.execute(sql, params).fetchall()
-            if len(rows) == size and not next_known:
-                self._optional_write(
-                    conn,
-                    "INSERT INTO page_marks (mark_key, snapshot, page, after_time, after_id, "
-                    "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (key, snapshot, page + 1, rows[-1][0], rows[-1][1], now),
-                )
-        return [row[-1] for row in rows]
+            marks = {row[0]: _Mark(Boundary(row[1], row[2]), bool(row[3])) for row in rows}
+            scan = _PageScan(conn, bounds, key, layout, owner_ids, window.start, end, size, now)
+            nearest = max((number for number in marks if number <= page), default=0)
+            after: Boundary | None = None
+            if nearest:
+                after = marks[nearest].boundary
+                if not marks[nearest].final:
+                    # A walk read the page before it whole and now moves on: from here on
+                    # that page ends where the walk saw it end (if anything follows it).
+                    if not scan.any_after(after):
+                        return None
+                    after = scan.settle(nearest, None)
+            for missing in range(nearest + 1, page + 1):  # a jump: fix the pages between
+                after = scan.next_start(missing, after)
+                if after is None:
+                    return None
+            bodies = scan.read(page, after, marks.get(page + 1))
+            if not bodies and not scan.any_after(after):
+                return None
+            return bodies
 
-    def _walk_snapshot(self, conn: Connection, key: str, page: int, now: int) -> int:
-        """The snapshot of the walk this page request continues.
+    @contextmanager
+    def _page_bounds(self, conn: Connection) -> Iterator[Connection]:
+        """Where page layouts are kept: by default the database itself, in autocommit."""
+        yield conn
 
-        Walks of one key and window that started at different times keep their own snapshots:
-        a page belongs to the newest walk that has already reached it (has its boundary), so a
-        second reader starting over does not shift the pages of a first reader further on.
-        """
-        if page > 0:
-            row = conn.execute(
-                "SELECT max(snapshot) FROM page_marks WHERE mark_key = ? AND page = ?",
-                (key, page),
-            ).fetchone()
-            if row[0] is None:  # no walk got here yet: continue the newest one
-                row = conn.execute(
-                    "SELECT max(snapshot) FROM page_marks WHERE mark_key = ?", (key,)
-                ).fetchone()
-            if row[0] is not None:
-                return int(row[0])
-        current = self._last_change(conn)
-        started = conn.execute(
-            "SELECT 1 FROM page_marks WHERE mark_key = ? AND snapshot = ? AND page = 0",
-            (key, current),
+    def _walk_layout(self, bounds: Connection, key: str, page: int, now: int) -> int:
+        """The layout this request reads: the key's newest, or a new one for a page 0 when
+        no walk started on the newest within ``LAYOUT_HOLD_SECONDS``."""
+        row = bounds.execute(
+            "SELECT layout, touched_at FROM page_bounds WHERE mark_key = ? AND page = 0 "
+            "ORDER BY layout DESC LIMIT 1",
+            (key,),
         ).fetchone()
-        if started is None:
-            # Marks are a cache: while another process holds the write lock, go without.
-            self._optional_write(
-                conn, "DELETE FROM page_marks WHERE created_at < ?", (now - MARK_TTL_SECONDS,)
-            )
-            self._optional_write(
-                conn,
-                "INSERT INTO page_marks (mark_key, snapshot, page, created_at) "
-                "VALUES (?, ?, 0, ?) ON CONFLICT DO NOTHING",
-                (key, current, now),
-            )
-        return current
+        if row is not None:
+            layout, touched = int(row[0]), int(row[1])
+            held = touched >= now - LAYOUT_HOLD_SECONDS
+            if page > 0 or held:
+                if page == 0 and touched < now - TOUCH_EVERY_SECONDS:
+                    bounds.execute(
+                        "UPDATE page_bounds SET touched_at = ? WHERE mark_key = ? "
+                        "AND layout = ? AND page = 0 AND touched_at < ?",
+                        (now, key, layout, now),
+                    )
+                return layout
+        layout = 1 if row is None else int(row[0]) + 1
+        bounds.execute(
+            "INSERT INTO page_bounds (mark_key, layout, page, touched_at) VALUES (?, ?, 0, ?) "
+            "ON CONFLICT DO NOTHING",
+            (key, layout, now),
+        )
+        # Earlier layouts of this key and layouts of walks nobody started for a day go.
+        bounds.execute("DELETE FROM page_bounds WHERE mark_key = ? AND layout < ?", (key, layout))
+        bounds.execute(
+            "DELETE FROM page_bounds WHERE mark_key IN (SELECT mark_key FROM page_bounds "
+            "WHERE page = 0 AND touched_at < ?)",
+            (now - LAYOUT_TTL_SECONDS,),
+        )
+        return layout
 
     def export_all(self, account_id: int) -> Iterator[bytes]:
         """Every stored body of an account in page order (for dumps and tests)."""
         self.ensure_ready()
         with self._connect() as conn:
             rows = conn.execute(
-                "SELECT body FROM calls WHERE account_id = ? AND superseded_seq IS NULL "
-                "ORDER BY call_time, id",
+                "SELECT body FROM calls WHERE account_id = ? ORDER BY call_time, id",
                 (account_id,),
             ).fetchall()
         for row in rows:
             yield bytes(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class _Mark:
+    """Where a page starts. Not final while only walks that saw the page before it as the
+    last one know it (it may still move on, to where a later such walk saw it end)."""
+
+    boundary: Boundary
+    final: bool
+
+
+class _PageScan:
+    """Reads the ranges of one layout, fixing where pages end as walks read them."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        bounds: Connection,
+        key: str,
+        layout: int,
+        owner_ids: Sequence[int],
+        start: int,
+        end: int,
+        size: int,
+        now: int,
+    ) -> None:
+        self.conn, self.bounds, self.key, self.layout = conn, bounds, key, layout
+        self.owner_ids, self.start, self.end, self.size = owner_ids, start, end, size
+        self.now = now
+
+    def _rows(
+        self,
+        after: Boundary | None,
+        until: Boundary | None,
+        skip: int,
+        limit: int | None,
+        columns: Columns,
+    ) -> list[Any]:
+        sql, params = build_page_query(
+            self.owner_ids, self.start, self.end, after, until, skip, limit, columns
+        )
+        return self.conn.execute(sql, params).fetchall()
+
+    def _range(self, after: Boundary | None, until: Boundary) -> list[bytes]:
+        return [row[0] for row in self._rows(after, until, 0, None, "body")]
+
+    def read(self, page: int, after: Boundary | None, end: _Mark | None) -> list[bytes]:
+        """The bodies of ``page``, which starts after ``after``: up to its fixed end, else
+        the next ``size`` calls (and then the page's end is where they end)."""
+        if end is not None and end.final:
+            return self._range(after, end.boundary)
+        rows = self._rows(after, None, 0, self.size, "key_body")
+        if not rows:
+            return []
+        last = Boundary(rows[-1][0], rows[-1][1])
+        if len(rows) == self.size:
+            fixed = self.settle(page + 1, last)
+        else:  # the last page for now: remember where this walk saw it end
+            mark = self._extend(page + 1, last)
+            if not mark.final:
+                return [row[-1] for row in rows]
+            fixed = mark.boundary
+        if fixed is not None and fixed != last:
+            return self._range(after, fixed)  # fixed by another walk, over other data
+        return [row[-1] for row in rows]
+
+    def next_start(self, page: int, after: Boundary | None) -> Boundary | None:
+        """Fix where ``page`` starts, given where ``page - 1`` does; None if it has none."""
+        row = self._rows(after, None, self.size - 1, 1, "key")
+        return None if not row else self.settle(page, Boundary(row[0][0], row[0][1]))
+
+    def any_after(self, after: Boundary | None) -> bool:
+        return bool(self._rows(after, None, 0, 1, "key"))
+
+    def settle(self, page: int, candidate: Boundary | None) -> Boundary | None:
+        """Make the start of ``page`` final, at ``candidate`` or wherever a walk saw the page
+        before it end if that is later (a walk must not see a call twice); the stored one."""
+        if candidate is not None:
+            self._propose(page, candidate, final=True)
+        self.bounds.execute(
+            "UPDATE page_bounds SET final = 1 WHERE mark_key = ? AND layout = ? AND page = ? "
+            "AND final = 0",
+            (self.key, self.layout, page),
+        )
+        mark = self._stored(page)
+        return None if mark is None else mark.boundary
+
+    def _extend(self, page: int, seen_end: Boundary) -> _Mark:
+        """A walk saw page ``page - 1`` end at ``seen_end``: the page's end moves there unless
+        it is final already or further on."""
+        self._propose(page, seen_end, final=False)
+        # None only if a newer layout replaced this one meanwhile: then nobody continues it.
+        return self._stored(page) or _Mark(seen_end, final=False)
+
+    def _propose(self, page: int, boundary: Boundary, final: bool) -> None:
+        where = "mark_key = ? AND layout = ? AND page = ?"
+        self.bounds.execute(
+            "INSERT INTO page_bounds (mark_key, layout, page, after_time, after_id, final, "
+            "touched_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (self.key, self.layout, page, boundary.call_time, boundary.id, int(final), self.now),
+        )
+        self.bounds.execute(
+            f"UPDATE page_bounds SET after_time = ?, after_id = ? WHERE {where} AND final = 0 "
+            "AND (after_time < ? OR (after_time = ? AND after_id < ?))",
+            (
+                boundary.call_time,
+                boundary.id,
+                self.key,
+                self.layout,
+                page,
+                boundary.call_time,
+                boundary.call_time,
+                boundary.id,
+            ),
+        )
+
+    def _stored(self, page: int) -> _Mark | None:
+        row = self.bounds.execute(
+            "SELECT after_time, after_id, final FROM page_bounds WHERE mark_key = ? "
+            "AND layout = ? AND page = ?",
+            (self.key, self.layout, page),
+        ).fetchone()
+        return None if row is None else _Mark(Boundary(int(row[0]), int(row[1])), bool(row[2]))

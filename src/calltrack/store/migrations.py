@@ -17,6 +17,19 @@ DIALECT_TYPES: Final = {
 # backend missing from the mapping has nothing to do).
 Statement = str | dict[str, str]
 
+PAGE_BOUNDS_TABLE: Final = """CREATE TABLE IF NOT EXISTS page_bounds (
+    mark_key TEXT NOT NULL,
+    layout BIGINT NOT NULL,
+    page BIGINT NOT NULL,
+    after_time BIGINT,
+    after_id BIGINT,
+    final INTEGER NOT NULL DEFAULT 1,
+    touched_at BIGINT NOT NULL,
+    PRIMARY KEY (mark_key, layout, page))"""
+PAGE_BOUNDS_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS page_bounds_started ON page_bounds (touched_at) WHERE page = 0"
+)
+
 MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
     (
         1,
@@ -191,6 +204,26 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
                 "sqlite": """CREATE INDEX calls_superseded ON calls (superseded_at)
                     WHERE superseded_seq IS NOT NULL"""
             },
+        ],
+    ),
+    (
+        5,
+        "pages as fixed ranges shared by concurrent walks; calls updated in place",
+        [
+            # Walks no longer read snapshots, so a call keeps one row for life: an update
+            # rewrites it (keeping its id, its place among calls of the same second) and a
+            # delete removes it, leaving its tombstone. Old versions have no reader left.
+            "DELETE FROM calls WHERE superseded_seq IS NOT NULL",
+            "DROP INDEX calls_current_uid",
+            "DROP INDEX calls_superseded",
+            "CREATE UNIQUE INDEX calls_uid ON calls (universal_id)",
+            "DROP TABLE page_marks",
+            # Where each page of a (scope, window, page size) walk starts, in the layout its
+            # walks share; page 0's row says when a walk last started on the layout. SQLite
+            # keeps this table in a side file (store/sqlite.py), so that a long import holding
+            # the database's write lock never stops a walk from fixing its pages.
+            {"postgres": PAGE_BOUNDS_TABLE},
+            {"postgres": PAGE_BOUNDS_INDEX},
         ],
     ),
 ]

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from calltrack.config import ConfigError, Settings
 from calltrack.errors import StoreUnavailable
+from calltrack.store import migrations
 from calltrack.store.base import SqlStore
 from calltrack.store.core import Connection
 
@@ -157,6 +158,34 @@ class SqliteStore(SqlStore):
             return False
         finally:
             raw.execute(f"PRAGMA busy_timeout = {int(self._read_wait * 1000)}")
+
+    @contextmanager
+    def _page_bounds(self, conn: Connection) -> Iterator[Connection]:
+        # Page layouts live in a side file with its own lock: an import holds the database's
+        # write lock for its whole transaction, and a walk must fix its pages meanwhile.
+        walks: sqlite3.Connection | None = getattr(self._local, "walks", None)
+        if walks is None:
+            walks = sqlite3.connect(
+                f"{self.path}-walks",
+                timeout=self._read_wait,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=_Connection,
+            )
+            walks.execute("PRAGMA journal_mode = WAL")
+            walks.execute("PRAGMA synchronous = NORMAL")
+            walks.execute(migrations.PAGE_BOUNDS_TABLE)
+            walks.execute(migrations.PAGE_BOUNDS_INDEX)
+            self._local.walks = walks
+            self._local.walks_closer = _CloseWithThread(walks)
+            with self._lock:
+                self._all.add(walks)
+        try:
+            yield cast(Connection, walks)
+        except sqlite3.Error:
+            self._local.walks = None
+            self._local.walks_closer = None
+            raise
 
     def _drop(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
