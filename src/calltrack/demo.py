@@ -135,9 +135,11 @@ class DemoResult:
             lines.append(f"  {name:<12} {key}  its own calls (get){with_role}")
         lines += ["", f"Role keys of {GRANTEE} for getByRole (shown only now), one per grant:"]
         lines += [f"  {r.api_key}  {r.shows()}" for r in self.role_keys]
-        lines += ["", f"The admin CLI: {cli} --help"]
+        lines += ["", f"The admin CLI: {shlex.quote(cli)} --help"]
         if cli != "calltrack" and (activate := Path(cli).parent / "activate").exists():
-            lines[-1] += f"  (or `source {activate}` once, then `calltrack --help`)"
+            lines[-1] += (
+                f"  (or `source {shlex.quote(str(activate))}` once, then `calltrack --help`)"
+            )
         if base_url is None:
             lines += ["", f"Nothing is served (--no-serve). To serve: {serve_command}",
                       "and then ask it for these paths:"]  # fmt: skip
