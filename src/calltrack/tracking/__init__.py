@@ -1,0 +1,1 @@
+"""Dynamic call tracking: the page snippet, hits, sources and number lending."""
