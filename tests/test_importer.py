@@ -245,6 +245,11 @@ REJECTIONS: dict[str, tuple[bytes, str]] = {
         bad(hooks=[HOOK, {k: v for k, v in HOOK.items() if k != "hookAddress"}]),
         "`hooks[1].hookAddress` is missing, expected a string of at most 8192 characters",
     ),
+    "hook-unknown-key": (
+        bad(hooks=[HOOK | {"hookColour": "red"}]),
+        'unknown field `hooks[0].hookColour` (value "red"), expected only the fields of an '
+        "object with `hookEventName`, `hookAddress`, `hookMethod`, `hookResponseStatus`",
+    ),
     "date-shape": (
         bad(callTime="2020-05-01T10:00:00"),
         f'`callTime` is "2020-05-01T10:00:00", expected {DATE_TIME}',

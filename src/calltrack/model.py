@@ -251,11 +251,12 @@ def _explain(data: bytes | str, message: str) -> str:
     steps: list[str | int] = [name or int(index) for name, index in _PATH_STEP.findall(path)]
     named = _FIELD_IN_MESSAGE.search(what)
     if named and what.startswith("Object contains unknown field"):
+        owner = "a v3 call record" if not steps else _expected(_type_at(steps))
         steps.append(named[1])
         value = _value_at(data, steps)
         return (
             f"unknown field `{_path_text(steps)}` (value {_shown(value)}), "
-            "expected only the fields of a v3 call record"
+            f"expected only the fields of {owner}"
         )
     if named and what.startswith("Object missing required field"):
         steps.append(named[1])
