@@ -1,0 +1,43 @@
+// eslint for the page snippet and its tests; scripts/check.py runs it (js-lint step).
+// check.py installs eslint and globals into .venv/node_modules, out of the tree: they are
+// resolved from there first, then from a node_modules beside this file.
+import { createRequire } from "node:module";
+
+const require = createRequire(new URL("./.venv/eslint.config.cjs", import.meta.url));
+const js = require("@eslint/js");
+const globals = require("globals");
+
+export default [
+  { ignores: [".venv/**", "**/node_modules/**", "build/**", "dist/**"] },
+  js.configs.recommended,
+  {
+    // The snippet runs in visitors' browsers as a classic script: ES2017, no modules.
+    files: ["src/calltrack/tracking/*.js"],
+    languageOptions: {
+      ecmaVersion: 2017,
+      sourceType: "script",
+      globals: { ...globals.browser, globalThis: "readonly" },
+    },
+    rules: {
+      // ES2017 has no optional catch binding: "catch (e)" it is, e unused.
+      "no-unused-vars": ["error", { caughtErrors: "none" }],
+      "no-var": "error",
+      "prefer-const": "error",
+      eqeqeq: ["error", "smart"],
+      "no-implicit-globals": "error",
+      "no-restricted-properties": [
+        "error",
+        { property: "innerHTML", message: "Page text is set with textContent only." },
+        { property: "outerHTML", message: "Page text is set with textContent only." },
+        { property: "insertAdjacentHTML", message: "Page text is set with textContent only." },
+      ],
+      "no-eval": "error",
+      "no-implied-eval": "error",
+      "no-new-func": "error",
+    },
+  },
+  {
+    files: ["tests/js/**/*.mjs", "eslint.config.mjs"],
+    languageOptions: { ecmaVersion: "latest", sourceType: "module", globals: globals.node },
+  },
+];
