@@ -17,6 +17,10 @@ MAX_TEXT_LENGTH: Final = 64
 MAX_FORMAT_LENGTH: Final = 64
 # The format's placeholder for one digit of the number (Latin capital X only).
 MARK: Final = "X"
+# The fewest marks a format may have: the shortest subscriber numbers in use behind a fixed
+# area code have 5 digits (a small Russian town: "+7 (34345) X-XX-XX"); fewer marks is a typo
+# and would show visitors no number they could dial.
+MIN_MARKS: Final = 5
 
 _DIGITS: Final = frozenset("0123456789")
 # What people put between digits: spaces (including the no-break spaces of typeset pages),
@@ -77,15 +81,18 @@ def _national(number: str) -> str:
 
 
 def check_format(fmt: str) -> str:
-    """The display format, checked: at most 64 printable characters, at least one ``X`` mark
+    """The display format, checked: at most 64 printable characters, at least 5 ``X`` marks
     unless empty (empty means ``+`` and the digits). Returns it; raises ValueError otherwise.
     """
     if len(fmt) > MAX_FORMAT_LENGTH:
         raise ValueError(f"display format: longer than {MAX_FORMAT_LENGTH} characters")
     if not fmt.isprintable():
         raise ValueError("display format: has a control character")
-    if fmt and MARK not in fmt:
-        raise ValueError(f"display format: {fmt!r} has no {MARK} marks for the digits")
+    if fmt and fmt.count(MARK) < MIN_MARKS:
+        raise ValueError(
+            f"display format: {fmt!r} has {fmt.count(MARK)} {MARK} marks for the digits, "
+            f"expected at least {MIN_MARKS}"
+        )
     return fmt
 
 
