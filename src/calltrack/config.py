@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from calltrack.errors import CalltrackError
@@ -36,10 +37,22 @@ class Settings:
     # gzip level for clients that accept it (1 fastest .. 9 smallest); 0 never compresses.
     gzip_level: int = 1
     log_level: str = "info"
+    # Hits of the page snippet one client IP may post a minute (0: no limit).
+    hit_limit: int = 120
+    # Proxies (addresses or networks, comma-separated) whose X-Forwarded-For is believed.
+    trusted_proxies: str = ""
+    # A site key whose campaign the demo site (/demo/) shows; set by `calltrack demo`.
+    demo_site: str = ""
 
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    @property
+    def proxy_networks(self) -> tuple[IPv4Network | IPv6Network, ...]:
+        return tuple(
+            ip_network(part.strip()) for part in self.trusted_proxies.split(",") if part.strip()
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -76,6 +89,12 @@ class Settings:
             raise ConfigError("CALLTRACK_GZIP_LEVEL: must be between 0 (off) and 9")
         if self.max_body_bytes < 1:
             raise ConfigError("CALLTRACK_MAX_BODY_BYTES: must be at least 1")
+        if self.hit_limit < 0:
+            raise ConfigError("CALLTRACK_HIT_LIMIT: must be 0 (off) or more")
+        try:
+            self.proxy_networks  # noqa: B018 - parsed to be checked
+        except ValueError as exc:
+            raise ConfigError(f"CALLTRACK_TRUSTED_PROXIES: {exc}") from exc
         if not self.database_url.startswith(("sqlite:", "postgresql:", "postgres:")):
             raise ConfigError(
                 "CALLTRACK_DATABASE_URL: expected sqlite:///PATH or postgresql://..., "
@@ -95,6 +114,9 @@ _FIELDS: dict[str, type] = {
     "max_body_bytes": int,
     "gzip_level": int,
     "log_level": str,
+    "hit_limit": int,
+    "trusted_proxies": str,
+    "demo_site": str,
 }
 
 

@@ -47,6 +47,12 @@ DEMO_ACCOUNTS = (
         ("seo-promo-agency.ru", "продвижение сайтов"),
     )),
 )  # fmt: skip
+# The demo site's campaign: the dealer's, on the demo server itself (its pages at /demo/).
+DEMO_SITE_CAMPAIGN = 900
+DEMO_SITE_OWN_NUMBER = "74951234567"
+DEMO_SITE_POOL = ("74955550001", "74955550002", "74955550003", "74955550004")
+DEMO_SITE_STUB = "74955550000"
+DEMO_SITE_PATH = "/demo/?utm_source=yandex&utm_medium=cpc&utm_campaign=demo"
 GRANTEE = "demo-agency"  # the dealer and the clinic each grant it a role over their calls
 GRANTORS = ("demo-dealer", "demo-clinic")
 ROLE_NAME = "agency-reporting"
@@ -86,6 +92,7 @@ class DemoResult:
     window: str  # from/to of the example requests
     imported: int
     notes: list[str] = field(default_factory=list)
+    site_key: str = ""  # the demo site's campaign
 
     def examples(self) -> list[Example]:
         def path(key: str, method: str) -> str:
@@ -121,6 +128,8 @@ class DemoResult:
             "role_keys": role_keys,
             "examples": examples,
             "imported": self.imported,
+            "demo_site": {"site_key": self.site_key, "path": DEMO_SITE_PATH}
+            | ({} if base_url is None else {"url": base_url + DEMO_SITE_PATH}),
         }
         if base_url is None:
             result["serve"] = serve_command
@@ -140,6 +149,12 @@ class DemoResult:
             lines[-1] += (
                 f"  (or `source {shlex.quote(str(activate))}` once, then `calltrack --help`)"
             )
+        lines += [
+            "",
+            "The demo site, a car dealer's page whose number +7 (495) 123-45-67 the snippet "
+            "swaps for a tracking number (open it in a browser):",
+            f"  {base_url or ''}{DEMO_SITE_PATH}",
+        ]
         if base_url is None:
             lines += ["", f"Nothing is served (--no-serve). To serve: {serve_command}",
                       "and then ask it for these paths:"]  # fmt: skip
@@ -155,7 +170,9 @@ def _and(names: Iterable[str]) -> str:
     return " and ".join(names)
 
 
-def build_demo(store: Store, settings: Settings, *, total_calls: int = 6000) -> DemoResult:
+def build_demo(
+    store: Store, settings: Settings, *, total_calls: int = 6000, site_host: str = "127.0.0.1"
+) -> DemoResult:
     """Create (or refresh) the demo in ``store`` and return fresh keys and example requests.
 
     Running it again keeps the calls and issues new keys, since old ones cannot be shown.
@@ -194,7 +211,25 @@ def build_demo(store: Store, settings: Settings, *, total_calls: int = 6000) -> 
 
     today = date.today()
     window = f"{today - timedelta(days=90)}/{today}"
-    return DemoResult(keys, role_keys, window, imported, notes)
+    site_key = _demo_site(store, accounts[GRANTORS[0]].id, site_host)
+    return DemoResult(keys, role_keys, window, imported, notes, site_key)
+
+
+def _demo_site(store: Store, account_id: int, site_host: str) -> str:
+    """The demo site's campaign with its pool (made once; its site follows the host)."""
+    store.add_campaign(account_id, DEMO_SITE_CAMPAIGN, "Demo site", site_host, "active")
+    numbers = {number for number, _kind in store.campaign_numbers(account_id, DEMO_SITE_CAMPAIGN)}
+    for number in DEMO_SITE_POOL:
+        if number not in numbers:
+            store.add_phone(account_id, number, DEMO_SITE_CAMPAIGN, "Отдел продаж", "dynamic")
+    return store.configure_campaign(
+        account_id,
+        DEMO_SITE_CAMPAIGN,
+        stub=DEMO_SITE_STUB,
+        display_format="+7 (XXX) XXX-XX-XX",
+        replace_numbers=[DEMO_SITE_OWN_NUMBER],
+        selector="#header-phone",
+    ).site_key
 
 
 def cli_command() -> str:

@@ -72,6 +72,16 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         for path in ("/api/", "/api", "/api/index.php")
     ]
     routes.append(Route("/healthz", healthz, methods=["GET", "HEAD"]))
+    from calltrack.api import tracking  # its handlers use this module's helpers
+
+    routes += [
+        Route("/t/hit", tracking.hit, methods=["POST"], name="hit"),
+        Route("/t/hit", tracking.hit_options, methods=["OPTIONS"]),
+        Route("/t/{site_key}.js", tracking.snippet, methods=["GET", "HEAD"]),
+    ]
+    if settings.demo_site:
+        routes.append(Route("/demo/", tracking.demo_site, methods=["GET", "HEAD"]))
+        routes.append(Route("/demo/{page}", tracking.demo_site, methods=["GET", "HEAD"]))
     routes.append(Route("/", home, methods=["GET", "HEAD"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = Service(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import click
 
-from calltrack.cli.base import command_context, emit, json_option
+from calltrack.cli.base import command_context, emit, fail, json_option
 from calltrack.store.catalog import CAMPAIGN_STATUSES
+from calltrack.tracking.numbers import check_format, normalise
 
 ALL_TIME = (-(2**62), 2**62)
 
@@ -19,8 +22,24 @@ def campaign() -> None:
 @click.argument("account_ref", metavar="ACCOUNT")
 @click.argument("campaign_id", type=click.IntRange(1, 2**63 - 1))
 @click.argument("name")
-@click.option("--site", default="", help="The campaign's site.")
-@click.option("--status", type=click.Choice(CAMPAIGN_STATUSES), default="active")
+@click.option("--site", help="The campaign's site, e.g. https://shop.example.")
+@click.option(
+    "--status", type=click.Choice(CAMPAIGN_STATUSES), help="active (for a new one), paused..."
+)
+@click.option(
+    "--hold-seconds",
+    type=int,
+    help="How long a pool number stays with a visit after its last activity (default 600).",
+)
+@click.option("--stub", help="The number shown when every pool number is held.")
+@click.option("--format", "display_format", help='How numbers are shown: "+7 (XXX) XXX-XX-XX".')
+@click.option(
+    "--replace",
+    "replace_numbers",
+    multiple=True,
+    help="A number of the site's own that the snippet swaps (repeatable).",
+)
+@click.option("--selector", help="CSS selector of elements whose text and tel: link are swapped.")
 @json_option
 @click.pass_context
 def campaign_add(
@@ -28,15 +47,43 @@ def campaign_add(
     account_ref: str,
     campaign_id: int,
     name: str,
-    site: str,
-    status: str,
+    site: str | None,
+    status: str | None,
+    hold_seconds: int | None,
+    stub: str | None,
+    display_format: str | None,
+    replace_numbers: tuple[str, ...],
+    selector: str | None,
     as_json: bool,
 ) -> None:
-    """Create a campaign, or update the one with CAMPAIGN_ID (its ctCampaignId)."""
+    """Create a campaign, or update the one with CAMPAIGN_ID (its ctCampaignId).
+
+    Options not given keep their values (a new campaign is active, with no site); a campaign
+    gets its snippet's site key here. Nothing changes if any option is bad.
+    """
     ctx = command_context(click_ctx, as_json)
     owner = ctx.store.find_account(account_ref)
-    ctx.store.add_campaign(owner.id, campaign_id, name, site, status)
-    emit(ctx, {"id": campaign_id, "name": name}, f"campaign {campaign_id} {name!r} saved")
+    numbers = [phone_number(n, "--replace") for n in replace_numbers] or None
+    stub_number = phone_number(stub, "--stub") if stub else stub
+    if display_format is not None:
+        display_format = checked(check_format, display_format, "--format")
+    saved = ctx.store.save_campaign(
+        owner.id,
+        campaign_id,
+        name,
+        site,
+        status,
+        hold_seconds=hold_seconds,
+        stub=stub_number,
+        display_format=display_format,
+        replace_numbers=numbers,
+        selector=selector,
+    )
+    emit(
+        ctx,
+        {"id": campaign_id, "name": name, "site_key": saved.site_key},
+        f"campaign {campaign_id} {name!r} saved",
+    )
 
 
 @campaign.command("status")
@@ -130,3 +177,16 @@ def phone_list(click_ctx: click.Context, account_ref: str, as_json: bool) -> Non
         f"{r['number']}  {r['kind']:<7}  {r['campaign_id']}  {r['office']}" for r in rows
     )
     emit(ctx, {"phones": rows}, text or "no numbers")
+
+
+def checked(check: Callable[[str], str], value: str, option: str) -> str:
+    """``check(value)``, or the CLI's error naming the option."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+
+
+def phone_number(text: str, option: str) -> str:
+    """A number written any usual way, as digits; the CLI's error for anything else."""
+    return checked(normalise, text, option)

@@ -21,6 +21,7 @@ from calltrack.cli.base import (
     json_option,
 )
 from calltrack.cli.catalog import campaign, phone
+from calltrack.cli.tracking import account_settings_command, rule
 from calltrack.client.command import export
 from calltrack.errors import NotFound
 from calltrack.importer import import_file
@@ -281,6 +282,8 @@ def import_command(click_ctx: click.Context, file: Path, account_ref: str, as_js
 
 main.add_command(campaign)
 main.add_command(phone)
+main.add_command(rule)
+account_settings_command(account)
 main.add_command(export)
 
 
@@ -337,10 +340,12 @@ def demo(
     from calltrack.demo import build_demo, cli_command, serve_command
 
     ctx = command_context(click_ctx, as_json)
-    result = build_demo(ctx.store, ctx.settings, total_calls=calls)
+    site_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - a comparison
+    result = build_demo(ctx.store, ctx.settings, total_calls=calls, site_host=site_host)
     cli = cli_command()
     serve = serve_command(cli, ctx.database, host, port)
     base_url = None if no_serve else f"http://{host}:{port}"
     emit(ctx, result.as_dict(base_url, serve), result.describe(base_url, serve, cli))
     if not no_serve:
+        os.environ["CALLTRACK_DEMO_SITE"] = result.site_key  # the server shows /demo/
         run_server(ctx, host, port, workers=1)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from calltrack.store.admin import AdminQueries
 from calltrack.store.calls import CallQueries
 from calltrack.store.catalog import CatalogQueries
+from calltrack.store.tracking import TrackingQueries
 
 
-class SqlStore(AdminQueries, CallQueries, CatalogQueries):
+class SqlStore(AdminQueries, CallQueries, CatalogQueries, TrackingQueries):
     """Everything calltrack keeps, behind methods; SQL lives in ``calltrack.store`` only.
 
     Backends (``sqlite.SqliteStore``, ``postgres.PostgresStore``) subclass it and provide the

@@ -112,6 +112,13 @@ class CatalogQueries(StoreCore):
             conn.execute(
                 "DELETE FROM phones WHERE account_id = ? AND number = ?", (account_id, number)
             )
+            # A removed number is lent no more, and its hold ends now.
+            now = unix_now()
+            conn.execute(
+                "UPDATE holds SET held_until = ? WHERE account_id = ? AND number = ? "
+                "AND held_until > ?",
+                (now, account_id, number, now),
+            )
 
     def tag_counts(self, account_id: int, start: int, end: int) -> list[Row]:
         """(tag, number of calls) over the account's calls in the window, by tag."""

@@ -226,6 +226,106 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
             {"postgres": PAGE_BOUNDS_INDEX},
         ],
     ),
+    (
+        6,
+        "dynamic call tracking: campaign settings, source rules, visitors, sessions, holds",
+        [
+            # What the snippet needs to know of a campaign. The site key is public: it can
+            # only post hits. Own numbers to replace are digits, comma-separated.
+            "ALTER TABLE campaigns ADD COLUMN site_key TEXT",
+            "ALTER TABLE campaigns ADD COLUMN hold_seconds BIGINT NOT NULL DEFAULT 600",
+            "ALTER TABLE campaigns ADD COLUMN stub TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE campaigns ADD COLUMN display_format TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE campaigns ADD COLUMN replace_numbers TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE campaigns ADD COLUMN selector TEXT NOT NULL DEFAULT ''",
+            "CREATE UNIQUE INDEX campaigns_site_key ON campaigns (site_key)",
+            # The flags of a call (unique within days, target from seconds of talk).
+            "ALTER TABLE accounts ADD COLUMN unique_days BIGINT NOT NULL DEFAULT 180",
+            "ALTER TABLE accounts ADD COLUMN target_seconds BIGINT NOT NULL DEFAULT 120",
+            # A dynamic number's lending state: who holds it until when (a hold ended when
+            # held_until has passed; then it has been free since held_until).
+            "ALTER TABLE phones ADD COLUMN held_by TEXT",
+            "ALTER TABLE phones ADD COLUMN held_until BIGINT",
+            # Source rules, tried by position; empty conditions match anything; number ''
+            # means the campaign's pool.
+            """CREATE TABLE source_rules (
+                id {id},
+                account_id BIGINT NOT NULL REFERENCES accounts(id),
+                campaign_id BIGINT NOT NULL,
+                position BIGINT NOT NULL,
+                utm_source TEXT NOT NULL,
+                utm_medium TEXT NOT NULL,
+                utm_campaign TEXT NOT NULL,
+                referrer TEXT NOT NULL,
+                source_type TEXT NOT NULL,
+                number TEXT NOT NULL,
+                created_at BIGINT NOT NULL)""",
+            "CREATE INDEX source_rules_campaign ON source_rules (account_id, campaign_id)",
+            # One browser of one campaign, by the id the server issued it; its last
+            # non-direct source, for last-non-direct-click attribution.
+            """CREATE TABLE visitors (
+                id TEXT PRIMARY KEY,
+                account_id BIGINT NOT NULL REFERENCES accounts(id),
+                campaign_id BIGINT NOT NULL,
+                created_at BIGINT NOT NULL,
+                last_seen_at BIGINT NOT NULL,
+                sessions BIGINT NOT NULL,
+                source_at BIGINT,
+                source TEXT NOT NULL)""",
+            "CREATE INDEX visitors_seen ON visitors (last_seen_at)",
+            # One visit: its source, landing page and what a call record takes from it.
+            """CREATE TABLE sessions (
+                id TEXT PRIMARY KEY,
+                visitor_id TEXT NOT NULL,
+                account_id BIGINT NOT NULL REFERENCES accounts(id),
+                campaign_id BIGINT NOT NULL,
+                started_at BIGINT NOT NULL,
+                last_activity_at BIGINT NOT NULL,
+                ordinal BIGINT NOT NULL,
+                source TEXT NOT NULL,
+                landing_url TEXT NOT NULL,
+                referrer TEXT NOT NULL,
+                ga TEXT NOT NULL,
+                ym TEXT NOT NULL,
+                rs TEXT NOT NULL,
+                ip TEXT NOT NULL,
+                user_agent TEXT NOT NULL,
+                number TEXT NOT NULL)""",
+            "CREATE INDEX sessions_activity ON sessions (last_activity_at)",
+            # Page views, for a call's pagesCount and callPage at the time it started.
+            """CREATE TABLE page_views (
+                session_id TEXT NOT NULL,
+                viewed_at BIGINT NOT NULL,
+                url TEXT NOT NULL)""",
+            "CREATE INDEX page_views_session ON page_views (session_id, viewed_at)",
+            "CREATE INDEX page_views_time ON page_views (viewed_at)",
+            # The history of holds: "who held number X of this account at T" for any call,
+            # however old, is one index seek.
+            """CREATE TABLE holds (
+                id {id},
+                account_id BIGINT NOT NULL REFERENCES accounts(id),
+                number TEXT NOT NULL,
+                session_id TEXT NOT NULL,
+                held_from BIGINT NOT NULL,
+                held_until BIGINT NOT NULL)""",
+            "CREATE INDEX holds_number_time ON holds (account_id, number, held_from)",
+            "CREATE INDEX holds_until ON holds (held_until)",
+            # Hits that got the stub because every pool number was held, per minute.
+            """CREATE TABLE exhausted_hits (
+                account_id BIGINT NOT NULL,
+                campaign_id BIGINT NOT NULL,
+                minute BIGINT NOT NULL,
+                hits BIGINT NOT NULL,
+                PRIMARY KEY (account_id, campaign_id, minute))""",
+            # Hits per client IP and minute, for the public hit API's limit (shared by every
+            # worker and host, like the API keys' rate limit).
+            """CREATE TABLE hit_counts (
+                ip TEXT NOT NULL,
+                window_start BIGINT NOT NULL,
+                hits BIGINT NOT NULL,
+                PRIMARY KEY (ip, window_start))""",
+        ],
+    ),
 ]
 
 

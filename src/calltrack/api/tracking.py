@@ -1,0 +1,155 @@
+"""The public tracking routes: the page snippet ``GET /t/{site_key}.js`` and ``POST /t/hit``.
+
+No API key: a site key only opens its campaign's snippet and hits. Browsers post hits as
+``text/plain`` (no preflight); only the campaign's site and its subdomains get CORS headers,
+and a hit from any other origin or for a page off the site is refused and stores nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from ipaddress import ip_address
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from calltrack.api.app import read_body, reply, service_of
+from calltrack.config import Settings
+from calltrack.demo_site import demo_page
+from calltrack.errors import StoreUnavailable
+from calltrack.store.tracking import TrackingCampaign
+from calltrack.tracking.hits import (
+    MAX_HIT_BYTES,
+    HitRejected,
+    Visit,
+    on_site,
+    parse_hit,
+    record_hit,
+    site_host,
+)
+from calltrack.tracking.snippet import SnippetConfig, render_snippet
+
+JSON = "application/json"
+SNIPPET_MAX_AGE = 300
+MAX_SITE_KEY = 64
+
+
+async def snippet(request: Request) -> Response:
+    """The snippet with its campaign's settings, cacheable for five minutes."""
+    service = service_of(request)
+    key = str(request.path_params["site_key"])
+    campaign = await _campaign(request, key) if len(key) <= MAX_SITE_KEY else None
+    if campaign is None:
+        return reply(request, b"/* unknown site key */\n", 404, media_type="text/javascript")
+    hit_url = str(request.url_for("hit"))
+    if request.headers.get("x-forwarded-proto") == "https" and _from_proxy(
+        request, service.settings
+    ):
+        hit_url = "https:" + hit_url.split(":", 1)[1]
+    body = render_snippet(
+        SnippetConfig(
+            k=campaign.site_key,
+            hit=hit_url,
+            replace=campaign.replace_numbers,
+            selector=campaign.selector,
+            format=campaign.display_format,
+        )
+    )
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {"cache-control": f"public, max-age={SNIPPET_MAX_AGE}", "etag": etag}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(b"", 304, headers=headers)
+    return reply(request, body, headers=headers, media_type="text/javascript")
+
+
+async def hit(request: Request) -> Response:
+    """Record a page view or ping; answer the number to show, or ``{"error": ...}``."""
+    service = service_of(request)
+    settings = service.settings
+    origin = request.headers.get("origin")
+    allowed: dict[str, str] = {}
+    try:
+        body = await read_body(request, MAX_HIT_BYTES)
+        if body is None:
+            raise HitRejected(413, f"a hit is at most {MAX_HIT_BYTES} bytes")
+        parsed = parse_hit(body)
+        campaign = await _campaign(request, parsed.k)
+        if campaign is None:
+            raise HitRejected(404, "unknown site key")
+        host = site_host(campaign)
+        if origin is not None:
+            if not on_site(origin, host):
+                raise HitRejected(403, "this origin may not post hits for the campaign")
+            allowed = _cors(origin)
+        visit = Visit(
+            client_ip(request, settings),
+            request.headers.get("user-agent", ""),
+            int(time.time()),
+            settings.hit_limit,
+        )
+        answer = await service.in_thread(
+            record_hit, service.store, campaign, parsed, visit, settings.zone
+        )
+    except HitRejected as exc:
+        return _json(request, {"error": exc.message}, exc.status, allowed)
+    except StoreUnavailable:
+        headers = {**allowed, "retry-after": str(settings.retry_after)}
+        return _json(request, {"error": "service temporarily unavailable"}, 503, headers)
+    return reply(request, answer.encode(), 200, {**allowed, "cache-control": "no-store"}, JSON)
+
+
+async def hit_options(request: Request) -> Response:
+    """A preflight (a snippet never needs one; some proxies and old browsers send it)."""
+    origin = request.headers.get("origin", "")
+    headers = {"access-control-allow-methods": "POST", "access-control-max-age": "86400"}
+    headers["access-control-allow-headers"] = "content-type"
+    return Response(b"", 204, headers={**headers, **({"vary": "Origin"} if origin else {})})
+
+
+async def _campaign(request: Request, site_key: str) -> TrackingCampaign | None:
+    service = service_of(request)
+    if service.reads_inline:
+        return service.store.tracking_campaign(site_key)
+    return await service.in_thread(service.store.tracking_campaign, site_key)
+
+
+def _cors(origin: str) -> dict[str, str]:
+    return {"access-control-allow-origin": origin, "vary": "Origin"}
+
+
+def _json(
+    request: Request, payload: dict[str, str], status: int, headers: dict[str, str]
+) -> Response:
+    return reply(request, msgspec.json.encode(payload), status, headers, JSON)
+
+
+def _from_proxy(request: Request, settings: Settings) -> bool:
+    peer = request.client.host if request.client else ""
+    try:
+        address = ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in network for network in settings.proxy_networks)
+
+
+def client_ip(request: Request, settings: Settings) -> str:
+    """The peer's address, or the first X-Forwarded-For hop when the peer is a trusted proxy."""
+    peer = request.client.host if request.client else ""
+    if _from_proxy(request, settings):
+        first = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
+        try:
+            return str(ip_address(first))
+        except ValueError:
+            pass  # a proxy that sent no usable address: the peer it is
+    return peer
+
+
+async def demo_site(request: Request) -> Response:
+    """The demo site's pages, with the snippet of the demo campaign (``calltrack demo``)."""
+    key = service_of(request).settings.demo_site
+    page = demo_page(str(request.path_params.get("page", "")), key) if key else None
+    if page is None:
+        return reply(request, b"not found\n", 404, media_type="text/plain")
+    return reply(request, page, media_type="text/html; charset=utf-8")

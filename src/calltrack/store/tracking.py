@@ -1,0 +1,635 @@
+"""Dynamic call tracking's SQL: campaign settings, source rules, visitors, sessions, page views,
+and the holds of pool numbers.
+
+The decisions (which source, which number, when a session ends) are pure functions in
+``calltrack.tracking``; a hit runs them between the queries of one ``TrackingTx``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Final
+
+from calltrack.errors import Conflict, NotFound
+from calltrack.store.catalog import CAMPAIGN_STATUSES
+from calltrack.store.core import Connection, StoreCore, unix_now
+
+SOURCE_TYPES: Final = ("ad", "organic", "referral", "social", "direct")
+# Sessions, page views and holds are kept this long past the account's unique window: a call
+# is attributed when it ends, and unique flags look back that far.
+PRUNE_MARGIN_SECONDS: Final = 7 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class TrackingCampaign:
+    """What a hit needs to know of its campaign."""
+
+    account_id: int
+    campaign_id: int
+    name: str
+    site: str
+    status: str
+    site_key: str
+    hold_seconds: int
+    stub: str
+    display_format: str
+    replace_numbers: tuple[str, ...]
+    selector: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRule:
+    id: int
+    position: int
+    utm_source: str
+    utm_medium: str
+    utm_campaign: str
+    referrer: str
+    source_type: str
+    number: str  # "" = the campaign's pool
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    unique_days: int
+    target_seconds: int
+
+
+@dataclass(frozen=True, slots=True)
+class VisitorRow:
+    id: str
+    sessions: int
+    source_at: int | None
+    source: str  # the last non-direct source, JSON (``{}`` when none)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    id: str
+    visitor_id: str
+    started_at: int
+    last_activity_at: int
+    source: str  # JSON
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldSession:
+    """The session that held a number at some instant, as a call record takes it."""
+
+    session_id: str
+    visitor_id: str
+    campaign_id: int
+    started_at: int
+    ordinal: int
+    source: str
+    landing_url: str
+    referrer: str
+    ga: str
+    ym: str
+    rs: str
+    ip: str
+    user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    size: int
+    held_now: int
+    peak_held: int  # over the last 24 hours
+    exhausted_hits: int  # over the last 24 hours
+
+    @property
+    def advice(self) -> str:
+        if self.size == 0:
+            return "the campaign has no dynamic numbers: add some with `phone add --dynamic`"
+        if self.peak_held > 0.75 * self.size or self.exhausted_hits:
+            wanted = max(self.size + 1, -(-self.peak_held * 4 // 3))
+            return f"the peak passed 75% of the pool: add numbers (about {wanted} in all)"
+        return "the pool is large enough"
+
+
+def new_id() -> str:
+    """An id the server issues (visitor, session, site key): 128 random bits, URL-safe."""
+    return secrets.token_urlsafe(16)
+
+
+_CAMPAIGN_COLUMNS = (
+    "account_id, campaign_id, name, site, status, site_key, hold_seconds, stub, "
+    "display_format, replace_numbers, selector"
+)
+
+
+def _campaign(row: Sequence[Any]) -> TrackingCampaign:
+    account_id, campaign_id, name, site, status, site_key, hold, stub, fmt, replace, selector = row
+    numbers = tuple(n for n in str(replace).split(",") if n)
+    return TrackingCampaign(
+        account_id, campaign_id, name, site, status, site_key, hold, stub, fmt, numbers, selector
+    )
+
+
+class TrackingTx:
+    """The queries of one hit, inside one transaction."""
+
+    def __init__(self, conn: Connection, row_locks: bool) -> None:
+        self.conn = conn
+        # Where rows lock (PostgreSQL), a hit locks the rows it decides on.
+        self._for_update = " FOR UPDATE" if row_locks else ""
+        self._skip_locked = " FOR UPDATE SKIP LOCKED" if row_locks else ""
+
+    def visitor(self, visitor_id: str, campaign: TrackingCampaign) -> VisitorRow | None:
+        row = self.conn.execute(
+            "SELECT id, sessions, source_at, source FROM visitors WHERE id = ? "
+            f"AND account_id = ? AND campaign_id = ?{self._for_update}",
+            (visitor_id, campaign.account_id, campaign.campaign_id),
+        ).fetchone()
+        return None if row is None else VisitorRow(*row)
+
+    def save_visitor(
+        self, visitor: VisitorRow, campaign: TrackingCampaign, now: int, *, new: bool
+    ) -> None:
+        if new:
+            self.conn.execute(
+                "INSERT INTO visitors (id, account_id, campaign_id, created_at, last_seen_at, "
+                "sessions, source_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    visitor.id,
+                    campaign.account_id,
+                    campaign.campaign_id,
+                    now,
+                    now,
+                    visitor.sessions,
+                    visitor.source_at,
+                    visitor.source,
+                ),
+            )
+        else:
+            self.conn.execute(
+                "UPDATE visitors SET last_seen_at = ?, sessions = ?, source_at = ?, source = ? "
+                "WHERE id = ?",
+                (now, visitor.sessions, visitor.source_at, visitor.source, visitor.id),
+            )
+
+    def session(self, session_id: str, visitor_id: str) -> SessionRow | None:
+        row = self.conn.execute(
+            "SELECT id, visitor_id, started_at, last_activity_at, source, number FROM sessions "
+            f"WHERE id = ? AND visitor_id = ?{self._for_update}",
+            (session_id, visitor_id),
+        ).fetchone()
+        return None if row is None else SessionRow(*row)
+
+    def add_session(
+        self,
+        session: SessionRow,
+        campaign: TrackingCampaign,
+        ordinal: int,
+        landing_url: str,
+        referrer: str,
+        ids: tuple[str, str, str],
+        ip: str,
+        user_agent: str,
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO sessions (id, visitor_id, account_id, campaign_id, started_at, "
+            "last_activity_at, ordinal, source, landing_url, referrer, ga, ym, rs, ip, "
+            "user_agent, number) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                session.id,
+                session.visitor_id,
+                campaign.account_id,
+                campaign.campaign_id,
+                session.started_at,
+                session.last_activity_at,
+                ordinal,
+                session.source,
+                landing_url,
+                referrer,
+                *ids,
+                ip,
+                user_agent,
+                session.number,
+            ),
+        )
+
+    def touch_session(self, session_id: str, now: int, number: str) -> None:
+        self.conn.execute(
+            "UPDATE sessions SET last_activity_at = ?, number = ? WHERE id = ?",
+            (now, number, session_id),
+        )
+
+    def add_page_view(self, session_id: str, now: int, url: str) -> None:
+        self.conn.execute(
+            "INSERT INTO page_views (session_id, viewed_at, url) VALUES (?, ?, ?)",
+            (session_id, now, url),
+        )
+
+    def extend_hold(
+        self, campaign: TrackingCampaign, number: str, session_id: str, now: int
+    ) -> bool:
+        """Extend the session's hold of ``number`` to now + the hold time, if it still holds
+        it (True); False if its hold ended or the number is gone."""
+        row = self.conn.execute(
+            "SELECT held_by, held_until FROM phones WHERE account_id = ? AND campaign_id = ? "
+            f"AND number = ? AND kind = 'dynamic'{self._for_update}",
+            (campaign.account_id, campaign.campaign_id, number),
+        ).fetchone()
+        if row is None or row[0] != session_id or row[1] is None or row[1] < now:
+            return False
+        until = now + campaign.hold_seconds
+        self.conn.execute(
+            "UPDATE phones SET held_until = ? WHERE account_id = ? AND number = ?",
+            (until, campaign.account_id, number),
+        )
+        self.conn.execute(
+            "UPDATE holds SET held_until = ? WHERE id = (SELECT max(id) FROM holds "
+            "WHERE account_id = ? AND number = ? AND session_id = ?)",
+            (until, campaign.account_id, number, session_id),
+        )
+        return True
+
+    def lend(self, campaign: TrackingCampaign, session_id: str, now: int) -> str | None:
+        """Lend the session the campaign's dynamic number that has been free the longest
+        (never held counts as longest; ties by number); None when every one is held.
+
+        Where rows lock, a number another hit is lending at this moment is skipped, not
+        waited for: two sessions never get one number, and neither waits for the other.
+        """
+        row = self.conn.execute(
+            "SELECT number FROM phones WHERE account_id = ? AND campaign_id = ? "
+            "AND kind = 'dynamic' AND (held_until IS NULL OR held_until < ?) "
+            f"ORDER BY coalesce(held_until, 0), number LIMIT 1{self._skip_locked}",
+            (campaign.account_id, campaign.campaign_id, now),
+        ).fetchone()
+        if row is None:
+            return None
+        number = str(row[0])
+        until = now + campaign.hold_seconds
+        self.conn.execute(
+            "UPDATE phones SET held_by = ?, held_until = ? WHERE account_id = ? AND number = ?",
+            (session_id, until, campaign.account_id, number),
+        )
+        self.conn.execute(
+            "INSERT INTO holds (account_id, number, session_id, held_from, held_until) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (campaign.account_id, number, session_id, now, until),
+        )
+        return number
+
+    def count_ip_hit(self, ip: str, window_start: int) -> int:
+        """Count a hit of a client IP in the minute from ``window_start``: the minute's count."""
+        row = self.conn.execute(
+            "INSERT INTO hit_counts (ip, window_start, hits) VALUES (?, ?, 1) "
+            "ON CONFLICT (ip, window_start) DO UPDATE SET hits = hit_counts.hits + 1 "
+            "RETURNING hits",
+            (ip, window_start),
+        ).fetchone()
+        return int(row[0])
+
+    def count_exhausted(self, campaign: TrackingCampaign, now: int) -> None:
+        self.conn.execute(
+            "INSERT INTO exhausted_hits (account_id, campaign_id, minute, hits) "
+            "VALUES (?, ?, ?, 1) ON CONFLICT (account_id, campaign_id, minute) "
+            "DO UPDATE SET hits = exhausted_hits.hits + 1",
+            (campaign.account_id, campaign.campaign_id, now - now % 60),
+        )
+
+
+class TrackingQueries(StoreCore):
+    """Campaign settings and rules (the CLI), hits (the public API), who held a number when."""
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def configure_campaign(
+        self,
+        account_id: int,
+        campaign_id: int,
+        *,
+        hold_seconds: int | None = None,
+        stub: str | None = None,
+        display_format: str | None = None,
+        replace_numbers: Sequence[str] | None = None,
+        selector: str | None = None,
+    ) -> TrackingCampaign:
+        """Change the given settings of a campaign (None leaves one as it is); give it a site
+        key if it has none."""
+        return self.save_campaign(
+            account_id,
+            campaign_id,
+            hold_seconds=hold_seconds,
+            stub=stub,
+            display_format=display_format,
+            replace_numbers=replace_numbers,
+            selector=selector,
+        )
+
+    def save_campaign(
+        self,
+        account_id: int,
+        campaign_id: int,
+        name: str | None = None,
+        site: str | None = None,
+        status: str | None = None,
+        **settings: Any,
+    ) -> TrackingCampaign:
+        """Create the campaign (``name`` required then) or update it, with its tracking
+        settings (see ``configure_campaign``), in one transaction: all of it or nothing.
+        Whatever is None stays as it is."""
+        changes = _setting_changes(**settings)
+        if status is not None and status not in CAMPAIGN_STATUSES:
+            raise Conflict(f"status must be one of {', '.join(CAMPAIGN_STATUSES)}")
+        self.ensure_ready()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT site_key FROM campaigns WHERE account_id = ? AND campaign_id = ?",
+                (account_id, campaign_id),
+            ).fetchone()
+            if row is None:
+                if name is None:
+                    raise NotFound(f"the account has no campaign {campaign_id}")
+                conn.execute(
+                    "INSERT INTO campaigns (account_id, campaign_id, name, site, status, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (account_id, campaign_id, name, site or "", status or "active", unix_now()),
+                )
+            else:
+                named = {"name": name, "site": site, "status": status}
+                changes.update({k: v for k, v in named.items() if v is not None})
+            if row is None or row[0] is None:
+                changes["site_key"] = new_id()
+            if changes:
+                assignments = ", ".join(f"{column} = ?" for column in changes)
+                conn.execute(
+                    f"UPDATE campaigns SET {assignments} WHERE account_id = ? AND campaign_id = ?",
+                    (*changes.values(), account_id, campaign_id),
+                )
+            found = conn.execute(
+                f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE account_id = ? "
+                "AND campaign_id = ?",
+                (account_id, campaign_id),
+            ).fetchone()
+        return _campaign(found)
+
+    def tracking_campaign(self, site_key: str) -> TrackingCampaign | None:
+        """The campaign of a public site key, or None."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE site_key = ?", (site_key,)
+            ).fetchone()
+        return None if row is None else _campaign(row)
+
+    def campaign_numbers(self, account_id: int, campaign_id: int) -> list[tuple[str, str]]:
+        """(number, kind) of the campaign's tracking numbers, in the order they were added."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT number, kind FROM phones WHERE account_id = ? AND campaign_id = ? "
+                "ORDER BY created_at, id",
+                (account_id, campaign_id),
+            ).fetchall()
+        return [(str(row[0]), str(row[1])) for row in rows]
+
+    def add_rule(
+        self,
+        account_id: int,
+        campaign_id: int,
+        *,
+        utm_source: str = "",
+        utm_medium: str = "",
+        utm_campaign: str = "",
+        referrer: str = "",
+        source_type: str = "",
+        number: str = "",
+    ) -> SourceRule:
+        """Append a source rule to the campaign's list (``number`` "" sends to the pool)."""
+        if source_type and source_type not in SOURCE_TYPES:
+            raise Conflict(f"source type must be one of {', '.join(SOURCE_TYPES)}")
+        for name, value in (
+            ("utm source", utm_source),
+            ("utm medium", utm_medium),
+            ("utm campaign", utm_campaign),
+            ("referrer", referrer),
+        ):
+            if len(value) > 200:
+                raise Conflict(f"the {name} of a rule has at most 200 characters")
+        if number:
+            number = _digits(number, "rule's number")
+        self.ensure_ready()
+        with self._transaction() as conn:
+            self._require_campaign(conn, account_id, campaign_id)
+            if (
+                number
+                and not conn.execute(
+                    "SELECT 1 FROM phones WHERE account_id = ? AND campaign_id = ? AND number = ? "
+                    "AND kind = 'static'",
+                    (account_id, campaign_id, number),
+                ).fetchone()
+            ):
+                raise Conflict(f"the campaign has no static number {number}")
+            position = conn.execute(
+                "SELECT coalesce(max(position), 0) + 1 FROM source_rules "
+                "WHERE account_id = ? AND campaign_id = ?",
+                (account_id, campaign_id),
+            ).fetchone()[0]
+            values = (utm_source, utm_medium, utm_campaign, referrer.lower(), source_type, number)
+            row = conn.execute(
+                "INSERT INTO source_rules (account_id, campaign_id, position, utm_source, "
+                "utm_medium, utm_campaign, referrer, source_type, number, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (account_id, campaign_id, position, *values, unix_now()),
+            ).fetchone()
+        return SourceRule(int(row[0]), int(position), *values)
+
+    def rules(self, account_id: int, campaign_id: int) -> list[SourceRule]:
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT id, position, utm_source, utm_medium, utm_campaign, referrer, "
+                "source_type, number FROM source_rules WHERE account_id = ? AND campaign_id = ? "
+                "ORDER BY position",
+                (account_id, campaign_id),
+            ).fetchall()
+        return [SourceRule(*row) for row in rows]
+
+    def remove_rule(self, account_id: int, rule_id: int) -> None:
+        self.ensure_ready()
+        with self._transaction() as conn:
+            if not conn.execute(
+                "SELECT 1 FROM source_rules WHERE account_id = ? AND id = ?", (account_id, rule_id)
+            ).fetchone():
+                raise NotFound(f"the account has no rule {rule_id}")
+            conn.execute("DELETE FROM source_rules WHERE id = ?", (rule_id,))
+
+    def account_settings(self, account_id: int) -> AccountSettings:
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT unique_days, target_seconds FROM accounts WHERE id = ?", (account_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFound(f"no account {account_id}")
+        return AccountSettings(*row)
+
+    def set_account_settings(
+        self, account_id: int, unique_days: int | None, target_seconds: int | None
+    ) -> AccountSettings:
+        if unique_days is not None and not 1 <= unique_days <= 3650:
+            raise Conflict("unique days must be between 1 and 3650")
+        if target_seconds is not None and not 0 <= target_seconds <= 86400:
+            raise Conflict("target seconds must be between 0 and 86400")
+        self.ensure_ready()
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE accounts SET unique_days = coalesce(?, unique_days), "
+                "target_seconds = coalesce(?, target_seconds) WHERE id = ?",
+                (unique_days, target_seconds, account_id),
+            )
+        return self.account_settings(account_id)
+
+    # -- hits -------------------------------------------------------------------------------
+
+    def _live_transaction(self) -> AbstractContextManager[Connection]:
+        """A transaction for hits: PostgreSQL runs them beside imports (row locks keep them
+        apart); SQLite serializes every write anyway."""
+        return self._transaction()
+
+    row_locks: bool = False  # SELECT ... FOR UPDATE (SKIP LOCKED) exists
+
+    @contextmanager
+    def tracking_transaction(self) -> Iterator[TrackingTx]:
+        self.ensure_ready()
+        with self._live_transaction() as conn:
+            yield TrackingTx(conn, self.row_locks)
+
+    # -- reading what hits left -------------------------------------------------------------
+
+    def holder_at(self, account_id: int, number: str, at: int) -> HeldSession | None:
+        """The session that held the account's ``number`` at instant ``at``, if any."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT s.id, s.visitor_id, s.campaign_id, s.started_at, s.ordinal, s.source, "
+                "s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent "
+                "FROM (SELECT session_id, held_until FROM holds WHERE account_id = ? "
+                "AND number = ? AND held_from <= ? ORDER BY held_from DESC, id DESC LIMIT 1) h "
+                "JOIN sessions s ON s.id = h.session_id WHERE h.held_until >= ?",
+                (account_id, number, at, at),
+            ).fetchone()
+        return None if row is None else HeldSession(*row)
+
+    def pool_stats(self, account_id: int, campaign_id: int, now: int | None = None) -> PoolStats:
+        now = unix_now() if now is None else now
+        since = now - 86400
+        self.ensure_ready()
+        with self._connect() as conn:
+            numbers = [
+                row[0]
+                for row in conn.execute(
+                    "SELECT number FROM phones WHERE account_id = ? AND campaign_id = ? "
+                    "AND kind = 'dynamic'",
+                    (account_id, campaign_id),
+                ).fetchall()
+            ]
+            held_now = conn.execute(
+                "SELECT count(*) FROM phones WHERE account_id = ? AND campaign_id = ? "
+                "AND kind = 'dynamic' AND held_until >= ?",
+                (account_id, campaign_id, now),
+            ).fetchone()[0]
+            holds = conn.execute(
+                "SELECT h.held_from, h.held_until FROM holds h JOIN phones p "
+                "ON p.account_id = h.account_id AND p.number = h.number "
+                "WHERE h.account_id = ? AND p.campaign_id = ? AND h.held_until >= ?",
+                (account_id, campaign_id, since),
+            ).fetchall()
+            exhausted = conn.execute(
+                "SELECT coalesce(sum(hits), 0) FROM exhausted_hits WHERE account_id = ? "
+                "AND campaign_id = ? AND minute >= ?",
+                (account_id, campaign_id, since),
+            ).fetchone()[0]
+        return PoolStats(len(numbers), int(held_now), _peak(holds, since), int(exhausted))
+
+    def prune_tracking(self, now: int | None = None) -> None:
+        """Forget sessions, page views, holds and visitors older than their account's unique
+        window plus a margin."""
+        now = unix_now() if now is None else now
+        self.ensure_ready()
+        with self._live_transaction() as conn:
+            for account_id, days in conn.execute("SELECT id, unique_days FROM accounts").fetchall():
+                cutoff = now - int(days) * 86400 - PRUNE_MARGIN_SECONDS
+                for sql in (
+                    "DELETE FROM page_views WHERE viewed_at < ? AND session_id IN "
+                    "(SELECT id FROM sessions WHERE account_id = ?)",
+                    "DELETE FROM holds WHERE held_until < ? AND account_id = ?",
+                    "DELETE FROM sessions WHERE last_activity_at < ? AND account_id = ?",
+                    "DELETE FROM visitors WHERE last_seen_at < ? AND account_id = ?",
+                ):
+                    conn.execute(sql, (cutoff, account_id))
+            conn.execute("DELETE FROM exhausted_hits WHERE minute < ?", (now - 86400 * 2,))
+            conn.execute("DELETE FROM hit_counts WHERE window_start < ?", (now - 3600,))
+
+    @staticmethod
+    def _require_campaign(conn: Connection, account_id: int, campaign_id: int) -> None:
+        if not conn.execute(
+            "SELECT 1 FROM campaigns WHERE account_id = ? AND campaign_id = ?",
+            (account_id, campaign_id),
+        ).fetchone():
+            raise NotFound(f"the account has no campaign {campaign_id}")
+
+
+def _setting_changes(
+    hold_seconds: int | None = None,
+    stub: str | None = None,
+    display_format: str | None = None,
+    replace_numbers: Sequence[str] | None = None,
+    selector: str | None = None,
+) -> dict[str, Any]:
+    """The columns to set for the given tracking settings, each checked (Conflict if bad)."""
+    changes: dict[str, Any] = {}
+    if hold_seconds is not None:
+        if not 30 <= hold_seconds <= 86400:
+            raise Conflict("the hold time must be between 30 and 86400 seconds")
+        changes["hold_seconds"] = hold_seconds
+    if stub is not None:
+        changes["stub"] = _digits(stub, "stub number", empty=True)
+    if display_format is not None:
+        if len(display_format) > 40 or display_format.count("X") < 7:
+            raise Conflict(
+                "a display format has at most 40 characters and at least 7 X marks, "
+                "like '+7 (XXX) XXX-XX-XX'"
+            )
+        changes["display_format"] = display_format
+    if replace_numbers is not None:
+        numbers = [_digits(n, "number to replace") for n in replace_numbers]
+        if len(numbers) > 20:
+            raise Conflict("at most 20 numbers to replace")
+        changes["replace_numbers"] = ",".join(dict.fromkeys(numbers))
+    if selector is not None:
+        if len(selector) > 200:
+            raise Conflict("a selector has at most 200 characters")
+        changes["selector"] = selector
+    return changes
+
+
+def _digits(text: str, what: str, empty: bool = False) -> str:
+    """A number as the store keeps it: digits only (callers normalise spellings first)."""
+    if empty and not text:
+        return ""
+    if not (text.isascii() and text.isdigit() and 10 <= len(text) <= 15):
+        raise Conflict(f"the {what} must be 10-15 digits, got {text!r}")
+    return text
+
+
+def _peak(holds: list[Any], since: int) -> int:
+    """The most holds at once over the period from ``since``."""
+    events: list[tuple[int, int]] = []
+    for held_from, held_until in holds:
+        events.append((max(int(held_from), since), 1))
+        events.append((int(held_until), -1))
+    peak = current = 0
+    for _, step in sorted(events, key=lambda e: (e[0], -e[1])):
+        current += step
+        peak = max(peak, current)
+    return peak

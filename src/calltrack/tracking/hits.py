@@ -1,0 +1,242 @@
+"""A hit of the page snippet: checked, then recorded in one transaction, answered with the
+number the visitor is shown.
+
+The rules (which source, which rule, when a session ends) are the pure functions of this
+package; the store runs the queries and lends numbers under row locks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from typing import Final, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from calltrack.store import Store
+from calltrack.store.tracking import (
+    SessionRow,
+    TrackingCampaign,
+    TrackingTx,
+    VisitorRow,
+    new_id,
+)
+from calltrack.tracking.lending import session_ended
+from calltrack.tracking.numbers import display
+from calltrack.tracking.rules import Rule, first_match
+from calltrack.tracking.sources import Sighting, Source, classify, effective_source, is_new_source
+
+MAX_HIT_BYTES: Final = 8 * 1024
+MAX_URL_LENGTH: Final = 2048
+MAX_ID_LENGTH: Final = 64
+MAX_USER_AGENT: Final = 512
+_ID_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+class HitRejected(Exception):
+    """A hit that is refused: ``status`` and the message of the ``{"error": ...}`` answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class HitBody(msgspec.Struct, frozen=True):
+    """What the snippet posts (unknown keys are ignored: a newer snippet may send more)."""
+
+    k: str
+    u: str
+    t: Literal["hit", "ping"] = "hit"
+    v: str | None = None
+    s: str | None = None
+    r: str | None = None
+    ga: str | None = None
+    ym: str | None = None
+    rs: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HitAnswer:
+    v: str
+    s: str
+    n: str
+    d: str
+    hold: int
+
+    def encode(self) -> bytes:
+        return msgspec.json.encode(
+            {"v": self.v, "s": self.s, "n": self.n, "d": self.d, "hold": self.hold}
+        )
+
+
+_decoder = msgspec.json.Decoder(HitBody)
+_source_decoder = msgspec.json.Decoder(Source)
+
+
+def parse_hit(body: bytes) -> HitBody:
+    """The hit in ``body``, or HitRejected naming what is wrong with it."""
+    if len(body) > MAX_HIT_BYTES:
+        raise HitRejected(413, f"a hit is at most {MAX_HIT_BYTES} bytes")
+    try:
+        hit = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise HitRejected(400, f"not a hit: {exc}") from None
+    except msgspec.DecodeError:
+        raise HitRejected(400, "not a hit: the body is not JSON") from None
+    for name in ("k", "v", "s", "ga", "ym", "rs"):
+        value = getattr(hit, name)
+        if value is not None and len(value) > MAX_ID_LENGTH:
+            raise HitRejected(400, f"not a hit: {name} is longer than {MAX_ID_LENGTH}")
+    for name in ("u", "r"):
+        value = getattr(hit, name)
+        if value is not None and len(value) > MAX_URL_LENGTH:
+            raise HitRejected(400, f"not a hit: {name} is longer than {MAX_URL_LENGTH}")
+    return hit
+
+
+def site_host(campaign: TrackingCampaign) -> str:
+    """The campaign's site host: ``https://shop.example/`` and ``shop.example`` alike."""
+    site = campaign.site.strip().lower()
+    host = urlsplit(site if "//" in site else "//" + site).hostname or ""
+    return host.removeprefix("www.")
+
+
+def on_site(url: str, host: str) -> bool:
+    """Whether ``url`` (an http(s) URL or an Origin) is on the site or one of its subdomains."""
+    try:
+        parts = urlsplit(url)
+        found = (parts.hostname or "").removeprefix("www.")
+    except ValueError:
+        return False
+    if parts.scheme not in {"http", "https"} or not host:
+        return False
+    return found == host or found.endswith("." + host)
+
+
+def issued(value: str | None) -> str | None:
+    """An id as the server issues them, or None (an id it could not have issued)."""
+    if value and 16 <= len(value) <= MAX_ID_LENGTH and set(value) <= _ID_CHARS:
+        return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """What the server knows of the request beside its body."""
+
+    ip: str
+    user_agent: str
+    now: int
+    ip_limit: int  # hits a minute; 0 for none
+
+
+def record_hit(
+    store: Store,
+    campaign: TrackingCampaign,
+    hit: HitBody,
+    visit: Visit,
+    zone: ZoneInfo,
+) -> HitAnswer:
+    """Record the hit and lend the number: the answer for the snippet."""
+    host = site_host(campaign)
+    if not on_site(hit.u, host):
+        raise HitRejected(403, "the page is not on the campaign's site")
+    rules = [
+        Rule(*astuple(rule)) for rule in store.rules(campaign.account_id, campaign.campaign_id)
+    ]
+    kinds = store.campaign_numbers(campaign.account_id, campaign.campaign_id)
+    source = classify(hit.u, hit.r or "", host)
+    now = visit.now
+    with store.tracking_transaction() as tx:
+        # Counted in the hit's own transaction: a refused hit leaves nothing, its count too.
+        if visit.ip_limit and tx.count_ip_hit(visit.ip, now - now % 60) > visit.ip_limit:
+            raise HitRejected(429, f"more than {visit.ip_limit} hits a minute from this address")
+        known = tx.visitor(v, campaign) if (v := issued(hit.v)) else None
+        visitor = known or VisitorRow(new_id(), 0, None, "{}")
+        session = tx.session(s, visitor.id) if (s := issued(hit.s)) and known else None
+        fresh = session is None or _ends(session, source, hit.t, now, zone)
+        if session is None or fresh:
+            session, visitor = _start_session(tx, campaign, visitor, source, hit, visit)
+        if hit.t == "hit":
+            tx.add_page_view(session.id, now, hit.u)
+        number = _number(tx, campaign, session, _decode(session.source), rules, kinds, now)
+        tx.touch_session(session.id, now, number)
+        tx.save_visitor(visitor, campaign, now, new=known is None)
+    shown = display(number, campaign.display_format) if number else ""
+    return HitAnswer(visitor.id, session.id, number, shown, campaign.hold_seconds)
+
+
+def _ends(session: SessionRow, source: Source, kind: str, now: int, zone: ZoneInfo) -> bool:
+    if session_ended(session.last_activity_at, session.started_at, now, zone):
+        return True
+    # A page view from another non-direct source starts a new visit; a ping never does.
+    return kind == "hit" and is_new_source(_decode(session.source), source)
+
+
+def _start_session(
+    tx: TrackingTx,
+    campaign: TrackingCampaign,
+    visitor: VisitorRow,
+    source: Source,
+    hit: HitBody,
+    visit: Visit,
+) -> tuple[SessionRow, VisitorRow]:
+    last = _decode(visitor.source) if visitor.source_at is not None else None
+    sighting = Sighting(last, visitor.source_at or 0) if last is not None else None
+    effective = effective_source(source, sighting, visit.now)
+    if source.type != "direct":  # the visitor's last non-direct click is now this one
+        visitor = VisitorRow(visitor.id, visitor.sessions, visit.now, _encode(source))
+    visitor = VisitorRow(visitor.id, visitor.sessions + 1, visitor.source_at, visitor.source)
+    session = SessionRow(new_id(), visitor.id, visit.now, visit.now, _encode(effective), "")
+    referrer = urlsplit(hit.r or "").hostname or ""
+    tx.add_session(
+        session,
+        campaign,
+        visitor.sessions,
+        hit.u,
+        referrer,
+        (hit.ga or "", hit.ym or "", hit.rs or ""),
+        visit.ip,
+        visit.user_agent[:MAX_USER_AGENT],
+    )
+    return session, visitor
+
+
+def _number(
+    tx: TrackingTx,
+    campaign: TrackingCampaign,
+    session: SessionRow,
+    source: Source,
+    rules: list[Rule],
+    kinds: list[tuple[str, str]],
+    now: int,
+) -> str:
+    """The number the session is shown: its rule's static number, else from the pool."""
+    if campaign.status != "active":
+        return ""  # the page keeps its own numbers
+    rule = first_match(rules, source)
+    if rule is not None and rule.number:
+        return rule.number
+    has_pool = any(kind == "dynamic" for _, kind in kinds)
+    if rule is None and not has_pool:
+        return next((number for number, kind in kinds if kind == "static"), "")
+    if session.number and tx.extend_hold(campaign, session.number, session.id, now):
+        return session.number
+    lent = tx.lend(campaign, session.id, now)
+    if lent is not None:
+        return lent
+    tx.count_exhausted(campaign, now)
+    return campaign.stub
+
+
+def _encode(source: Source) -> str:
+    return msgspec.json.encode(source).decode()
+
+
+def _decode(text: str) -> Source:
+    try:
+        return _source_decoder.decode(text)
+    except msgspec.MsgspecError:  # an empty record ("{}") or one from an older release
+        return Source()
