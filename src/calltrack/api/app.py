@@ -7,6 +7,7 @@ the pool's limit) is a ``Service`` in ``app.state``.
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,6 +36,7 @@ from calltrack.store import Store, open_store
 
 error_log = logging.getLogger("calltrack.error")
 access_log = logging.getLogger("calltrack.access")
+HOUSEKEEPING_SECONDS = 3600
 _T = TypeVar("_T")
 
 
@@ -108,9 +110,27 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await run_in_threadpool(service.store.ensure_ready)
     except StoreUnavailable as exc:
         error_log.warning("store not reachable at start, answering 503 until it is: %s", exc)
-    yield
+    async with anyio.create_task_group() as background:
+        background.start_soon(housekeeping, service)
+        yield
+        background.cancel_scope.cancel()
     if service.owns_store:
         service.store.close()
+
+
+async def housekeeping(service: Service) -> None:
+    """Now and then, forget the visits, page views and holds no call can need any more.
+
+    Every worker does it, at random times within the hour (deleting what another worker
+    deleted already costs nothing)."""
+    while True:
+        await anyio.sleep(random.uniform(0.5, 1.0) * HOUSEKEEPING_SECONDS)
+        try:
+            await service.in_thread(service.store.prune_tracking)
+        except StoreUnavailable as exc:
+            error_log.warning("housekeeping skipped, the store is unavailable: %s", exc)
+        except Exception:
+            error_log.exception("housekeeping failed; the service goes on")
 
 
 # -- handlers ---------------------------------------------------------------------------------

@@ -595,9 +595,9 @@ def _setting_changes(
     if stub is not None:
         changes["stub"] = _digits(stub, "stub number", empty=True)
     if display_format is not None:
-        if len(display_format) > 40 or display_format.count("X") < 7:
+        if len(display_format) > 40 or display_format.count("X") < 5:
             raise Conflict(
-                "a display format has at most 40 characters and at least 7 X marks, "
+                "a display format has at most 40 characters and at least 5 X marks, "
                 "like '+7 (XXX) XXX-XX-XX'"
             )
         changes["display_format"] = display_format
