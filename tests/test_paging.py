@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import msgspec
 import pytest
 
@@ -14,7 +16,7 @@ from calltrack.store.paging import Boundary, Columns, build_page_query, mark_key
 from tests.conftest import StoreFactory, new_account
 
 
-def call(uid: str, when: str) -> dict[str, object]:
+def call(uid: str, when: str) -> dict[str, str]:
     return {
         "universalId": uid,
         "serviceType": "calltracking",
@@ -23,7 +25,7 @@ def call(uid: str, when: str) -> dict[str, object]:
     }
 
 
-def load(store: Store, account_id: int, calls: list[dict[str, object]]) -> None:
+def load(store: Store, account_id: int, calls: Sequence[Mapping[str, object]]) -> None:
     lines = b"\n".join(msgspec.json.encode(c) for c in calls)
     import_bytes(store, account_id, lines, store.settings.zone)
 
@@ -100,7 +102,7 @@ def test_walk_returns_every_call_once_in_time_order_with_ties(store: Store) -> N
     calls = [call(f"{i}", f"2020-05-01 10:00:{i % 7:02d}") for i in range(53)]
     load(store, owner, calls)
     walked = walk(store, [owner], Window(0, 2**40), size=5)
-    assert sorted(walked) == sorted(c["universalId"] for c in calls)  # type: ignore[type-var]
+    assert sorted(walked) == sorted(c["universalId"] for c in calls)
     times = {c["universalId"]: c["callTime"] for c in calls}
     assert [times[u] for u in walked] == sorted(times[u] for u in walked)
     assert walk(store, [owner], Window(0, 2**40), size=5) == walked  # stable ties

@@ -36,7 +36,7 @@ def _store(path: Path) -> SqliteStore:
 
 def _walk(store: SqliteStore, owner: int) -> list[list[bytes]]:
     window = Window(0, 2**40)
-    pages = []
+    pages: list[list[bytes]] = []
     while rows := store.read_page([owner], window, len(pages), 3):  # no page emptied here
         pages.append(rows)
     return pages
@@ -50,7 +50,9 @@ def test_a_new_file_stores_calls_in_page_order_on_16k_pages(tmp_path: Path) -> N
         assert conn.execute("PRAGMA page_size").fetchone()[0] == 16384
         table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'calls'").fetchone()[0]
         sql, params = build_page_query([owner], 0, 2**40, None, None, 0, 1000)
-        plan = " ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        plan = " ".join(
+            row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+        )
     assert "WITHOUT ROWID" in table
     assert "PRIMARY KEY" in plan
     assert "TEMP B-TREE" not in plan
@@ -86,7 +88,7 @@ def test_migrations_4_and_5_cluster_existing_calls_without_changing_a_page(
     assert store.count_calls(owner) == len(times)
     seed(store, owner, "new")  # ids continue after the migrated ones
     with store._connect() as conn:
-        ids = [row[0] for row in conn.execute("SELECT id FROM calls ORDER BY id")]
+        ids = [row[0] for row in conn.execute("SELECT id FROM calls ORDER BY id").fetchall()]
         table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'calls'").fetchone()[0]
     assert "WITHOUT ROWID" in table
     assert len(ids) == len(times) + 1  # migration 5 dropped the old version
