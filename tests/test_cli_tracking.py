@@ -25,6 +25,13 @@ def run(database: str, *args: str) -> Result:
     return result.exit_code, (json.loads(lines[-1]) if lines else None), result.stderr
 
 
+def output(database: str, *args: str) -> dict[str, object]:
+    """The JSON object a command printed; a command that printed none fails the test."""
+    _, out, err = run(database, *args)
+    assert out is not None, err
+    return out
+
+
 @pytest.fixture
 def db(store: Store) -> str:
     database = database_of(store)
@@ -74,13 +81,14 @@ def test_bad_campaign_settings_exit_1_and_change_nothing(
 ) -> None:
     run(db, "campaign", "add", "shop", "1", "Shop", "--site", "shop.example")
     before = store.tracking_campaign(
-        str(run(db, "campaign", "snippet", "shop", "1")[1]["site_key"])
-    )  # type: ignore[index]
+        str(output(db, "campaign", "snippet", "shop", "1")["site_key"])
+    )
+    assert before is not None
     code, _, err = run(db, "campaign", "add", "shop", "1", "Renamed", *args)
     assert code == 1
     assert err.startswith("error: ")
     assert message in err
-    assert store.tracking_campaign(before.site_key) == before  # type: ignore[union-attr]
+    assert store.tracking_campaign(before.site_key) == before
 
 
 def test_rules_are_added_listed_in_order_and_removed(db: str) -> None:
@@ -119,7 +127,7 @@ def test_bad_rules_exit_1_and_add_nothing(db: str, args: list[str], message: str
 
 
 def test_the_snippet_tag_names_the_server_and_the_site_key(db: str) -> None:
-    key = run(db, "campaign", "add", "shop", "1", "Shop", "--site", "shop.example")[1]["site_key"]  # type: ignore[index]
+    key = output(db, "campaign", "add", "shop", "1", "Shop", "--site", "shop.example")["site_key"]
     out = run(db, "campaign", "snippet", "shop", "1", "--server", "https://calls.example/")[1]
     assert out == {
         "site_key": key,
@@ -130,7 +138,7 @@ def test_the_snippet_tag_names_the_server_and_the_site_key(db: str) -> None:
 
 def test_pool_statistics_advise_more_numbers_past_three_quarters(db: str, store: Store) -> None:
     run(db, "campaign", "add", "shop", "1", "Shop", "--site", "shop.example")
-    assert "no dynamic numbers" in str(run(db, "campaign", "pool", "shop", "1")[1]["advice"])  # type: ignore[index]
+    assert "no dynamic numbers" in str(output(db, "campaign", "pool", "shop", "1")["advice"])
     run(db, "phone", "add", "shop", "74950000001", "--campaign", "1", "--dynamic")
     out = run(db, "campaign", "pool", "shop", "1")[1]
     assert out == {
