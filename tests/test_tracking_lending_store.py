@@ -40,17 +40,19 @@ class Model:
         if not self.pool:  # no pool and no static number: the page keeps its own numbers
             return ""
         for number, (holder, until) in self.held.items():
-            if holder == session and until >= now and number in self.pool:
+            if holder == session and until > now and number in self.pool:
                 return number
-        free = [n for n in self.pool if n not in self.held or self.held[n][1] < now]
+        free = [n for n in self.pool if n not in self.held or self.held[n][1] <= now]
         if not free:
             return STUB
         return min(free, key=lambda n: (self.free_since.get(n, 0), n))
 
     def lend(self, number: str, session: str, now: int) -> None:
         if number in self.pool:
-            self.held[number] = (session, now + HOLD)
-            self.free_since[number] = now + HOLD
+            kept = self.held.get(number, ("", 0))
+            until = max(kept[1], now + HOLD) if kept[0] == session else now + HOLD
+            self.held[number] = (session, until)
+            self.free_since[number] = until
 
 
 operations = st.lists(
@@ -118,4 +120,4 @@ def assert_no_number_held_twice(store: Store, account: int) -> None:
         rows
     ):
         if number == next_number:
-            assert start > until or session == next_session, f"{number} held twice at {start}"
+            assert start >= until or session == next_session, f"{number} held twice at {start}"

@@ -230,15 +230,16 @@ class TrackingTx:
         self, campaign: TrackingCampaign, number: str, session_id: str, now: int
     ) -> bool:
         """Extend the session's hold of ``number`` to now + the hold time, if it still holds
-        it (True); False if its hold ended or the number is gone."""
+        it (True); False if its hold ended or the number is gone. A hold spans the half-open
+        ``[held_from, held_until)``: at ``held_until`` the number is free."""
         row = self.conn.execute(
             "SELECT held_by, held_until FROM phones WHERE account_id = ? AND campaign_id = ? "
             f"AND number = ? AND kind = 'dynamic'{self._for_update}",
             (campaign.account_id, campaign.campaign_id, number),
         ).fetchone()
-        if row is None or row[0] != session_id or row[1] is None or row[1] < now:
+        if row is None or row[0] != session_id or row[1] is None or row[1] <= now:
             return False
-        until = now + campaign.hold_seconds
+        until = max(int(row[1]), now + campaign.hold_seconds)  # a hold is never shortened
         self.conn.execute(
             "UPDATE phones SET held_until = ? WHERE account_id = ? AND number = ?",
             (until, campaign.account_id, number),
@@ -259,7 +260,7 @@ class TrackingTx:
         """
         row = self.conn.execute(
             "SELECT number FROM phones WHERE account_id = ? AND campaign_id = ? "
-            "AND kind = 'dynamic' AND (held_until IS NULL OR held_until < ?) "
+            "AND kind = 'dynamic' AND (held_until IS NULL OR held_until <= ?) "
             f"ORDER BY coalesce(held_until, 0), number LIMIT 1{self._skip_locked}",
             (campaign.account_id, campaign.campaign_id, now),
         ).fetchone()
@@ -515,7 +516,7 @@ class TrackingQueries(StoreCore):
                 "s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent "
                 "FROM (SELECT session_id, held_until FROM holds WHERE account_id = ? "
                 "AND number = ? AND held_from <= ? ORDER BY held_from DESC, id DESC LIMIT 1) h "
-                "JOIN sessions s ON s.id = h.session_id WHERE h.held_until >= ?",
+                "JOIN sessions s ON s.id = h.session_id WHERE h.held_until > ?",
                 (account_id, number, at, at),
             ).fetchone()
         return None if row is None else HeldSession(*row)
@@ -535,7 +536,7 @@ class TrackingQueries(StoreCore):
             ]
             held_now = conn.execute(
                 "SELECT count(*) FROM phones WHERE account_id = ? AND campaign_id = ? "
-                "AND kind = 'dynamic' AND held_until >= ?",
+                "AND kind = 'dynamic' AND held_until > ?",
                 (account_id, campaign_id, now),
             ).fetchone()[0]
             holds = conn.execute(
@@ -589,8 +590,8 @@ def _setting_changes(
     """The columns to set for the given tracking settings, each checked (Conflict if bad)."""
     changes: dict[str, Any] = {}
     if hold_seconds is not None:
-        if not 30 <= hold_seconds <= 86400:
-            raise Conflict("the hold time must be between 30 and 86400 seconds")
+        if not 60 <= hold_seconds <= 86400:  # as tracking.lending.check_hold_seconds
+            raise Conflict("the hold time must be between 60 and 86400 seconds")
         changes["hold_seconds"] = hold_seconds
     if stub is not None:
         changes["stub"] = _digits(stub, "stub number", empty=True)

@@ -21,6 +21,8 @@ DAY_SECONDS: Final = 24 * 3600
 # What the settings accept: a hold of a second to a day (longer would let a few idle tabs
 # take a whole pool), a unique window of up to ten years.
 MAX_HOLD_SECONDS: Final = DAY_SECONDS
+# Shorter than the snippet's ping interval, a hold would end between two pings of a live page.
+MIN_HOLD_SECONDS: Final = 60
 MAX_UNIQUE_DAYS: Final = 3650
 
 SessionT = TypeVar("SessionT")
@@ -96,9 +98,11 @@ def _free_order(entry: PoolNumber) -> tuple[bool, int, str]:
 
 
 def check_hold_seconds(hold_seconds: int) -> int:
-    """The campaign's hold time, checked: 1 to 86400 seconds; ValueError otherwise."""
-    if not 1 <= hold_seconds <= MAX_HOLD_SECONDS:
-        raise ValueError(f"hold seconds: {hold_seconds} is not between 1 and {MAX_HOLD_SECONDS}")
+    """The campaign's hold time, checked: 60 to 86400 seconds; ValueError otherwise."""
+    if not MIN_HOLD_SECONDS <= hold_seconds <= MAX_HOLD_SECONDS:
+        raise ValueError(
+            f"hold seconds: {hold_seconds} is not between {MIN_HOLD_SECONDS} and {MAX_HOLD_SECONDS}"
+        )
     return hold_seconds
 
 
