@@ -197,9 +197,11 @@ def test_time_segments_keep_dates_and_turn_datetimes_into_timestamps() -> None:
     assert time_segment(datetime(2020, 5, 1, 0, 0, tzinfo=UTC), MOSCOW) == "1588291200"
     assert time_segment("2020-05-01T00:00:00Z", MOSCOW) == "1588291200"
     assert time_segment(" 1588291200 ", MOSCOW) == "1588291200"
-    for bad in ("yesterday", "01.05.2020", -1, True, 1.5):
+    # Wrong types too, on purpose (Any): callers without a type checker may pass them.
+    wrong: tuple[Any, ...] = ("yesterday", "01.05.2020", -1, True, 1.5)
+    for bad in wrong:
         with pytest.raises((ValueError, TypeError)):
-            time_segment(bad, MOSCOW)  # type: ignore[arg-type]
+            time_segment(bad, MOSCOW)
 
 
 def test_the_endpoint_is_found_from_the_server_url() -> None:

@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypedDict, Unpack
 
 import msgspec
 import pytest
@@ -157,9 +158,18 @@ def sleeps() -> Sleeps:
     return Sleeps()
 
 
-def client_for(url: str, sleeps: Sleeps, **options: object) -> Client:
-    options = {"backoff": 0.1, "retries": 3, "timeout": 5.0, **options}
-    return Client(url, KEY, sleep=sleeps, **options)  # type: ignore[arg-type]
+class ClientOptions(TypedDict, total=False):
+    """The Client keyword arguments these tests vary."""
+
+    timeout: float
+    retries: int
+    backoff: float
+    max_backoff: float
+
+
+def client_for(url: str, sleeps: Sleeps, **options: Unpack[ClientOptions]) -> Client:
+    quick: ClientOptions = {"backoff": 0.1, "retries": 3, "timeout": 5.0, **options}
+    return Client(url, KEY, sleep=sleeps, **quick)
 
 
 def ids(calls: Sequence[CallRecord]) -> list[str]:
