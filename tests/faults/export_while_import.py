@@ -28,6 +28,7 @@ import http.client
 import json
 import random
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -41,7 +42,8 @@ import msgspec
 try:
     from tests.faults import _common as common
 except ModuleNotFoundError:  # run as a file: python tests/faults/export_while_import.py
-    import _common as common  # type: ignore[no-redef, import-not-found]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+    from tests.faults import _common as common
 
 from calltrack.demo_data import generate_calls
 

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import random
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ import msgspec
 try:
     from tests.faults import _common as common
 except ModuleNotFoundError:  # run as a file: python tests/faults/load.py
-    import _common as common  # type: ignore[no-redef, import-not-found]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+    from tests.faults import _common as common
 
 from calltrack.demo_data import generate_calls
 

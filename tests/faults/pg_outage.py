@@ -21,14 +21,17 @@ minute (quick) or two (full); the server and the cluster are stopped and deleted
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 try:
     from tests.faults import _common as common
 except ModuleNotFoundError:  # run as a file: python tests/faults/pg_outage.py
-    import _common as common  # type: ignore[no-redef, import-not-found]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+    from tests.faults import _common as common
 
 # What the issue asks for.
 MAX_SECONDS_TO_503 = 1.0

@@ -36,7 +36,8 @@ from typing import Any
 try:
     from tests.faults import _common as common
 except ModuleNotFoundError:  # run as a file: python tests/faults/sqlite_faults.py
-    import _common as common  # type: ignore[no-redef, import-not-found]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+    from tests.faults import _common as common
 
 MAX_SECONDS_TO_503 = 1.0
 MAX_SECONDS_TO_RECOVER = 5.0
