@@ -24,6 +24,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,8 @@ from typing import Any
 try:
     from tests.faults import _common as common
 except ModuleNotFoundError:  # run as a file: python tests/faults/import_sigkill.py
-    import _common as common  # type: ignore[no-redef, import-not-found]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+    from tests.faults import _common as common
 
 from calltrack.config import Settings
 from calltrack.store import open_store
