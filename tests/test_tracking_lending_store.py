@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,7 @@ HOLD = 60
 POOL = ("74950000001", "74950000002", "74950000003")
 STUB = "74959999999"
 _runs = itertools.count()
+Operation = Literal["hit", "ping", "wait", "remove"]
 
 
 @dataclass
@@ -72,7 +74,7 @@ operations = st.lists(
 )
 @given(script=operations)
 def test_lending_matches_the_model_and_never_holds_a_number_twice(
-    store: Store, script: list[tuple[str, int]]
+    store: Store, script: list[tuple[Operation, int]]
 ) -> None:
     run = next(_runs)
     account, _ = new_account(store, f"lend{run}")
@@ -97,7 +99,7 @@ def test_lending_matches_the_model_and_never_holds_a_number_twice(
                 model.held.pop(number, None)
             continue
         visitor, session = ids.get(value, (None, None))
-        hit = HitBody(k=campaign.site_key, u="https://shop.example/", t=kind, v=visitor, s=session)  # type: ignore[arg-type]
+        hit = HitBody(k=campaign.site_key, u="https://shop.example/", t=kind, v=visitor, s=session)
         answer = record_hit(store, campaign, hit, Visit("127.0.0.1", "test", now, 0), zone)
         if session is not None and now - activity[session] < 1800:
             assert answer.s == session, "a session ended before 30 idle minutes"
