@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 
 from calltrack.importer import import_bytes
 from calltrack.store import ImportResult, Store
+from tests.faults._common import stored_bodies
 
 # A window wide enough for every call these tests import (they all fall in 2020).
 WINDOW = "2020-01-01/2020-12-31"
@@ -60,4 +61,4 @@ def seen_ids(http: TestClient, key: str, method: str) -> list[str] | str:
 
 def dump(store: Store, account_id: int) -> list[dict[str, Any]]:
     """Every stored call of an account, decoded, in page order."""
-    return [json.loads(b'{"page":0,' + body) for body in store.export_all(account_id)]
+    return [json.loads(b'{"page":0,' + body) for body in stored_bodies(store, account_id)]

@@ -26,6 +26,8 @@ from typing import Any
 
 import msgspec
 
+from calltrack.store import Store, Window
+
 REPO = Path(__file__).resolve().parents[2]
 CALLTRACK = str(Path(sys.executable).parent / "calltrack")
 if not Path(CALLTRACK).exists():  # pragma: no cover - an install without the venv layout
@@ -468,3 +470,16 @@ def main(run: Callable[..., dict[str, Any]], doc: str | None, **options: tuple[t
     result = run(args.pop("quick"), **args)
     print(json.dumps(result, indent=2, default=str))
     sys.exit(0 if result.get("ok") else 1)
+
+
+def stored_bodies(store: Store, account_id: int) -> list[bytes]:
+    """Every stored call of an account, in page order, read by walking its pages as the API
+    does (a window over all time, so a new layout of its own)."""
+    window = Window(-(2**62), 2**62)
+    bodies: list[bytes] = []
+    for page in range(10**6):  # loop guard
+        found = store.read_page([account_id], window, page, 1000)
+        if found is None:
+            return bodies
+        bodies += [bytes(body) for body in found]
+    raise AssertionError("the walk never ended")

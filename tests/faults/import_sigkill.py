@@ -153,9 +153,9 @@ def state(database: str) -> dict[str, Any]:
         accounts = {a.name: a.id for a in store.list_accounts()}
         victim = [
             json.loads(b'{"page":0,' + body)["universalId"]
-            for body in store.export_all(accounts["victim"])
+            for body in common.stored_bodies(store, accounts["victim"])
         ]
-        other = [body.hex() for body in store.export_all(accounts["other"])]
+        other = [body.hex() for body in common.stored_bodies(store, accounts["other"])]
         integrity = "ok"
         if database.startswith("sqlite:"):
             with store._connect() as conn:  # a check the store has no method for

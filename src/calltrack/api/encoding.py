@@ -1,6 +1,6 @@
 """gzip on request (``Accept-Encoding``), done in a worker thread, never on the event loop.
 
-Level 1 by default: measured on a 2 MB page (bench/choices/CHOICES.md) it costs about a third
+Level 1 by default: measured on a 2 MB page (docs/decisions/dependencies.md) it costs about a third
 of level 6 and still shrinks the page about fourfold. Levels 1-3 use Intel's ISA-L (``isal``)
 where it is installed: on a 1.7 MB page of calls, 1.9 ms against zlib's 8.7 ms at level 1,
 and a slightly smaller result (7.8x against 7.4x). Levels 4-9, and platforms without ``isal``

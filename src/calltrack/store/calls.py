@@ -281,17 +281,6 @@ class CallQueries(StoreCore):
         )
         return layout
 
-    def export_all(self, account_id: int) -> Iterator[bytes]:
-        """Every stored body of an account in page order (for dumps and tests)."""
-        self.ensure_ready()
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT body FROM calls WHERE account_id = ? ORDER BY call_time, id",
-                (account_id,),
-            ).fetchall()
-        for row in rows:
-            yield bytes(row[0])
-
 
 @dataclass(frozen=True, slots=True)
 class _Mark:
