@@ -119,6 +119,24 @@ def test_pages_read_out_of_order_match_a_sequential_walk(store: Store) -> None:
     assert [jumping[p] for p in range(7)] == sequential
 
 
+def test_a_jump_to_a_later_page_of_several_owners_matches_their_sequential_walk(
+    store: Store,
+) -> None:
+    first, _ = new_account(store, "a")
+    second, _ = new_account(store, "b")
+    load(store, first, [call(f"a{i}", f"2020-05-01 10:{i % 20:02d}:00") for i in range(23)])
+    load(store, second, [call(f"b{i}", f"2020-05-01 10:{i % 20:02d}:00") for i in range(17)])
+    sequential = [
+        ids(store.read_page([first, second], Window(0, 2**40), p, 6) or []) for p in range(7)
+    ]
+    # Another window key: no page of it is known, so page 4 is found by fixing pages 1-3.
+    shifted = Window(-1, 2**40)
+    assert ids(store.read_page([second, first], shifted, 4, 6) or []) == sequential[4]
+    jumped = {p: ids(store.read_page([first, second], shifted, p, 6) or []) for p in (6, 2, 0)}
+    assert jumped == {p: sequential[p] for p in (6, 2, 0)}
+    assert store.read_page([first, second], shifted, 7, 6) is None
+
+
 def test_merged_owners_walk_interleaves_their_calls_in_time_order(store: Store) -> None:
     first, _ = new_account(store, "a")
     second, _ = new_account(store, "b")
