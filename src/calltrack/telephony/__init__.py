@@ -1,0 +1,1 @@
+"""Telephony: PBX events (generic and per-provider adapters) that become call records."""
