@@ -77,8 +77,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from calltrack.api import tracking  # its handlers use this module's helpers
 
     routes += [
-        Route("/t/hit", tracking.hit, methods=["POST"], name="hit"),
-        Route("/t/hit", tracking.hit_options, methods=["OPTIONS"]),
+        Route("/t/hit", tracking.HitEndpoint(), name="hit"),
         Route("/t/{site_key}.js", tracking.snippet, methods=["GET", "HEAD"]),
     ]
     if settings.demo_site:

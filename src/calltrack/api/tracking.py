@@ -14,6 +14,7 @@ from ipaddress import ip_address
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from calltrack.api.app import read_body, reply, service_of
 from calltrack.config import Settings
@@ -24,6 +25,7 @@ from calltrack.tracking.hits import (
     MAX_HIT_BYTES,
     HitRejected,
     Visit,
+    issued,
     on_site,
     parse_hit,
     record_hit,
@@ -33,14 +35,13 @@ from calltrack.tracking.snippet import SnippetConfig, render_snippet
 
 JSON = "application/json"
 SNIPPET_MAX_AGE = 300
-MAX_SITE_KEY = 64
 
 
 async def snippet(request: Request) -> Response:
     """The snippet with its campaign's settings, cacheable for five minutes."""
     service = service_of(request)
     key = str(request.path_params["site_key"])
-    campaign = await _campaign(request, key) if len(key) <= MAX_SITE_KEY else None
+    campaign = await _campaign(request, key)
     if campaign is None:
         return reply(request, b"/* unknown site key */\n", 404, media_type="text/javascript")
     hit_url = str(request.url_for("hit"))
@@ -64,7 +65,25 @@ async def snippet(request: Request) -> Response:
     return reply(request, body, headers=headers, media_type="text/javascript")
 
 
+class HitEndpoint:
+    """``/t/hit`` as an ASGI app: a route of a plain function answers the methods it does not
+    list itself, in plain text; this one gets every method and answers a wrong one in JSON."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await hit(Request(scope, receive))
+        await response(scope, receive, send)
+
+
 async def hit(request: Request) -> Response:
+    """``/t/hit`` with any method: a hit, a preflight, or 405 as ``{"error": ...}``."""
+    if request.method == "POST":
+        return await post_hit(request)
+    if request.method == "OPTIONS":
+        return await hit_options(request)
+    return _json(request, {"error": "a hit is posted (POST)"}, 405, {"allow": "POST, OPTIONS"})
+
+
+async def post_hit(request: Request) -> Response:
     """Record a page view or ping; answer the number to show, or ``{"error": ...}``."""
     service = service_of(request)
     settings = service.settings
@@ -85,7 +104,8 @@ async def hit(request: Request) -> Response:
             allowed = _cors(origin)
         visit = Visit(
             client_ip(request, settings),
-            request.headers.get("user-agent", ""),
+            # PostgreSQL keeps no NUL in text (a 500 before); servers that pass one on exist.
+            request.headers.get("user-agent", "").replace("\x00", ""),
             int(time.time()),
             settings.hit_limit,
         )
@@ -109,6 +129,8 @@ async def hit_options(request: Request) -> Response:
 
 
 async def _campaign(request: Request, site_key: str) -> TrackingCampaign | None:
+    if issued(site_key) is None:  # no key the server issues (a NUL in one was a 500)
+        return None
     service = service_of(request)
     if service.reads_inline:
         return service.store.tracking_campaign(site_key)

@@ -93,6 +93,12 @@ def parse_hit(body: bytes) -> HitBody:
         value = getattr(hit, name)
         if value is not None and len(value) > MAX_URL_LENGTH:
             raise HitRejected(400, f"not a hit: {name} is longer than {MAX_URL_LENGTH}")
+    # The fields kept as text: PostgreSQL refuses a NUL in text (a 500 before). The ids v and
+    # s are never kept as sent (one the server did not issue is replaced), and k is looked up
+    # only when it could be a site key, so a NUL in those is no error.
+    for name in ("u", "r", "ga", "ym", "rs"):
+        if "\x00" in (getattr(hit, name) or ""):
+            raise HitRejected(400, f"not a hit: {name} holds a NUL character")
     return hit
 
 
@@ -106,8 +112,11 @@ def site_host(campaign: TrackingCampaign) -> str:
 def on_site(url: str, host: str) -> bool:
     """Whether ``url`` (an http(s) URL or an Origin) is on the site or one of its subdomains."""
     try:
-        parts = urlsplit(url)
+        # Browsers read a backslash in an http(s) URL as a slash: in
+        # "https://evil.example\@shop.example/" the host is evil.example, not shop.example.
+        parts = urlsplit(url.replace("\\", "/"))
         found = (parts.hostname or "").removeprefix("www.")
+        _ = parts.port  # raises for a port out of range: no browser sends such a URL
     except ValueError:
         return False
     if parts.scheme not in {"http", "https"} or not host:
@@ -190,7 +199,7 @@ def _start_session(
         visitor = VisitorRow(visitor.id, visitor.sessions, visit.now, _encode(source))
     visitor = VisitorRow(visitor.id, visitor.sessions + 1, visitor.source_at, visitor.source)
     session = SessionRow(new_id(), visitor.id, visit.now, visit.now, _encode(effective), "")
-    referrer = urlsplit(hit.r or "").hostname or ""
+    referrer = _host(hit.r or "")
     tx.add_session(
         session,
         campaign,
@@ -229,6 +238,15 @@ def _number(
         return lent
     tx.count_exhausted(campaign, now)
     return campaign.stub
+
+
+def _host(url: str) -> str:
+    """The host of ``url``; "" for none, or for a URL urlsplit cannot read ("https://[::1/"
+    raised, a 500, before)."""
+    try:
+        return urlsplit(url).hostname or ""
+    except ValueError:
+        return ""
 
 
 def _encode(source: Source) -> str:
