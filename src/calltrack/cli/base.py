@@ -39,16 +39,31 @@ class Context:
             self._store.close()
 
 
+def printable(text: str) -> str:
+    """``text`` with each character a terminal would act on, not show (a control character
+    such as the ESC of a colour or cursor sequence, a C1 control, U+2028, a bidi override),
+    written as its Python escape: a stored name or site cannot rewrite what a table shows."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def printable_lines(text: str) -> str:
+    """Each line of ``text`` made printable; the line breaks between them kept."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def emit(ctx: Context, result: dict[str, Any], text: str) -> None:
-    """Print the result: one JSON object with --json, else the human sentence."""
+    """Print the result: one JSON object with --json, else the human sentence (printable:
+    names, sites and the like are what anyone with the CLI or an import stored)."""
     if ctx.as_json:
         click.echo(msgspec.json.encode(result).decode())
     else:
-        click.echo(text)
+        click.echo(printable_lines(text))
 
 
 def fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {printable_lines(message)}", err=True)
     sys.exit(1)
 
 

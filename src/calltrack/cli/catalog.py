@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import click
 
-from calltrack.cli.base import command_context, emit, fail, json_option
+from calltrack.cli.base import command_context, emit, fail, json_option, printable
 from calltrack.store.catalog import CAMPAIGN_STATUSES
 from calltrack.tracking.numbers import check_format, normalise
 
@@ -114,7 +114,10 @@ def campaign_list(click_ctx: click.Context, account_ref: str, as_json: bool) -> 
         {"id": id_, "name": name, "site": site, "status": status}
         for id_, name, site, status, _ in ctx.store.campaigns(owner.id, *ALL_TIME)
     ]
-    text = "\n".join(f"{r['id']:>8}  {r['status']:<8}  {r['name']}  {r['site']}" for r in rows)
+    text = "\n".join(
+        f"{r['id']:>8}  {r['status']:<8}  {printable(str(r['name']))}  {printable(str(r['site']))}"
+        for r in rows
+    )
     emit(ctx, {"campaigns": rows}, text or "no campaigns")
 
 
@@ -174,7 +177,8 @@ def phone_list(click_ctx: click.Context, account_ref: str, as_json: bool) -> Non
         for n, c, _name, o, k, _ in ctx.store.phones(owner.id, *ALL_TIME)
     ]
     text = "\n".join(
-        f"{r['number']}  {r['kind']:<7}  {r['campaign_id']}  {r['office']}" for r in rows
+        f"{r['number']}  {r['kind']:<7}  {r['campaign_id']}  {printable(str(r['office']))}"
+        for r in rows
     )
     emit(ctx, {"phones": rows}, text or "no numbers")
 

@@ -19,6 +19,7 @@ from calltrack.cli.base import (
     emit,
     fail,
     json_option,
+    printable,
 )
 from calltrack.cli.catalog import campaign, phone
 from calltrack.cli.tracking import account_settings_command, rule
@@ -77,7 +78,9 @@ def account_list(click_ctx: click.Context, as_json: bool) -> None:
     ctx = command_context(click_ctx, as_json)
     counted = [(a, ctx.store.count_calls(a.id)) for a in ctx.store.list_accounts()]
     rows = [{"id": a.id, "name": a.name, "calls": calls} for a, calls in counted]
-    text = "\n".join(f"{a.id:>6}  {a.name}  ({plural(calls, 'call')})" for a, calls in counted)
+    text = "\n".join(
+        f"{a.id:>6}  {printable(a.name)}  ({plural(calls, 'call')})" for a, calls in counted
+    )
     emit(ctx, {"accounts": rows}, text or "no accounts")
 
 
