@@ -17,26 +17,30 @@ SELECTED = "tests/test_cli.py::test_role_list_shows_both_sides_with_ids_and_stat
 NO_SERVER = "postgresql://postgres@127.0.0.1:9/test"  # the discard port: nothing listens there
 
 
-@pytest.fixture(scope="module")
-def runs() -> dict[str, tuple[int, str]]:
-    """(exit code, stdout) of the selected test run without PostgreSQL, plain and with CI=true.
+def plain_and_ci_runs(selected: str, env: dict[str, str]) -> dict[str, tuple[int, str]]:
+    """(exit code, stdout) of pytest on ``selected`` with ``env``, plain and with CI=true.
 
     Both run at once: each is mostly pytest starting up.
     """
     clean = {k: v for k, v in os.environ.items() if k not in {"CI", "PYTEST_ADDOPTS"}}
-    clean["CALLTRACK_TEST_POSTGRES_URL"] = NO_SERVER
     started = {
         name: subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", SELECTED],
+            [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", selected],
             cwd=ROOT,
-            env={**clean, **env},
+            env={**clean, **env, **ci},
             stdout=subprocess.PIPE,
             text=True,
         )
-        for name, env in (("plain", {}), ("ci", {"CI": "true"}))
+        for name, ci in (("plain", {}), ("ci", {"CI": "true"}))
     }
     outputs = {name: process.communicate(timeout=120)[0] for name, process in started.items()}
     return {name: (started[name].returncode, output) for name, output in outputs.items()}
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, tuple[int, str]]:
+    """(exit code, stdout) of the selected test run without PostgreSQL, plain and with CI=true."""
+    return plain_and_ci_runs(SELECTED, {"CALLTRACK_TEST_POSTGRES_URL": NO_SERVER})
 
 
 def test_a_run_without_postgresql_ends_saying_it_was_skipped(
