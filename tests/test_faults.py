@@ -235,3 +235,47 @@ def test_no_api_key_is_found_in_clear_in_the_database_files_or_the_server_log(
     loaded: Result,
 ) -> None:
     assert loaded["keys_found_in_clear"] == []
+
+
+# -- lending under concurrent hits, two servers on one PostgreSQL ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def lending() -> Result:
+    from tests.faults import hits_two_servers
+
+    if _common.find_pg_bin("initdb") is None and not _common.in_ci():
+        pytest.skip("initdb is not installed: two servers on one PostgreSQL need a private cluster")
+    return _scenario(hits_two_servers.run(quick=True))
+
+
+def test_two_servers_under_concurrent_hits_never_lend_one_number_to_two_sessions(
+    lending: Result,
+) -> None:
+    assert lending["overlapping_hold_pairs"] == 0  # in the holds table
+    assert lending["answers_to_a_held_number"] == 0  # as the visitors saw it
+    assert lending["numbers_lent_again"] > 0  # holds ran out and numbers went to new sessions
+
+
+def test_two_servers_answer_every_hit_and_ping_with_200(lending: Result) -> None:
+    assert lending["statuses"] == {"200": lending["answers"]}
+    assert sorted(lending["answers_per_server"]) == ["server1", "server2"]
+    assert lending["tracebacks_in_logs"] == 0
+
+
+def test_a_visitor_pinging_within_its_hold_keeps_its_session_and_number(lending: Result) -> None:
+    assert lending["pings_within_hold_checked"] > 0
+    assert lending["numbers_lost_within_hold"] == 0
+    assert lending["sessions_changed"] == 0
+    assert lending["answers_without_a_hold"] == 0  # no hold ends before the request plus hold
+
+
+def test_the_stub_is_answered_only_while_every_pool_number_is_held(lending: Result) -> None:
+    assert lending["stub_answers"] > 0
+    assert lending["stubs_while_a_number_was_free"] == 0
+    assert lending["phones_not_latest_hold"] == 0
+
+
+def test_the_two_server_lending_run_finds_no_problem_of_its_own(lending: Result) -> None:
+    assert lending["problems"] == []
+    assert lending["ok"] is True
