@@ -6,15 +6,16 @@ import gc
 import threading
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from calltrack.config import Settings
-from calltrack.importer import import_bytes
+from calltrack.model import decode_record, prepare
 from calltrack.store import migrations
 from calltrack.store.paging import Window, build_page_query
 from calltrack.store.sqlite import SqliteStore
 from tests.conftest import new_account
-from tests.helpers_calls import jsonl, record, seed
+from tests.helpers_calls import record, seed
 
 
 def test_connections_of_finished_threads_are_released(tmp_path: Path) -> None:
@@ -59,21 +60,28 @@ def test_a_new_file_stores_calls_in_page_order_on_16k_pages(tmp_path: Path) -> N
     store.close()
 
 
-def test_migrations_4_and_5_cluster_existing_calls_without_changing_a_page(
+def test_migrations_4_and_later_keep_every_page_of_an_older_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A database as an older release left it: migrations 1-3, calls in a rowid table,
-    # imported out of time order, one of them updated with its old version kept.
+    # written out of time order as that release wrote them, one with an old version kept.
+    zone = Settings.from_env(env={}).zone
+    times = [f"2020-05-0{day} 10:00:00" for day in (5, 1, 3, 2, 4, 1, 3)]
+    calls = [prepare(decode_record(msgspec.json.encode(record(f"c{i}", callTime=when))), zone)
+             for i, when in enumerate(times)]  # fmt: skip
     with monkeypatch.context() as patch:
         patch.setattr(migrations, "MIGRATIONS", migrations.MIGRATIONS[:3])
         old = _store(tmp_path / "t.db")
         owner, _ = new_account(old, "a")
-        times = [f"2020-05-0{day} 10:00:00" for day in (5, 1, 3, 2, 4, 1, 3)]
-        records = [record(f"c{i}", callTime=when) for i, when in enumerate(times)]
-        import_bytes(old, owner, jsonl(records), old.settings.zone)
-        import_bytes(
-            old, owner, jsonl([record("c2", callTime=times[2], duration=7)]), old.settings.zone
-        )
+        with old._transaction() as conn:
+            for seq, call in enumerate(calls, start=1):
+                conn.execute(
+                    "INSERT INTO calls (account_id, universal_id, call_time, change_seq, "
+                    "created_seq, service_type, status, campaign_id, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (owner, call.universal_id, call.call_time, seq, seq, call.service_type,
+                     call.status, call.campaign_id, call.body),
+                )  # fmt: skip
         before = _walk(old, owner)
         with old._transaction() as conn:  # the old version that release kept for its walks
             conn.execute(
@@ -90,7 +98,9 @@ def test_migrations_4_and_5_cluster_existing_calls_without_changing_a_page(
     with store._connect() as conn:
         ids = [row[0] for row in conn.execute("SELECT id FROM calls ORDER BY id").fetchall()]
         table = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'calls'").fetchone()[0]
+        callers = conn.execute("SELECT DISTINCT client_number FROM calls").fetchall()
     assert "WITHOUT ROWID" in table
     assert len(ids) == len(times) + 1  # migration 5 dropped the old version
     assert len(set(ids)) == len(ids)
+    assert callers == [("",)]  # migration 7 filled the caller column from the bodies
     store.close()

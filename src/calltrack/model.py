@@ -142,6 +142,8 @@ class StoredCall:
     campaign_name: str = ""
     site: str = ""
     tags: tuple[str, ...] = ()
+    client_number: str = ""  # indexed: a caller's earlier calls make the next one not unique
+    duration: int = 0
 
 
 def decode_record(data: bytes | str) -> CallRecord:
@@ -191,6 +193,8 @@ def prepare(record: CallRecord, zone: ZoneInfo, scope: int = 0) -> StoredCall:
         campaign_name=record.ctCampaignName,
         site=record.site,
         tags=tuple(dict.fromkeys(record.tags)),  # each tag once, in first-seen order
+        client_number=record.clientNumber,
+        duration=record.duration,
     )
 
 

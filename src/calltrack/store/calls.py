@@ -24,6 +24,8 @@ CALL_COLUMNS = (
     "campaign_id",
     "body",
     "created_seq",
+    "client_number",
+    "duration",
 )
 TAG_COLUMNS = ("universal_id", "account_id", "call_time", "tag")
 
@@ -57,62 +59,76 @@ class CallQueries(StoreCore):
         added to the account's campaigns unless it has them already.
         """
         self.ensure_ready()
+        with self._bulk_writing(), self._transaction() as conn:
+            result = self._write_calls(conn, account_id, calls, batch_size)
+        if result.imported + result.updated >= STATISTICS_AFTER:
+            self._refresh_statistics()
+        return result
+
+    def _write_calls(
+        self,
+        conn: Connection,
+        account_id: int,
+        calls: Iterable[tuple[int, StoredCall]],
+        batch_size: int = 2000,
+    ) -> ImportResult:
+        """Insert or update calls of one account inside the caller's write transaction."""
         imported = updated = 0
         now = unix_now()
-        with self._bulk_writing(), self._transaction() as conn:
-            seq = self._last_change(conn)
-            # Ids are handed out here, not by the database: SQLite's clustered calls table has
-            # no rowid to number them (writers are serialized, so max + 1 is safe).
-            next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
-            for chunk in batched(calls, batch_size):
-                existing = self._existing(conn, [call.universal_id for _, call in chunk])
-                inserts: list[tuple[Any, ...]] = []
-                changes: list[tuple[Any, ...]] = []
-                written: list[StoredCall] = []
-                for line, call in chunk:
-                    found = existing.get(call.universal_id)
-                    if found is not None and found[0] != account_id:
-                        raise ImportRejected(
-                            line, f"universalId {call.universal_id!r} belongs to another account"
-                        )
-                    if found is not None:
-                        updated += 1
-                        if bytes(found[1]) == call.body:
-                            continue  # unchanged: no write, no new change number
-                    seq += 1
-                    values = (
-                        call.call_time,
-                        seq,
-                        call.service_type,
-                        call.status,
-                        call.campaign_id,
-                        call.body,
+        seq = self._last_change(conn)
+        # Ids are handed out here, not by the database: SQLite's clustered calls table has
+        # no rowid to number them (writers are serialized, so max + 1 is safe).
+        next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
+        for chunk in batched(calls, batch_size):
+            existing = self._existing(conn, [call.universal_id for _, call in chunk])
+            inserts: list[tuple[Any, ...]] = []
+            changes: list[tuple[Any, ...]] = []
+            written: list[StoredCall] = []
+            for line, call in chunk:
+                found = existing.get(call.universal_id)
+                if found is not None and found[0] != account_id:
+                    raise ImportRejected(
+                        line, f"universalId {call.universal_id!r} belongs to another account"
                     )
-                    if found is None:
-                        imported += 1
-                        next_id += 1
-                        inserts.append((next_id, account_id, call.universal_id, *values, seq))
-                    else:  # in place: the call keeps its id, so its place among equal times
-                        changes.append((*values, call.universal_id))
-                    written.append(call)
-                if changes:
-                    conn.executemany(
-                        "UPDATE calls SET call_time = ?, change_seq = ?, service_type = ?, "
-                        "status = ?, campaign_id = ?, body = ? WHERE universal_id = ?",
-                        changes,
-                    )
-                    conn.executemany(
-                        "DELETE FROM call_tags WHERE universal_id = ?",
-                        [(row[-1],) for row in changes],
-                    )
-                if inserts:
-                    # In page order: consecutive rows land on neighbouring B-tree pages (SQLite
-                    # clusters calls by it), which cuts the cost of a write by about 40%.
-                    inserts.sort(key=_page_order)
-                    self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
-                self._write_tags_and_campaigns(conn, account_id, written, now)
-        if imported + updated >= STATISTICS_AFTER:
-            self._refresh_statistics()
+                if found is not None:
+                    updated += 1
+                    if bytes(found[1]) == call.body:
+                        continue  # unchanged: no write, no new change number
+                seq += 1
+                values = (
+                    call.call_time,
+                    seq,
+                    call.service_type,
+                    call.status,
+                    call.campaign_id,
+                    call.body,
+                )
+                caller = (call.client_number, call.duration)
+                if found is None:
+                    imported += 1
+                    next_id += 1
+                    row = (next_id, account_id, call.universal_id, *values, seq, *caller)
+                    inserts.append(row)
+                else:  # in place: the call keeps its id, so its place among equal times
+                    changes.append((*values, *caller, call.universal_id))
+                written.append(call)
+            if changes:
+                conn.executemany(
+                    "UPDATE calls SET call_time = ?, change_seq = ?, service_type = ?, "
+                    "status = ?, campaign_id = ?, body = ?, client_number = ?, duration = ? "
+                    "WHERE universal_id = ?",
+                    changes,
+                )
+                conn.executemany(
+                    "DELETE FROM call_tags WHERE universal_id = ?",
+                    [(row[-1],) for row in changes],
+                )
+            if inserts:
+                # In page order: consecutive rows land on neighbouring B-tree pages (SQLite
+                # clusters calls by it), which cuts the cost of a write by about 40%.
+                inserts.sort(key=_page_order)
+                self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
+            self._write_tags_and_campaigns(conn, account_id, written, now)
         return ImportResult(imported, updated)
 
     def _write_tags_and_campaigns(

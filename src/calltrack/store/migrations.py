@@ -326,6 +326,69 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
                 PRIMARY KEY (ip, window_start))""",
         ],
     ),
+    (
+        7,
+        "telephony: endpoints, the calls their events build, callers' history",
+        [
+            # Where a PBX posts events. A generic endpoint's bearer secret is kept as its
+            # SHA-256 hash, like API keys; a Zadarma endpoint's secret signs each request
+            # (HMAC), so it is kept as it is (SECURITY.md). ``endpoint`` is the public id in
+            # the events URL.
+            """CREATE TABLE telephony_endpoints (
+                id {id},
+                account_id BIGINT NOT NULL REFERENCES accounts(id),
+                provider TEXT NOT NULL,
+                endpoint TEXT NOT NULL UNIQUE,
+                secret_hash TEXT NOT NULL,
+                signing_secret TEXT NOT NULL,
+                hint TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                revoked_at BIGINT)""",
+            "CREATE UNIQUE INDEX telephony_endpoints_hash ON telephony_endpoints (secret_hash)",
+            # One call as its events told it so far. ``version`` grows with every change;
+            # ``built`` is the version its v3 record was last written from, so a call whose
+            # record is behind (built < version, once ended) is written again, by the request
+            # that changed it or, if that failed, by the sweeper.
+            """CREATE TABLE telephony_calls (
+                id {id},
+                account_id BIGINT NOT NULL REFERENCES accounts(id),
+                provider TEXT NOT NULL,
+                call_id TEXT NOT NULL,
+                universal_id TEXT NOT NULL,
+                started_at BIGINT,
+                answered_at BIGINT,
+                ended_at BIGINT,
+                caller TEXT NOT NULL,
+                called TEXT NOT NULL,
+                forwarded_to TEXT NOT NULL,
+                talk_seconds BIGINT,
+                disposition TEXT NOT NULL,
+                sip_first BIGINT,
+                sip_second BIGINT,
+                recording_url TEXT NOT NULL,
+                ended BIGINT NOT NULL,
+                opened_at BIGINT NOT NULL,
+                version BIGINT NOT NULL,
+                built BIGINT NOT NULL,
+                UNIQUE (account_id, provider, call_id))""",
+            "CREATE INDEX telephony_calls_open ON telephony_calls (ended, opened_at)",
+            "CREATE INDEX telephony_calls_behind ON telephony_calls (ended, built, version)",
+            # Who called, for the unique and target flags of the caller's next call.
+            "ALTER TABLE calls ADD COLUMN client_number TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE calls ADD COLUMN duration BIGINT NOT NULL DEFAULT 0",
+            {
+                "sqlite": """UPDATE calls SET
+                    client_number = json_extract('{' || CAST(body AS TEXT), '$.clientNumber'),
+                    duration = json_extract('{' || CAST(body AS TEXT), '$.duration')""",
+                "postgres": """UPDATE calls SET
+                    client_number = r.record ->> 'clientNumber',
+                    duration = (r.record ->> 'duration')::bigint
+                    FROM (SELECT id AS rid, ('{' || convert_from(body, 'UTF8'))::jsonb AS record
+                          FROM calls) AS r WHERE calls.id = r.rid""",
+            },
+            "CREATE INDEX calls_caller ON calls (account_id, client_number, call_time)",
+        ],
+    ),
 ]
 
 

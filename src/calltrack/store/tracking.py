@@ -477,8 +477,8 @@ class TrackingQueries(StoreCore):
     def set_account_settings(
         self, account_id: int, unique_days: int | None, target_seconds: int | None
     ) -> AccountSettings:
-        if unique_days is not None and not 1 <= unique_days <= 3650:
-            raise Conflict("unique days must be between 1 and 3650")
+        if unique_days is not None and not 0 <= unique_days <= 3650:
+            raise Conflict("unique days must be between 0 (every call unique) and 3650")
         if target_seconds is not None and not 0 <= target_seconds <= 86400:
             raise Conflict("target seconds must be between 0 and 86400")
         self.ensure_ready()
