@@ -20,6 +20,12 @@ answers and the database's `holds` and `phones` tables are checked:
 - the stub is answered only while every pool number was held;
 - each number's current holder in `phones` is its latest hold.
 
+The checks bite: with the lend's SELECT taking no row lock (no FOR UPDATE SKIP LOCKED), a quick
+run finds dozens of overlapping holds, numbers answered to two sessions and pinging visits that
+lose their number; with extensions a little short of the hold, answers with no hold behind them;
+with a lend that gives the stub one time in ten, a full run catches a stub while a number was
+free (the quick run's calm phase is too short to be sure to).
+
 Server time is whole seconds of the wall clock (the clients run on the same machine and stamp
 each request with the wall clock when sent and when answered), so every client-side check
 uses only what the two stamps make certain, never a guess at when the server decided.
