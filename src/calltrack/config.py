@@ -43,6 +43,8 @@ class Settings:
     trusted_proxies: str = ""
     # A site key whose campaign the demo site (/demo/) shows; set by `calltrack demo`.
     demo_site: str = ""
+    # A MaxMind City database (.mmdb): a call's city, region and country from its visit's IP.
+    geoip_db: str = ""
 
     @property
     def zone(self) -> ZoneInfo:
@@ -117,6 +119,7 @@ _FIELDS: dict[str, type] = {
     "hit_limit": int,
     "trusted_proxies": str,
     "demo_site": str,
+    "geoip_db": str,
 }
 
 

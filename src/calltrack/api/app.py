@@ -37,6 +37,7 @@ from calltrack.store import Store, open_store
 error_log = logging.getLogger("calltrack.error")
 access_log = logging.getLogger("calltrack.access")
 HOUSEKEEPING_SECONDS = 3600
+SWEEP_SECONDS = 30
 _T = TypeVar("_T")
 
 
@@ -80,6 +81,14 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         Route("/t/hit", tracking.HitEndpoint(), name="hit"),
         Route("/t/{site_key}.js", tracking.snippet, methods=["GET", "HEAD"]),
     ]
+    from calltrack.api import telephony
+
+    routes += [
+        Route("/telephony/generic", telephony.generic, methods=["POST"]),
+        Route(
+            "/telephony/zadarma/{endpoint}", telephony.zadarma_notification, methods=["GET", "POST"]
+        ),
+    ]
     if settings.demo_site:
         routes.append(Route("/demo/", tracking.demo_site, methods=["GET", "HEAD"]))
         routes.append(Route("/demo/{page}", tracking.demo_site, methods=["GET", "HEAD"]))
@@ -111,10 +120,26 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         error_log.warning("store not reachable at start, answering 503 until it is: %s", exc)
     async with anyio.create_task_group() as background:
         background.start_soon(housekeeping, service)
+        background.start_soon(telephony_sweeper, service)
         yield
         background.cancel_scope.cancel()
     if service.owns_store:
         service.store.close()
+
+
+async def telephony_sweeper(service: Service) -> None:
+    """Every half minute: end calls left open for hours, and write the records of ended calls
+    whose request could not (the store was busy, or the process died between the steps)."""
+    from calltrack.telephony.service import sweep
+
+    while True:
+        await anyio.sleep(random.uniform(0.5, 1.0) * SWEEP_SECONDS)
+        try:
+            await service.in_thread(sweep, service.store, service.settings, int(time.time()))
+        except StoreUnavailable as exc:
+            error_log.warning("telephony sweep skipped, the store is unavailable: %s", exc)
+        except Exception:
+            error_log.exception("telephony sweep failed; the service goes on")
 
 
 async def housekeeping(service: Service) -> None:

@@ -22,6 +22,7 @@ from calltrack.cli.base import (
     printable,
 )
 from calltrack.cli.catalog import campaign, phone
+from calltrack.cli.telephony import call, telephony
 from calltrack.cli.tracking import account_settings_command, rule
 from calltrack.client.command import export
 from calltrack.errors import NotFound
@@ -286,6 +287,8 @@ def import_command(click_ctx: click.Context, file: Path, account_ref: str, as_js
 main.add_command(campaign)
 main.add_command(phone)
 main.add_command(rule)
+main.add_command(telephony)
+main.add_command(call)
 account_settings_command(account)
 main.add_command(export)
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from calltrack.store.admin import AdminQueries
-from calltrack.store.calls import CallQueries
 from calltrack.store.catalog import CatalogQueries
-from calltrack.store.tracking import TrackingQueries
+from calltrack.store.telephony import TelephonyQueries
 
 
-class SqlStore(AdminQueries, CallQueries, CatalogQueries, TrackingQueries):
+class SqlStore(AdminQueries, CatalogQueries, TelephonyQueries):
     """Everything calltrack keeps, behind methods; SQL lives in ``calltrack.store`` only.
 
     Backends (``sqlite.SqliteStore``, ``postgres.PostgresStore``) subclass it and provide the

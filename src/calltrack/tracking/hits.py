@@ -104,8 +104,16 @@ def parse_hit(body: bytes) -> HitBody:
 
 def site_host(campaign: TrackingCampaign) -> str:
     """The campaign's site host: ``https://shop.example/`` and ``shop.example`` alike."""
-    site = campaign.site.strip().lower()
-    host = urlsplit(site if "//" in site else "//" + site).hostname or ""
+    return host_of_site(campaign.site)
+
+
+def host_of_site(site: str) -> str:
+    """The host of a site as a campaign names it, without ``www.``; "" for none."""
+    site = site.strip().lower()
+    try:
+        host = urlsplit(site if "//" in site else "//" + site).hostname or ""
+    except ValueError:
+        return ""
     return host.removeprefix("www.")
 
 

@@ -1,0 +1,286 @@
+"""Telephony's SQL: endpoints a PBX posts to, the calls its events tell, and what a call
+record needs to know of the account (its number's campaign, the caller's earlier calls).
+
+Events are merged into ``telephony_calls`` in a transaction of their own (beside imports on
+PostgreSQL); the v3 record of an ended call is written with the calls' write lock, and a
+call whose record is behind its events is found again by ``calls_behind``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, fields
+from typing import Final
+
+from calltrack.errors import Conflict, NotFound
+from calltrack.model import StoredCall
+from calltrack.store.calls import CallQueries
+from calltrack.store.core import Connection, unix_now
+from calltrack.store.tracking import TrackingQueries
+
+PROVIDERS: Final = ("generic", "zadarma")
+
+
+@dataclass(frozen=True, slots=True)
+class TelephonyEndpoint:
+    id: int
+    account_id: int
+    provider: str
+    endpoint: str  # the public id in the events URL
+    signing_secret: str  # Zadarma's; "" for a generic endpoint (its secret is kept hashed)
+    hint: str
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedEndpoint:
+    endpoint: TelephonyEndpoint
+    secret: str  # shown once
+
+
+@dataclass(frozen=True, slots=True)
+class CallState:
+    """One call as its events told it so far."""
+
+    id: int
+    account_id: int
+    provider: str
+    call_id: str
+    universal_id: str
+    started_at: int | None
+    answered_at: int | None
+    ended_at: int | None
+    caller: str
+    called: str
+    forwarded_to: str
+    talk_seconds: int | None
+    disposition: str
+    sip_first: int | None
+    sip_second: int | None
+    recording_url: str
+    ended: bool
+    opened_at: int
+    version: int
+    built: int
+
+
+@dataclass(frozen=True, slots=True)
+class NumberInfo:
+    """A tracking number as a call record sees it."""
+
+    number: str
+    campaign_id: int
+    kind: str
+    office: str
+    campaign_name: str
+    site: str
+
+
+_STATE_COLUMNS: Final = ", ".join(f.name for f in fields(CallState))
+
+
+def _column(value: object) -> object:
+    return int(value) if isinstance(value, bool) else value
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class TelephonyQueries(CallQueries, TrackingQueries):
+    """Endpoints (the CLI), events (the telephony routes), records of ended calls."""
+
+    # -- endpoints --------------------------------------------------------------------------
+
+    def add_telephony_endpoint(self, account_id: int, provider: str) -> IssuedEndpoint:
+        """A new endpoint of the account with its secret (shown once; the bearer secret of
+        a generic endpoint is kept only as a hash, Zadarma's signing secret as it is)."""
+        if provider not in PROVIDERS:
+            raise Conflict(f"provider must be one of {', '.join(PROVIDERS)}")
+        secret = secrets.token_urlsafe(24)
+        endpoint = secrets.token_urlsafe(12)
+        signing = secret if provider == "zadarma" else ""
+        now = unix_now()
+        self.ensure_ready()
+        with self._transaction() as conn:
+            if not conn.execute("SELECT 1 FROM accounts WHERE id = ?", (account_id,)).fetchone():
+                raise NotFound(f"no account {account_id}")
+            row = conn.execute(
+                "INSERT INTO telephony_endpoints (account_id, provider, endpoint, secret_hash, "
+                "signing_secret, hint, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (account_id, provider, endpoint, secret_hash(secret), signing, secret[:4], now),
+            ).fetchone()
+        found = TelephonyEndpoint(
+            int(row[0]), account_id, provider, endpoint, signing, secret[:4], now, None
+        )
+        return IssuedEndpoint(found, secret)
+
+    def telephony_endpoints(self, account_id: int) -> list[TelephonyEndpoint]:
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT id, account_id, provider, endpoint, signing_secret, hint, created_at, "
+                "revoked_at FROM telephony_endpoints WHERE account_id = ? ORDER BY id",
+                (account_id,),
+            ).fetchall()
+        return [TelephonyEndpoint(*row) for row in rows]
+
+    def revoke_telephony_endpoint(self, account_id: int, endpoint_id: int) -> None:
+        self.ensure_ready()
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT revoked_at FROM telephony_endpoints WHERE account_id = ? AND id = ?",
+                (account_id, endpoint_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"the account has no telephony endpoint {endpoint_id}")
+            if row[0] is None:
+                conn.execute(
+                    "UPDATE telephony_endpoints SET revoked_at = ? WHERE id = ?",
+                    (unix_now(), endpoint_id),
+                )
+
+    def endpoint_by_secret(self, secret: str) -> TelephonyEndpoint | None:
+        """The active generic endpoint whose bearer secret this is."""
+        return self._endpoint("secret_hash = ? AND provider = 'generic'", secret_hash(secret))
+
+    def endpoint_by_id(self, endpoint: str, provider: str) -> TelephonyEndpoint | None:
+        """The active endpoint of ``provider`` with this public id."""
+        found = self._endpoint("endpoint = ?", endpoint)
+        return found if found is not None and found.provider == provider else None
+
+    def _endpoint(self, where: str, value: str) -> TelephonyEndpoint | None:
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT id, account_id, provider, endpoint, signing_secret, hint, created_at, "
+                f"revoked_at FROM telephony_endpoints WHERE {where} AND revoked_at IS NULL",
+                (value,),
+            ).fetchone()
+        return None if row is None else TelephonyEndpoint(*row)
+
+    # -- events -----------------------------------------------------------------------------
+
+    def telephony_transaction(self) -> AbstractContextManager[Connection]:
+        """The transaction events are merged in: beside imports where rows lock."""
+        self.ensure_ready()
+        return self._live_transaction()
+
+    def call_state(
+        self, conn: Connection, account_id: int, provider: str, call_id: str
+    ) -> CallState | None:
+        lock = " FOR UPDATE" if self.row_locks else ""
+        row = conn.execute(
+            f"SELECT {_STATE_COLUMNS} FROM telephony_calls WHERE account_id = ? "
+            f"AND provider = ? AND call_id = ?{lock}",
+            (account_id, provider, call_id),
+        ).fetchone()
+        return None if row is None else CallState(*row)
+
+    def save_call_state(self, conn: Connection, state: CallState, new: bool) -> None:
+        # Not the id; flags as integers (PostgreSQL keeps them in BIGINT columns).
+        values = [_column(getattr(state, f.name)) for f in fields(CallState)][1:]
+        names = [f.name for f in fields(CallState)][1:]
+        if new:
+            conn.execute(
+                f"INSERT INTO telephony_calls ({', '.join(names)}) "
+                f"VALUES ({', '.join('?' * len(names))})",
+                values,
+            )
+        else:
+            assignments = ", ".join(f"{name} = ?" for name in names)
+            conn.execute(
+                f"UPDATE telephony_calls SET {assignments} WHERE id = ?", (*values, state.id)
+            )
+
+    def calls_behind(self, limit: int = 100) -> list[CallState]:
+        """Ended calls whose record was not written from their last events."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT {_STATE_COLUMNS} FROM telephony_calls WHERE ended = 1 "
+                "AND built < version ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [CallState(*row) for row in rows]
+
+    def calls_open_since(self, before: int, limit: int = 100) -> list[CallState]:
+        """Calls not ended whose first event came before ``before``."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT {_STATE_COLUMNS} FROM telephony_calls WHERE ended = 0 "
+                "AND opened_at < ? ORDER BY id LIMIT ?",
+                (before, limit),
+            ).fetchall()
+        return [CallState(*row) for row in rows]
+
+    # -- what a record needs ----------------------------------------------------------------
+
+    def number_info(self, account_id: int, number: str) -> NumberInfo | None:
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT p.number, p.campaign_id, p.kind, p.office, coalesce(c.name, ''), "
+                "coalesce(c.site, '') FROM phones p LEFT JOIN campaigns c "
+                "ON c.account_id = p.account_id AND c.campaign_id = p.campaign_id "
+                "WHERE p.account_id = ? AND p.number = ?",
+                (account_id, number),
+            ).fetchone()
+        return None if row is None else NumberInfo(*row)
+
+    def number_owners(self, number: str) -> list[int]:
+        """The accounts that have this tracking number."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT account_id FROM phones WHERE number = ? ORDER BY account_id", (number,)
+            ).fetchall()
+        return [int(row[0]) for row in rows]
+
+    def earlier_calls(
+        self, account_id: int, caller: str, since: int, before: int, universal_id: str
+    ) -> list[tuple[int, int]]:
+        """(call_time, talk seconds) of the caller's other calls in ``[since, before]``."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT call_time, duration FROM calls WHERE account_id = ? AND client_number = ? "
+                "AND call_time BETWEEN ? AND ? AND universal_id <> ?",
+                (account_id, caller, since, before, universal_id),
+            ).fetchall()
+        return [(int(row[0]), int(row[1])) for row in rows]
+
+    def session_pages(self, session_id: str, at: int) -> tuple[int, str]:
+        """Page views of a session up to ``at``, and the URL of the last of them."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            count = conn.execute(
+                "SELECT count(*) FROM page_views WHERE session_id = ? AND viewed_at <= ?",
+                (session_id, at),
+            ).fetchone()[0]
+            last = conn.execute(
+                "SELECT url FROM page_views WHERE session_id = ? AND viewed_at <= ? "
+                "ORDER BY viewed_at DESC LIMIT 1",
+                (session_id, at),
+            ).fetchone()
+        return int(count), "" if last is None else str(last[0])
+
+    def write_built_calls(
+        self, account_id: int, built: Iterable[tuple[CallState, StoredCall]]
+    ) -> None:
+        """Write the v3 records of ended calls and mark each built from the version it was
+        built from (a call that got another event meanwhile stays behind, for the next turn).
+        """
+        items = list(built)
+        self.ensure_ready()
+        with self._transaction() as conn:
+            self._write_calls(conn, account_id, [(0, call) for _, call in items])
+            conn.executemany(
+                "UPDATE telephony_calls SET built = ? WHERE id = ? AND version = ?",
+                [(state.version, state.id, state.version) for state, _ in items],
+            )

@@ -1,0 +1,258 @@
+"""Telephony events in, call records out: the steps between the routes and the store.
+
+``receive`` merges a request's events into their calls in one transaction (beside imports on
+PostgreSQL) and then writes the records of the calls that ended or changed after ending.
+Should that second step fail (the store busy, the process killed), the calls stay behind
+their events and ``sweep`` writes them; it also ends calls left open too long. Delivering an
+event again changes nothing, so a PBX may always retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import asdict, fields, replace
+from typing import cast
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from calltrack.config import Settings
+from calltrack.model import StoredCall, content_id, format_local, prepare
+from calltrack.store import Store, Window
+from calltrack.store.telephony import CallState, TelephonyEndpoint
+from calltrack.store.tracking import SourceRule
+from calltrack.telephony import enrich
+from calltrack.telephony.calls import (
+    OPEN_CALL_SECONDS,
+    CallContext,
+    CallFacts,
+    Place,
+    Visit,
+    abandon,
+    build_record,
+    merge,
+)
+from calltrack.telephony.events import TelephonyEvent
+from calltrack.tracking.hits import host_of_site
+from calltrack.tracking.lending import EarlierCall, call_flags
+from calltrack.tracking.sources import Source, SourceType
+
+log = logging.getLogger("calltrack.telephony")
+_FACTS = [f.name for f in fields(CallFacts)]
+_source = msgspec.json.Decoder(Source)
+
+
+def receive(
+    store: Store,
+    endpoint: TelephonyEndpoint,
+    events: list[TelephonyEvent],
+    settings: Settings,
+    now: int,
+) -> None:
+    """Merge the events into their calls, then write the records of the ended ones."""
+    changed: dict[str, CallState] = {}
+    with store.telephony_transaction() as conn:
+        for event in events:
+            state = store.call_state(conn, endpoint.account_id, endpoint.provider, event.call_id)
+            facts = _facts(state) if state is not None else CallFacts()
+            merged = merge(facts, event)
+            if state is not None and merged == facts:
+                continue  # nothing new: the same event again, or one that adds nothing
+            updated = _state(endpoint, event.call_id, merged, state, now)
+            store.save_call_state(conn, updated, new=state is None)
+            changed[event.call_id] = updated
+    ended = [state for state in changed.values() if state.ended]
+    if ended:
+        try:
+            write_records(store, settings, ended)
+        except Exception:  # the events are kept: the sweeper writes these records
+            log.exception("telephony: records of %d calls left for the sweeper", len(ended))
+
+
+def sweep(store: Store, settings: Settings, now: int) -> int:
+    """End calls left open too long, and write the records that are behind their events;
+    the number of records written."""
+    for state in store.calls_open_since(now - OPEN_CALL_SECONDS):
+        with store.telephony_transaction() as conn:
+            current = store.call_state(conn, state.account_id, state.provider, state.call_id)
+            if current is not None and not current.ended:
+                facts = abandon(_facts(current), now)
+                store.save_call_state(conn, _replace_facts(current, facts), new=False)
+    behind = store.calls_behind()
+    if behind:
+        write_records(store, settings, behind)
+    return len(behind)
+
+
+def write_records(store: Store, settings: Settings, states: list[CallState]) -> None:
+    """Build and write the v3 records of ended calls, per account."""
+    by_account: dict[int, list[tuple[CallState, StoredCall]]] = {}
+    for state in states:
+        record = build_record(_facts(state), context(store, settings, state))
+        stored = prepare(record, settings.zone, state.account_id)
+        by_account.setdefault(state.account_id, []).append((state, stored))
+    for account_id, built in by_account.items():
+        store.write_built_calls(account_id, built)
+
+
+def context(store: Store, settings: Settings, state: CallState) -> CallContext:
+    """What the account knows of a call besides its events."""
+    zone = settings.zone
+    start = state.started_at if state.started_at is not None else state.opened_at
+    caller = enrich.caller_place(state.caller) if state.caller else None
+    local, offset = _local_time(start, caller.time_zone if caller else "", zone)
+    account = store.account_settings(state.account_id)
+    history = store.earlier_calls(
+        state.account_id,
+        state.caller,
+        start - account.unique_days * 86400,
+        start,
+        state.universal_id,
+    )
+    flags = call_flags(
+        [EarlierCall(at, talk) for at, talk in history],
+        EarlierCall(start, state.talk_seconds or 0),
+        account.unique_days,
+        account.target_seconds,
+    )
+    place = Place("", caller.region, caller.country) if caller else Place()
+    base = CallContext(
+        universal_id=state.universal_id,
+        call_number=state.id,
+        call_time=format_local(start, zone),
+        local_date=local,
+        timezone_offset=offset,
+        place=place,
+        flags=flags,
+    )
+    number = store.number_info(state.account_id, state.called) if state.called else None
+    if number is None:
+        return base  # a number no campaign owns: the call, without campaign or visit
+    office = number.office if number.office.isascii() and number.office.isdigit() else ""
+    host = host_of_site(number.site)
+    base = replace(
+        base,
+        campaign_id=number.campaign_id,
+        campaign_name=number.campaign_name,
+        site_host=host,
+        office_line=office,
+    )
+    if number.kind != "dynamic":
+        rule = _static_rule(store.rules(state.account_id, number.campaign_id), number.number)
+        return replace(base, rule_source=rule)
+    held = store.holder_at(state.account_id, number.number, start)
+    if held is None:
+        return base
+    pages, last_page = store.session_pages(held.session_id, start)
+    visit = Visit(
+        source=_decode(held.source),
+        landing_url=held.landing_url,
+        referrer=held.referrer,
+        ga=held.ga,
+        ym=held.ym,
+        rs=held.rs,
+        ip=held.ip,
+        user_agent=held.user_agent,
+        pages=pages,
+        last_page=last_page,
+        visits=held.ordinal,
+    )
+    if settings.geoip_db and (geo := enrich.geoip(held.ip, settings.geoip_db)) is not None:
+        place = Place(geo.city, geo.region, geo.country)
+    return replace(base, visit=visit, place=place, device=enrich.device(held.user_agent))
+
+
+def _local_time(start: int, caller_zone: str, service_zone: ZoneInfo) -> tuple[str, str]:
+    if not caller_zone:
+        return "", ""
+    return enrich.local_date(start, caller_zone, service_zone)
+
+
+def _static_rule(rules: list[SourceRule], number: str) -> Source | None:
+    """The source a static number's rule stands for (its utm conditions)."""
+    for rule in rules:
+        if rule.number == number:
+            kind = cast(SourceType, rule.source_type or "direct")
+            return Source(
+                kind,
+                utm_source=rule.utm_source,
+                utm_medium=rule.utm_medium,
+                utm_campaign=rule.utm_campaign,
+                referrer=rule.referrer,
+            )
+    return None
+
+
+def _decode(text: str) -> Source:
+    try:
+        return _source.decode(text)
+    except msgspec.MsgspecError:
+        return Source()
+
+
+def _facts(state: CallState) -> CallFacts:
+    return CallFacts(**{name: getattr(state, name) for name in _FACTS})
+
+
+def _state(
+    endpoint: TelephonyEndpoint,
+    call_id: str,
+    facts: CallFacts,
+    previous: CallState | None,
+    now: int,
+) -> CallState:
+    if previous is None:
+        universal_id = content_id(f"{endpoint.provider}:{call_id}".encode(), endpoint.account_id)
+        previous = CallState(
+            id=0,
+            account_id=endpoint.account_id,
+            provider=endpoint.provider,
+            call_id=call_id,
+            universal_id=universal_id,
+            **asdict(CallFacts()),
+            opened_at=now,
+            version=0,
+            built=0,
+        )
+    return _replace_facts(previous, facts)
+
+
+def _replace_facts(state: CallState, facts: CallFacts) -> CallState:
+    known = {name: getattr(facts, name) for name in _FACTS}
+    return replace(state, **known, version=state.version + 1)
+
+
+def simulate_call(
+    store: Store,
+    settings: Settings,
+    account_id: int,
+    called: str,
+    caller: str,
+    talk: int,
+    now: int | None = None,
+) -> dict[str, object]:
+    """The events of a call to ``called`` starting now, as a PBX would post them, through
+    the steps of a real request; the call's v3 record as the export shows it."""
+    now = int(time.time()) if now is None else now
+    endpoint = TelephonyEndpoint(0, account_id, "simulated", "", "", "", now, None)
+    call_id = secrets.token_hex(8)
+    answered = talk > 0
+    events = [
+        TelephonyEvent("call.started", call_id, now, caller=caller, called=called),
+        TelephonyEvent(
+            "call.ended",
+            call_id,
+            now + talk + 5,
+            talk_seconds=talk,
+            disposition="answered" if answered else "no_answer",
+        ),
+    ]
+    receive(store, endpoint, events, settings, now)
+    universal_id = content_id(f"simulated:{call_id}".encode(), account_id)
+    for body in store.read_page([account_id], Window(now, now), 0, 10_000) or []:
+        record: dict[str, object] = msgspec.json.decode(b'{"page":0,' + body)
+        if record["universalId"] == universal_id:
+            return record
+    raise RuntimeError(f"the simulated call {universal_id} is not in the store")
