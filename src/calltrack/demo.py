@@ -135,7 +135,9 @@ class DemoResult:
             result["serve"] = serve_command
         return result
 
-    def describe(self, base_url: str | None, serve_command: str, cli: str) -> str:
+    def describe(
+        self, base_url: str | None, serve_command: str, cli: str, database: str | None = None
+    ) -> str:
         """The demo's output: every key with what it shows, then requests to try."""
         lines = [*self.notes, "", "User keys (shown only now):"]
         for name, key in self.keys.items():
@@ -149,11 +151,19 @@ class DemoResult:
             lines[-1] += (
                 f"  (or `source {shlex.quote(str(activate))}` once, then `calltrack --help`)"
             )
+        today = self.window.rsplit("/", 1)[-1]
+        dealer_calls = f"/api/?json/v3/{self.keys[GRANTORS[0]]}/call/get/0/{today}"
+        with_db = ("--database", database) if database else ()
+        simulate = shlex.join([cli, *with_db, "call", "simulate", "--to", "NUMBER"])
         lines += [
             "",
             "The demo site, a car dealer's page whose number +7 (495) 123-45-67 the snippet "
             "swaps for a tracking number (open it in a browser):",
             f"  {base_url or ''}{DEMO_SITE_PATH}",
+            "Call the number it shows, as the dealer's PBX would tell calltrack:",
+            f"  {simulate}",
+            "and find the call, with the visit's utm tags, in today's calls of the dealer:",
+            f"  {base_url or ''}{dealer_calls}",
         ]
         if base_url is None:
             lines += ["", f"Nothing is served (--no-serve). To serve: {serve_command}",

@@ -351,7 +351,8 @@ def demo(
     cli = cli_command()
     serve = serve_command(cli, ctx.database, host, port)
     base_url = None if no_serve else f"http://{host}:{port}"
-    emit(ctx, result.as_dict(base_url, serve), result.describe(base_url, serve, cli))
+    text = result.describe(base_url, serve, cli, ctx.database)
+    emit(ctx, result.as_dict(base_url, serve), text)
     if not no_serve:
         os.environ["CALLTRACK_DEMO_SITE"] = result.site_key  # the server shows /demo/
         run_server(ctx, host, port, workers=1)
