@@ -3,6 +3,7 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -193,3 +194,33 @@ def test_a_call_left_open_four_hours_is_ended_as_failed_by_the_sweeper(shop: Sho
     assert sweep(shop.store, shop.store.settings, now + 4 * 3600 + 1) == 1
     [call] = shop.calls()
     assert (call["status"], call["duration"], call["statusFirst"]) == ("fail", 0, 503)
+
+
+def test_events_are_answered_while_an_import_holds_the_write_lock_and_never_lost(
+    shop: Shop,
+) -> None:
+    start = int(time.time()) - 300
+    held = threading.Event()
+    release = threading.Event()
+
+    def long_import() -> None:  # holds the calls' write lock as a long import does
+        with shop.store._transaction():
+            held.set()
+            release.wait(timeout=30)
+
+    importer = threading.Thread(target=long_import)
+    importer.start()
+    try:
+        assert held.wait(timeout=10)
+        began = time.monotonic()
+        answer = shop.post(call_events("pbx-9", POOL[0], start))
+        waited = time.monotonic() - began
+        assert answer.status_code == 200, answer.text
+        assert waited < shop.store.settings.db_timeout  # not left to wait out the import
+    finally:
+        release.set()
+        importer.join()
+    sweep(shop.store, shop.store.settings, int(time.time()))  # the turn the sweeper takes
+    [call] = shop.calls()
+    assert (call["duration"], call["callerIdToClient"]) == (130, POOL[0])
+    assert sweep(shop.store, shop.store.settings, int(time.time())) == 0  # nothing left

@@ -49,10 +49,12 @@ class StoreCore(ABC):
         """A connection in autocommit mode; maps connection failures to StoreUnavailable."""
 
     @abstractmethod
-    def _transaction(self) -> AbstractContextManager[Connection]:
+    def _transaction(self, wait: float | None = None) -> AbstractContextManager[Connection]:
         """A connection inside one write transaction, committed on success, else rolled back.
 
         Write transactions are serialized, so ``id`` and ``change_seq`` grow in commit order.
+        ``wait``: at most this many seconds for another writer (default: the store's
+        timeout), then StoreUnavailable.
         """
 
     def _insert_many(

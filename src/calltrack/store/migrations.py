@@ -26,6 +26,14 @@ PAGE_BOUNDS_TABLE: Final = """CREATE TABLE IF NOT EXISTS page_bounds (
     final INTEGER NOT NULL DEFAULT 1,
     touched_at BIGINT NOT NULL,
     PRIMARY KEY (mark_key, layout, page))"""
+# SQLite only, in the side file: telephony events that arrived while an import held the
+# database's write lock, kept until the sweeper merges them.
+TELEPHONY_INBOX_TABLE: Final = """CREATE TABLE IF NOT EXISTS telephony_inbox (
+    id INTEGER PRIMARY KEY,
+    account_id BIGINT NOT NULL,
+    provider TEXT NOT NULL,
+    events BLOB NOT NULL,
+    received_at BIGINT NOT NULL)"""
 PAGE_BOUNDS_INDEX: Final = (
     "CREATE INDEX IF NOT EXISTS page_bounds_started ON page_bounds (touched_at) WHERE page = 0"
 )

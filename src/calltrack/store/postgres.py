@@ -88,10 +88,18 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"postgres: {exc}") from exc
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def _transaction(self, wait: float | None = None) -> Iterator[Connection]:
+        """``wait`` given: do not queue for the write lock (a writer that must not wait for
+        an import); StoreUnavailable at once when another writer holds it."""
         try:
             with self.pool.connection() as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_ID,))
+                if wait is None:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_ID,))
+                else:
+                    got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK_ID,))
+                    row = got.fetchone()
+                    if row is None or not row[0]:
+                        raise StoreUnavailable("postgres: another writer holds the write lock")
                 yield _Adapter(conn)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(f"postgres: {exc}") from exc
@@ -99,7 +107,7 @@ class PostgresStore(SqlStore):
     row_locks = True
 
     @contextmanager
-    def _live_transaction(self) -> Iterator[Connection]:
+    def _live_transaction(self, quick: bool = False) -> Iterator[Connection]:
         # Without the write lock of imports: hits lock only the rows they decide on.
         try:
             with self.pool.connection() as conn, conn.transaction():

@@ -10,7 +10,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, cast
 
@@ -159,33 +159,76 @@ class SqliteStore(SqlStore):
         finally:
             raw.execute(f"PRAGMA busy_timeout = {int(self._read_wait * 1000)}")
 
-    @contextmanager
-    def _page_bounds(self, conn: Connection) -> Iterator[Connection]:
-        # Page layouts live in a side file with its own lock: an import holds the database's
-        # write lock for its whole transaction, and a walk must fix its pages meanwhile.
-        walks: sqlite3.Connection | None = getattr(self._local, "walks", None)
-        if walks is None:
-            walks = sqlite3.connect(
-                f"{self.path}-walks",
+    spills_events = True
+
+    def _side(self) -> sqlite3.Connection:
+        """This thread's connection to the side file (``<database>-live``): what must be
+        written while an import holds the database's write lock, since an import holds it for
+        its whole transaction. Page layouts (a walk fixes its pages meanwhile) and telephony
+        events that arrive meanwhile (kept until they can be merged)."""
+        side: sqlite3.Connection | None = getattr(self._local, "side", None)
+        if side is None:
+            side = sqlite3.connect(
+                f"{self.path}-live",
                 timeout=self._read_wait,
                 isolation_level=None,
                 check_same_thread=False,
                 factory=_Connection,
             )
-            walks.execute("PRAGMA journal_mode = WAL")
-            walks.execute("PRAGMA synchronous = NORMAL")
-            walks.execute(migrations.PAGE_BOUNDS_TABLE)
-            walks.execute(migrations.PAGE_BOUNDS_INDEX)
-            self._local.walks = walks
-            self._local.walks_closer = _CloseWithThread(walks)
+            side.execute("PRAGMA journal_mode = WAL")
+            side.execute("PRAGMA synchronous = NORMAL")
+            side.execute(migrations.PAGE_BOUNDS_TABLE)
+            side.execute(migrations.PAGE_BOUNDS_INDEX)
+            side.execute(migrations.TELEPHONY_INBOX_TABLE)
+            self._local.side = side
+            self._local.side_closer = _CloseWithThread(side)
             with self._lock:
-                self._all.add(walks)
+                self._all.add(side)
+        return side
+
+    @contextmanager
+    def _page_bounds(self, conn: Connection) -> Iterator[Connection]:
         try:
-            yield cast(Connection, walks)
+            yield cast(Connection, self._side())
         except sqlite3.Error:
-            self._local.walks = None
-            self._local.walks_closer = None
+            self._local.side = None
+            self._local.side_closer = None
             raise
+
+    def spill_events(self, account_id: int, provider: str, events: bytes) -> None:
+        try:
+            self._side().execute(
+                "INSERT INTO telephony_inbox (account_id, provider, events, received_at) "
+                "VALUES (?, ?, ?, ?)",
+                (account_id, provider, events, int(time.time())),
+            )
+        except sqlite3.Error as exc:
+            self._local.side = None
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+
+    def spilled_events(self, limit: int = 100) -> list[tuple[int, int, str, bytes]]:
+        try:
+            rows = (
+                self._side()
+                .execute(
+                    "SELECT id, account_id, provider, events FROM telephony_inbox ORDER BY id "
+                    "LIMIT ?",
+                    (limit,),
+                )
+                .fetchall()
+            )
+        except sqlite3.Error as exc:
+            self._local.side = None
+            raise StoreUnavailable(f"sqlite: {exc}") from exc
+        return [(int(r[0]), int(r[1]), str(r[2]), bytes(r[3])) for r in rows]
+
+    def drop_spilled(self, ids: list[int]) -> None:
+        marks = ", ".join("?" * len(ids))
+        self._side().execute(f"DELETE FROM telephony_inbox WHERE id IN ({marks})", ids)
+
+    def _live_transaction(self, quick: bool = False) -> AbstractContextManager[Connection]:
+        # Quick: a writer that cannot wait (telephony events) gives up after a read's wait.
+        return self._transaction(wait=self._read_wait if quick else None)
 
     def _drop(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -212,11 +255,12 @@ class SqliteStore(SqlStore):
             self._local.deadline = math.inf
 
     @contextmanager
-    def _transaction(self) -> Iterator[Connection]:
+    def _transaction(self, wait: float | None = None) -> Iterator[Connection]:
         try:
             conn = self._conn()
             # A writer may wait its full timeout for another writer; readers wait less.
-            conn.execute(f"PRAGMA busy_timeout = {int(self.settings.db_timeout * 1000)}")
+            wait = self.settings.db_timeout if wait is None else wait
+            conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             self._drop()

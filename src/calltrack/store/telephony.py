@@ -165,10 +165,25 @@ class TelephonyQueries(CallQueries, TrackingQueries):
 
     # -- events -----------------------------------------------------------------------------
 
-    def telephony_transaction(self) -> AbstractContextManager[Connection]:
-        """The transaction events are merged in: beside imports where rows lock."""
+    def telephony_transaction(self, quick: bool = False) -> AbstractContextManager[Connection]:
+        """The transaction events are merged in: beside imports where rows lock; ``quick``
+        gives up soon where an import holds the one write lock (see ``spill_events``)."""
         self.ensure_ready()
-        return self._live_transaction()
+        return self._live_transaction(quick)
+
+    # Where one write lock serializes everything (SQLite), events that cannot be merged while
+    # an import holds it are kept aside and merged by the sweeper.
+    spills_events: bool = False
+
+    def spill_events(self, account_id: int, provider: str, events: bytes) -> None:
+        raise NotImplementedError("this store merges events beside imports")
+
+    def spilled_events(self, limit: int = 100) -> list[tuple[int, int, str, bytes]]:
+        """(id, account, provider, encoded events) kept aside, oldest first."""
+        return []
+
+    def drop_spilled(self, ids: list[int]) -> None:
+        """Forget events kept aside once they are merged."""
 
     def call_state(
         self, conn: Connection, account_id: int, provider: str, call_id: str
@@ -271,14 +286,19 @@ class TelephonyQueries(CallQueries, TrackingQueries):
         return int(count), "" if last is None else str(last[0])
 
     def write_built_calls(
-        self, account_id: int, built: Iterable[tuple[CallState, StoredCall]]
+        self,
+        account_id: int,
+        built: Iterable[tuple[CallState, StoredCall]],
+        quick: bool = False,
     ) -> None:
         """Write the v3 records of ended calls and mark each built from the version it was
         built from (a call that got another event meanwhile stays behind, for the next turn).
+        ``quick``: StoreUnavailable rather than waiting for an import's write lock.
         """
         items = list(built)
         self.ensure_ready()
-        with self._transaction() as conn:
+        wait = self.settings.db_timeout / 10 if quick else None
+        with self._transaction(wait=wait) as conn:
             self._write_calls(conn, account_id, [(0, call) for _, call in items])
             conn.executemany(
                 "UPDATE telephony_calls SET built = ? WHERE id = ? AND version = ?",

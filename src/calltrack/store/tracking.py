@@ -492,9 +492,10 @@ class TrackingQueries(StoreCore):
 
     # -- hits -------------------------------------------------------------------------------
 
-    def _live_transaction(self) -> AbstractContextManager[Connection]:
-        """A transaction for hits: PostgreSQL runs them beside imports (row locks keep them
-        apart); SQLite serializes every write anyway."""
+    def _live_transaction(self, quick: bool = False) -> AbstractContextManager[Connection]:
+        """A transaction for hits and telephony events: PostgreSQL runs them beside imports
+        (row locks keep them apart); SQLite serializes every write, and ``quick`` there gives
+        up soon instead of waiting out an import."""
         return self._transaction()
 
     row_locks: bool = False  # SELECT ... FOR UPDATE (SKIP LOCKED) exists

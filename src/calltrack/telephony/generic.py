@@ -61,6 +61,9 @@ def parse_events(body: bytes, zone: ZoneInfo, now: int) -> list[TelephonyEvent]:
 
 def _checked(index: int, event: _Event, zone: ZoneInfo, now: int) -> TelephonyEvent:
     where = f"event {index}" if index else "the event"
+    texts = (event.call_id, event.caller, event.called, event.forwarded_to, event.recording_url)
+    if any("\x00" in text for text in texts):  # PostgreSQL keeps no NUL in text
+        raise InvalidEvent(f"{where}: a field holds a NUL character")
     try:
         at = instant(event.at, zone)
         if not EARLIEST <= at <= now + FUTURE_SLACK:

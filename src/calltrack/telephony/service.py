@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from calltrack.config import Settings
+from calltrack.errors import StoreUnavailable
 from calltrack.model import StoredCall, content_id, format_local, prepare
 from calltrack.store import Store, Window
 from calltrack.store.telephony import CallState, TelephonyEndpoint
@@ -42,6 +43,8 @@ from calltrack.tracking.sources import Source, SourceType
 log = logging.getLogger("calltrack.telephony")
 _FACTS = [f.name for f in fields(CallFacts)]
 _source = msgspec.json.Decoder(Source)
+_events = msgspec.json.Encoder()
+_events_of = msgspec.json.Decoder(list[TelephonyEvent])
 
 
 def receive(
@@ -51,11 +54,44 @@ def receive(
     settings: Settings,
     now: int,
 ) -> None:
-    """Merge the events into their calls, then write the records of the ended ones."""
+    """Merge the events into their calls, then write the records of the ended ones.
+
+    Where an import holds the store's one write lock (SQLite), the events are kept aside at
+    once instead of waiting it out, and the sweeper merges them when the lock is free.
+    """
+    try:
+        changed = merge_events(
+            store, endpoint.account_id, endpoint.provider, events, now, quick=True
+        )
+    except StoreUnavailable:
+        if not store.spills_events:
+            raise
+        store.spill_events(endpoint.account_id, endpoint.provider, _events.encode(events))
+        return
+    ended = [state for state in changed if state.ended]
+    if ended:
+        try:
+            write_records(store, settings, ended, quick=True)
+        except StoreUnavailable as exc:  # an import holds the write lock: the sweeper writes them
+            log.info("telephony: records of %d calls left for the sweeper: %s", len(ended), exc)
+        except Exception:  # the events are kept: the sweeper writes these records
+            log.exception("telephony: records of %d calls left for the sweeper", len(ended))
+
+
+def merge_events(
+    store: Store,
+    account_id: int,
+    provider: str,
+    events: list[TelephonyEvent],
+    now: int,
+    quick: bool = False,
+) -> list[CallState]:
+    """Fold events into their calls in one transaction; the calls that changed."""
+    endpoint = TelephonyEndpoint(0, account_id, provider, "", "", "", now, None)
     changed: dict[str, CallState] = {}
-    with store.telephony_transaction() as conn:
+    with store.telephony_transaction(quick) as conn:
         for event in events:
-            state = store.call_state(conn, endpoint.account_id, endpoint.provider, event.call_id)
+            state = store.call_state(conn, account_id, provider, event.call_id)
             facts = _facts(state) if state is not None else CallFacts()
             merged = merge(facts, event)
             if state is not None and merged == facts:
@@ -63,17 +99,16 @@ def receive(
             updated = _state(endpoint, event.call_id, merged, state, now)
             store.save_call_state(conn, updated, new=state is None)
             changed[event.call_id] = updated
-    ended = [state for state in changed.values() if state.ended]
-    if ended:
-        try:
-            write_records(store, settings, ended)
-        except Exception:  # the events are kept: the sweeper writes these records
-            log.exception("telephony: records of %d calls left for the sweeper", len(ended))
+    return list(changed.values())
 
 
 def sweep(store: Store, settings: Settings, now: int) -> int:
-    """End calls left open too long, and write the records that are behind their events;
-    the number of records written."""
+    """Merge events kept aside, end calls left open too long, and write the records that are
+    behind their events; the number of records written."""
+    while spilled := store.spilled_events():
+        for spill_id, account_id, provider, payload in spilled:
+            merge_events(store, account_id, provider, _events_of.decode(payload), now)
+            store.drop_spilled([spill_id])
     for state in store.calls_open_since(now - OPEN_CALL_SECONDS):
         with store.telephony_transaction() as conn:
             current = store.call_state(conn, state.account_id, state.provider, state.call_id)
@@ -86,15 +121,18 @@ def sweep(store: Store, settings: Settings, now: int) -> int:
     return len(behind)
 
 
-def write_records(store: Store, settings: Settings, states: list[CallState]) -> None:
-    """Build and write the v3 records of ended calls, per account."""
+def write_records(
+    store: Store, settings: Settings, states: list[CallState], quick: bool = False
+) -> None:
+    """Build and write the v3 records of ended calls, per account (``quick``: without
+    waiting for another writer)."""
     by_account: dict[int, list[tuple[CallState, StoredCall]]] = {}
     for state in states:
         record = build_record(_facts(state), context(store, settings, state))
         stored = prepare(record, settings.zone, state.account_id)
         by_account.setdefault(state.account_id, []).append((state, stored))
     for account_id, built in by_account.items():
-        store.write_built_calls(account_id, built)
+        store.write_built_calls(account_id, built, quick)
 
 
 def context(store: Store, settings: Settings, state: CallState) -> CallContext:
