@@ -16,6 +16,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import procs
 
@@ -120,26 +121,32 @@ def measure(
     )
 
 
-def _lua_string(text: str) -> str:
+def lua_string(text: str) -> str:
     return json.dumps(text)  # a JSON string literal is a valid Lua string literal here
 
 
 def _wrk(
     target: Target, connections: int, seconds: float, cpus: str | None, gzip: bool
 ) -> tuple[dict[str, int], float]:
+    headers = 'wrk.headers["Accept-Encoding"] = "gzip"' if gzip else ""
+    script = _LUA % {
+        "template": lua_string(target.template),
+        "scale": target.scale,
+        "pages": target.pages,
+        "out": '"{out}"',
+        "headers": headers,
+    }
+    return run_wrk(script, target.port, connections, seconds, cpus)
+
+
+def run_wrk(
+    script: str, port: int, connections: int, seconds: float, cpus: str | None
+) -> tuple[dict[str, Any], float]:
+    """Run wrk with the Lua ``script`` (its ``{out}`` replaced by the quoted path its ``done``
+    writes JSON to) against ``port``; (that JSON, the CPU seconds wrk used)."""
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
-        out, script = Path(tmp) / "out.json", Path(tmp) / "pages.lua"
-        headers = 'wrk.headers["Accept-Encoding"] = "gzip"' if gzip else ""
-        script.write_text(
-            _LUA
-            % {
-                "template": _lua_string(target.template),
-                "scale": target.scale,
-                "pages": target.pages,
-                "out": _lua_string(str(out)),
-                "headers": headers,
-            }
-        )
+        out, path = Path(tmp) / "out.json", Path(tmp) / "script.lua"
+        path.write_text(script.replace('"{out}"', lua_string(str(out))))
         cores = len(procs.parse_cpus(cpus)) if cpus else 2
         threads = max(1, min(connections, cores))
         cmd = procs.pinned(
@@ -151,8 +158,8 @@ def _wrk(
                 "--timeout",
                 "10s",
                 "-s",
-                str(script),
-                f"http://127.0.0.1:{target.port}",
+                str(path),
+                f"http://127.0.0.1:{port}",
             ],
             cpus,
         )

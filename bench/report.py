@@ -115,6 +115,7 @@ def targets(results: Result) -> list[Result]:
                     "met": bool(check["served"] and check["same_content"]),
                 }
             )
+    rows += _hit_targets(results)
     for backend, imports in results["imports"].items():
         rate = min(item["calls_per_s"] for item in imports.values())
         rows.append(
@@ -125,6 +126,77 @@ def targets(results: Result) -> list[Result]:
             }
         )
     return rows
+
+
+HIT_RATE, HIT_P99_MS = 1000, 50.0  # issue 11's goal at 64 visitors
+
+
+def _hit_targets(results: Result) -> list[Result]:
+    rows: list[Result] = []
+    for server, data in results.get("hits", {}).items():
+        run = data["load"]
+        visitors = f"{run['connections']} visitors"
+        rows += [
+            {
+                "target": f"{server} hits >= {HIT_RATE:,}/s at {visitors}",
+                "measured": f"{run['hits_per_s']:,.0f} hits/s",
+                "met": run["hits_per_s"] >= HIT_RATE,
+            },
+            {
+                "target": f"{server} hit p99 < {HIT_P99_MS:g} ms at {visitors}",
+                "measured": f"{run['p99_ms']:.1f} ms (p50 {run['p50_ms']:.1f} ms)",
+                "met": run["p99_ms"] < HIT_P99_MS,
+            },
+            {
+                "target": f"{server} every hit answered 200",
+                "measured": f"{run['non200']:,} non-200{_statuses(run['statuses'])} and "
+                f"{run['socket_errors']} socket errors of {run['requests']:,} answers",
+                "met": run["non200"] == 0 and run["socket_errors"] == 0,
+            },
+        ]
+    return rows
+
+
+def _statuses(counts: dict[str, int]) -> str:
+    return " (" + ", ".join(f"{n:,} x {code}" for code, n in counts.items()) + ")" if counts else ""
+
+
+def _hit_lines(results: Result) -> list[str]:
+    """The hits rows: the snippet's ``POST /t/hit`` under concurrent visitors."""
+    found = results.get("hits", {})
+    if not found:
+        return []
+    lines = [
+        "",
+        "### Snippet hits (`POST /t/hit`, page views and pings of concurrent visitors)",
+        "",
+        "| server | visitors | hits/s | p50 ms | p90 ms | p99 ms | max ms | non-200 "
+        "| page views / pings | new visitors | answers lent / stub | numbers lent "
+        "| server CPU % | client CPU % | other CPU % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for server, data in found.items():
+        run = data["load"]
+        lines.append(
+            f"| {server} | {run['connections']} | {run['hits_per_s']:,.0f} "
+            f"| {run['p50_ms']:.1f} | {run['p90_ms']:.1f} | {run['p99_ms']:.1f} "
+            f"| {run['max_ms']:.1f} | {run['non200']:,} "
+            f"| {run['page_views']:,} / {run['pings']:,} | {run['new_visitors']:,} "
+            f"| {run['lent']:,} / {run['stubbed']:,} | {run['distinct_numbers']} "
+            f"| {run['server_cpu_pct']:.0f} | {run['client_cpu_pct']:.0f} "
+            f"| {run['other_cpu_pct']:.0f} |"
+        )
+    lines.append("")
+    for server, data in found.items():
+        pool, env = data["pool"], data.get("env", {})
+        lines.append(
+            f"- {server}: after the run `calltrack campaign pool` says {pool.get('size')} "
+            f"numbers, {pool.get('held_now')} held now, {pool.get('exhausted_hits_24h'):,} "
+            f"stub hits in 24 h; served with "
+            + ", ".join(f"{k}={v}" for k, v in env.items())
+            + " (every hit comes from 127.0.0.1)."
+        )
+    return lines
 
 
 def markdown(results: Result) -> str:
@@ -155,6 +227,7 @@ def markdown(results: Result) -> str:
                 f"| {run['server_cpu_pct']:.0f} | {_num(_per_cpu(run), 1)} "
                 f"| {_ratio(_per_cpu(run), _per_cpu(floor))} | {run['other_cpu_pct']:.0f} |"
             )
+    lines += _hit_lines(results)
     lines += ["", "### Gzip (Accept-Encoding: gzip)", ""]
     for server in OURS:
         check = results["servers"].get(server, {}).get("gzip_check")

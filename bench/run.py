@@ -25,6 +25,7 @@ from typing import Any
 import data
 import export
 import floor
+import hits
 import load
 import peer
 import procs
@@ -32,6 +33,8 @@ import report
 import servers
 
 CONNECTIONS = [1, 2, 16]
+HIT_VISITORS = 64  # concurrent visitors of the hits rows
+HIT_POOL = 50  # dynamic numbers in the measured campaign
 KB_PER_CALL = {"jsonl": 1.75, "sqlite": 2.0, "floor": 1.75, "peer": 1.6, "postgres": 2.3}
 
 
@@ -81,7 +84,8 @@ def estimate(args: argparse.Namespace, postgres: bool, cached: bool) -> tuple[fl
     us_per_call = (0 if cached else 20) + 55 + (70 if postgres else 0) + 60  # gen, load
     us_per_call += 12 + (20 if postgres else 0) + 6 + 50  # exports
     runs = len(CONNECTIONS) * (2 + 2 * postgres + 2) + 4
-    return (total * us_per_call / 1e6 + runs * (args.duration + 1.5) + 60) / 60, gb
+    hit_s = (1 + postgres) * (HIT_POOL * 0.4 + args.duration + 10)  # CLI setup, 1 s warm-up
+    return (total * us_per_call / 1e6 + runs * (args.duration + 1.5) + hit_s + 60) / 60, gb
 
 
 def bench_server(
@@ -138,6 +142,30 @@ def bench_server(
         return result
     finally:
         procs.stop(running.proc)
+
+
+def bench_hits(
+    name: str, url: str, args: argparse.Namespace, cpus: tuple[str | None, str | None]
+) -> dict[str, Any]:
+    """``POST /t/hit`` under HIT_VISITORS visitors on ``calltrack serve`` (workers = cores)."""
+    server_cpus, client_cpus = cpus
+    step(f"{name}: hits: campaigns and {HIT_POOL} + 2 dynamic numbers with the CLI")
+    warm, campaign = hits.setup(url, HIT_POOL)
+    server = servers.calltrack_server(name, url, {}, args.workers)
+    server.env = dict(hits.ENV)
+    running = servers.launch(server, args.workers, server_cpus, args.out / "logs" / "servers.log")
+    try:
+        pids = running.workers
+        hits.measure(running.port, warm, HIT_VISITORS, 1, cpus=client_cpus, server_pids=pids)
+        step(f"{name}: hits, {HIT_VISITORS} visitors")
+        procs.wait_for_quiet()
+        measured = hits.measure(
+            running.port, campaign, HIT_VISITORS, args.duration, cpus=client_cpus, server_pids=pids
+        ).as_dict()
+    finally:
+        procs.stop(running.proc)
+    step(f"{name}: hits: {hits.summary(measured)}")
+    return {"load": measured, "pool": hits.pool_state(url, campaign), "env": hits.ENV}
 
 
 STARTED = time.monotonic()
@@ -213,7 +241,7 @@ def run(args: argparse.Namespace) -> Path:
         raise SystemExit(f"not enough disk: ~{gb:.0f} GB needed, {free:.0f} GB free")
     work.mkdir(exist_ok=True)
     pg_db, pg_version = "calltrack_bench", None
-    results: dict[str, Any] = {"imports": {}, "servers": {}, "generate_s": {}}
+    results: dict[str, Any] = {"imports": {}, "servers": {}, "generate_s": {}, "hits": {}}
     try:
         for ds in datasets:
             step(f"generate {ds.count:,} calls (cached in {out / 'data'})")
@@ -245,11 +273,15 @@ def run(args: argparse.Namespace) -> Path:
             servers.floor_server(work / "floor.db", names, args.workers, pragmas),
             servers.peer_server(work / "peer.db", names, args.workers),
         ]
+        cpus = (server_cpus, client_cpus)
         for server in candidates:
-            results["servers"][server.name] = bench_server(
-                server, datasets, args, (server_cpus, client_cpus)
-            )
+            results["servers"][server.name] = bench_server(server, datasets, args, cpus)
             (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")  # progress
+        if load.have_wrk():
+            for name, backend in backends:
+                results["hits"][name] = bench_hits(name, backend.url, args, cpus)
+        else:
+            step("hits: skipped, they need wrk (apt-get install -y wrk)")
         results["meta"]["quiet_wait_s"] = procs.QUIET["waited"]
         if "profile" in results["servers"].get("calltrack-sqlite", {}):
             results["profile"] = results["servers"]["calltrack-sqlite"].pop("profile")
