@@ -45,6 +45,9 @@ class Settings:
     demo_site: str = ""
     # A MaxMind City database (.mmdb): a call's city, region and country from its visit's IP.
     geoip_db: str = ""
+    # Seconds at most between the telephony sweeper's turns in each worker (each wait is a
+    # random half to whole of it, so workers spread out).
+    sweep_seconds: float = 30.0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -91,6 +94,8 @@ class Settings:
             raise ConfigError("CALLTRACK_GZIP_LEVEL: must be between 0 (off) and 9")
         if self.max_body_bytes < 1:
             raise ConfigError("CALLTRACK_MAX_BODY_BYTES: must be at least 1")
+        if self.sweep_seconds <= 0:
+            raise ConfigError("CALLTRACK_SWEEP_SECONDS: must be positive")
         if self.hit_limit < 0:
             raise ConfigError("CALLTRACK_HIT_LIMIT: must be 0 (off) or more")
         try:
@@ -120,6 +125,7 @@ _FIELDS: dict[str, type] = {
     "trusted_proxies": str,
     "demo_site": str,
     "geoip_db": str,
+    "sweep_seconds": float,
 }
 
 

@@ -37,7 +37,6 @@ from calltrack.store import Store, open_store
 error_log = logging.getLogger("calltrack.error")
 access_log = logging.getLogger("calltrack.access")
 HOUSEKEEPING_SECONDS = 3600
-SWEEP_SECONDS = 30
 _T = TypeVar("_T")
 
 
@@ -128,12 +127,13 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 async def telephony_sweeper(service: Service) -> None:
-    """Every half minute: end calls left open for hours, and write the records of ended calls
-    whose request could not (the store was busy, or the process died between the steps)."""
+    """Every ``CALLTRACK_SWEEP_SECONDS`` at most: end calls left open for hours, and write the
+    records of ended calls whose request could not (the store was busy, or the process died
+    between the steps)."""
     from calltrack.telephony.service import sweep
 
     while True:
-        await anyio.sleep(random.uniform(0.5, 1.0) * SWEEP_SECONDS)
+        await anyio.sleep(random.uniform(0.5, 1.0) * service.settings.sweep_seconds)
         try:
             await service.in_thread(sweep, service.store, service.settings, int(time.time()))
         except StoreUnavailable as exc:
