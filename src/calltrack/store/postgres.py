@@ -89,17 +89,13 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _transaction(self, wait: float | None = None) -> Iterator[Connection]:
-        """``wait`` given: do not queue for the write lock (a writer that must not wait for
-        an import); StoreUnavailable at once when another writer holds it."""
+        """``wait`` given: wait at most that long for the write lock (a writer that must not
+        wait out an import), then StoreUnavailable."""
         try:
             with self.pool.connection() as conn, conn.transaction():
-                if wait is None:
-                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_ID,))
-                else:
-                    got = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (WRITE_LOCK_ID,))
-                    row = got.fetchone()
-                    if row is None or not row[0]:
-                        raise StoreUnavailable("postgres: another writer holds the write lock")
+                if wait is not None:  # a lock wait past it fails the statement
+                    conn.execute(f"SET LOCAL lock_timeout = {int(wait * 1000)}")
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_ID,))
                 yield _Adapter(conn)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(f"postgres: {exc}") from exc

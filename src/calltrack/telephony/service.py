@@ -13,6 +13,7 @@ import logging
 import secrets
 import time
 from dataclasses import asdict, fields, replace
+from functools import lru_cache
 from typing import cast
 from zoneinfo import ZoneInfo
 
@@ -43,6 +44,9 @@ from calltrack.tracking.sources import Source, SourceType
 log = logging.getLogger("calltrack.telephony")
 _FACTS = [f.name for f in fields(CallFacts)]
 _source = msgspec.json.Decoder(Source)
+# A caller's place depends on the number only, and parsing it costs as much as the rest of
+# building a record: the callers of a busy PBX repeat.
+_caller_place = lru_cache(maxsize=65536)(enrich.caller_place)
 _events = msgspec.json.Encoder()
 _events_of = msgspec.json.Decoder(list[TelephonyEvent])
 
@@ -139,7 +143,7 @@ def context(store: Store, settings: Settings, state: CallState) -> CallContext:
     """What the account knows of a call besides its events."""
     zone = settings.zone
     start = state.started_at if state.started_at is not None else state.opened_at
-    caller = enrich.caller_place(state.caller) if state.caller else None
+    caller = _caller_place(state.caller) if state.caller else None
     local, offset = _local_time(start, caller.time_zone if caller else "", zone)
     account = store.account_settings(state.account_id)
     history = store.earlier_calls(
