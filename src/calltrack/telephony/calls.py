@@ -83,6 +83,7 @@ def merge(facts: CallFacts, event: TelephonyEvent) -> CallFacts:
         disposition=disposition,
         sip_first=event.sip_status_first,
         sip_second=event.sip_status_second,
+        recording_url=event.recording_url or facts.recording_url,  # a PBX may tell it here
         ended=True,
     )
 

@@ -262,12 +262,16 @@ def _ended(form: Mapping[str, str], call: TelephonyEvent) -> TelephonyEvent:
         raise ValueError(f"`duration` is {duration}, more than {MAX_TALK_SECONDS} seconds")
     recorded = _text(form, "is_recorded", optional=True) == "1"
     rec_id = _text(form, "call_id_with_rec", optional=True)
+    talk = int(duration) if disposition == "answered" else 0
     return replace(
         call,
         event="call.ended",
+        # Zadarma stamps every notification with the call's start; the event's time is when
+        # it happened, the end (the ring before the talk is not told).
+        at=call.at + talk,
         called=_number(form, "called_did"),
         forwarded_to=_number(form, "internal", optional=True),
-        talk_seconds=int(duration) if disposition == "answered" else 0,
+        talk_seconds=talk,
         disposition=disposition,
         recording_url=recording_reference(rec_id) if recorded and rec_id else "",
     )
