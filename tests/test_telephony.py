@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import msgspec
 import pytest
@@ -28,6 +28,16 @@ IPHONE = (
 )
 
 
+class VisitIds(TypedDict, total=False):
+    """The ids a hit may carry: visitor, session and the analytics client ids."""
+
+    v: str | None
+    s: str | None
+    ga: str | None
+    ym: str | None
+    rs: str | None
+
+
 class Shop:
     """An account with a tracked campaign, a telephony endpoint and an API key."""
 
@@ -41,8 +51,10 @@ class Shop:
         self.campaign = store.configure_campaign(self.account, 7)
         self.secret = store.add_telephony_endpoint(self.account, "generic").secret
 
-    def visit(self, url: str, at: int, referrer: str = "", **ids: str | None) -> dict[str, Any]:
-        hit = HitBody(k=self.campaign.site_key, u=url, r=referrer, **ids)  # type: ignore[arg-type]
+    def visit(
+        self, url: str, at: int, referrer: str = "", **ids: Unpack[VisitIds]
+    ) -> dict[str, Any]:
+        hit = HitBody(k=self.campaign.site_key, u=url, r=referrer, **ids)
         answer = record_hit(
             self.store, self.campaign, hit, Visit("203.0.113.7", IPHONE, at, 0),
             self.store.settings.zone,

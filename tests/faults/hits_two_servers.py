@@ -49,18 +49,21 @@ import http.client
 import itertools
 import json
 import random
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 try:
     from tests.faults import _common as common
 except ModuleNotFoundError:  # run as a file: python tests/faults/hits_two_servers.py
-    import _common as common  # type: ignore[no-redef, import-not-found]
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root
+    from tests.faults import _common as common
 
 SITE = "https://shop.example"
 POOL = tuple(f"7495000{i:04d}" for i in range(8))
