@@ -302,6 +302,7 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
             "CREATE INDEX sessions_activity ON sessions (last_activity_at)",
             # Page views, for a call's pagesCount and callPage at the time it started.
             """CREATE TABLE page_views (
+                id {id},
                 session_id TEXT NOT NULL,
                 viewed_at BIGINT NOT NULL,
                 url TEXT NOT NULL)""",

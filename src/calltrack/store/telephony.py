@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Final
 
 from calltrack.errors import Conflict, NotFound
@@ -196,21 +196,21 @@ class TelephonyQueries(CallQueries, TrackingQueries):
         ).fetchone()
         return None if row is None else CallState(*row)
 
-    def save_call_state(self, conn: Connection, state: CallState, new: bool) -> None:
+    def save_call_state(self, conn: Connection, state: CallState, new: bool) -> CallState:
+        """Insert or update the call's state; the state as stored (with its id when new)."""
         # Not the id; flags as integers (PostgreSQL keeps them in BIGINT columns).
         values = [_column(getattr(state, f.name)) for f in fields(CallState)][1:]
         names = [f.name for f in fields(CallState)][1:]
         if new:
-            conn.execute(
+            row = conn.execute(
                 f"INSERT INTO telephony_calls ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' * len(names))})",
+                f"VALUES ({', '.join('?' * len(names))}) RETURNING id",
                 values,
-            )
-        else:
-            assignments = ", ".join(f"{name} = ?" for name in names)
-            conn.execute(
-                f"UPDATE telephony_calls SET {assignments} WHERE id = ?", (*values, state.id)
-            )
+            ).fetchone()
+            return replace(state, id=int(row[0]))
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        conn.execute(f"UPDATE telephony_calls SET {assignments} WHERE id = ?", (*values, state.id))
+        return state
 
     def calls_behind(self, limit: int = 100) -> list[CallState]:
         """Ended calls whose record was not written from their last events."""
@@ -280,7 +280,7 @@ class TelephonyQueries(CallQueries, TrackingQueries):
             ).fetchone()[0]
             last = conn.execute(
                 "SELECT url FROM page_views WHERE session_id = ? AND viewed_at <= ? "
-                "ORDER BY viewed_at DESC LIMIT 1",
+                "ORDER BY viewed_at DESC, id DESC LIMIT 1",
                 (session_id, at),
             ).fetchone()
         return int(count), "" if last is None else str(last[0])
@@ -299,8 +299,17 @@ class TelephonyQueries(CallQueries, TrackingQueries):
         self.ensure_ready()
         wait = self.settings.db_timeout / 10 if quick else None
         with self._transaction(wait=wait) as conn:
-            self._write_calls(conn, account_id, [(0, call) for _, call in items])
-            conn.executemany(
-                "UPDATE telephony_calls SET built = ? WHERE id = ? AND version = ?",
-                [(state.version, state.id, state.version) for state, _ in items],
-            )
+            # Only records built from their call's current version are written: one built from
+            # an older version (another request's, merged before this one's events) must not
+            # overwrite the newer record written meanwhile, which its mark would not undo.
+            current = [
+                call
+                for state, call in items
+                if conn.execute(  # by its PBX id: a call new in this request has no id here
+                    "UPDATE telephony_calls SET built = ? WHERE account_id = ? AND provider = ? "
+                    "AND call_id = ? AND version = ? RETURNING id",
+                    (state.version, state.account_id, state.provider, state.call_id, state.version),
+                ).fetchone()
+                is not None
+            ]
+            self._write_calls(conn, account_id, [(0, call) for call in current])

@@ -2,9 +2,9 @@
 
 Events may come twice and in any order. ``merge`` folds one into what is known of the call so
 that the same event again changes nothing, ``call.ended`` alone gives a whole call, and once a
-call has ended only a recording still changes it. ``build_record`` turns an ended call and
-what the account knows of it (its number's campaign, the visit that held the number) into
-the record the v3 export serves.
+call has ended only a recording still changes it.
+``build_record`` turns an ended call and what the account knows of it (its number's campaign,
+the visit that held the number) into the record the v3 export serves.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def merge(facts: CallFacts, event: TelephonyEvent) -> CallFacts:
     if event.event == "call.recording":
         return replace(numbers, recording_url=event.recording_url)
     if facts.ended:
-        return facts  # a late or repeated event of an ended call adds nothing
+        return facts  # a late or repeated event of an ended call adds nothing (the contract)
     if event.event == "call.started":
         start = event.at if facts.started_at is None else min(facts.started_at, event.at)
         return replace(numbers, started_at=start)

@@ -101,8 +101,7 @@ def merge_events(
             if state is not None and merged == facts:
                 continue  # nothing new: the same event again, or one that adds nothing
             updated = _state(endpoint, event.call_id, merged, state, now)
-            store.save_call_state(conn, updated, new=state is None)
-            changed[event.call_id] = updated
+            changed[event.call_id] = store.save_call_state(conn, updated, new=state is None)
     return list(changed.values())
 
 
