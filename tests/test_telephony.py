@@ -119,6 +119,9 @@ def test_a_call_to_a_lent_number_carries_the_visit_it_was_lent_to(shop: Shop) ->
     assert call["device"] != ""
     assert call["localDate"] == call["callTime"]  # a Moscow caller, a Moscow service
     assert call["timezoneOffset"] == "+0000"
+    assert call["ctCallId"] > 0
+    # Written by the request itself: nothing is left behind for the sweeper.
+    assert sweep(shop.store, shop.store.settings, int(time.time())) == 0
 
 
 def test_the_same_events_twice_and_out_of_order_give_one_whole_call(shop: Shop) -> None:
