@@ -83,6 +83,13 @@ class CalltrackGroup(click.Group):
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+# Where browsers and PBXs reach this service: what printed URLs and tags start with.
+server_option = click.option(
+    "--server",
+    default="http://127.0.0.1:8080",
+    show_default=True,
+    help="The address this service is reached at (by browsers, by the PBX).",
+)
 
 
 def command_context(click_ctx: click.Context, as_json: bool) -> Context:

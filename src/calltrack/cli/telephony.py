@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from calltrack.cli.base import command_context, emit, fail, json_option
+from calltrack.cli.base import (
+    command_context,
+    emit,
+    fail,
+    json_option,
+    server_option,
+)
 from calltrack.cli.catalog import phone_number
 from calltrack.store.telephony import PROVIDERS, TelephonyEndpoint
 from calltrack.telephony.service import simulate_call
@@ -18,12 +24,7 @@ def telephony() -> None:
 @telephony.command("add")
 @click.argument("account_ref", metavar="ACCOUNT")
 @click.option("--provider", type=click.Choice(PROVIDERS), default="generic", show_default=True)
-@click.option(
-    "--server",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="The address the PBX reaches this service at.",
-)
+@server_option
 @json_option
 @click.pass_context
 def telephony_add(
@@ -48,7 +49,7 @@ def telephony_add(
 
 @telephony.command("list")
 @click.argument("account_ref", metavar="ACCOUNT")
-@click.option("--server", default="http://127.0.0.1:8080", show_default=True)
+@server_option
 @json_option
 @click.pass_context
 def telephony_list(click_ctx: click.Context, account_ref: str, server: str, as_json: bool) -> None:

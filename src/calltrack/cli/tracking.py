@@ -8,7 +8,7 @@ from functools import partial
 
 import click
 
-from calltrack.cli.base import command_context, emit, fail, json_option
+from calltrack.cli.base import command_context, emit, fail, json_option, server_option
 from calltrack.cli.catalog import campaign, checked, phone_number
 from calltrack.store.tracking import SOURCE_TYPES, SourceRule
 from calltrack.tracking.rules import check_condition, normalise_domain
@@ -99,12 +99,7 @@ def rule_remove(click_ctx: click.Context, account_ref: str, rule_id: int, as_jso
 @campaign.command("snippet")
 @click.argument("account_ref", metavar="ACCOUNT")
 @click.argument("campaign_id", metavar="CAMPAIGN", type=int)
-@click.option(
-    "--server",
-    default="http://127.0.0.1:8080",
-    show_default=True,
-    help="The address visitors' browsers reach this service at.",
-)
+@server_option
 @json_option
 @click.pass_context
 def campaign_snippet(
