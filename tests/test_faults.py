@@ -279,3 +279,24 @@ def test_the_stub_is_answered_only_while_every_pool_number_is_held(lending: Resu
 def test_the_two_server_lending_run_finds_no_problem_of_its_own(lending: Result) -> None:
     assert lending["problems"] == []
     assert lending["ok"] is True
+
+
+# -- a PBX retrying while the service is killed mid-call -----------------------------------------
+
+
+@pytest.mark.parametrize("postgres", [False, True], ids=["sqlite", "postgres"])
+def test_a_pbx_retrying_through_sigkills_leaves_each_ended_call_one_complete_record(
+    postgres: bool,
+) -> None:
+    from tests.faults import pbx_retry
+
+    if postgres and _common.find_pg_bin("initdb") is None and not _common.in_ci():
+        pytest.skip("initdb is not installed: this scenario needs a private cluster")
+    run = _scenario(pbx_retry.run(quick=True, postgres=postgres))
+    assert run["kills_with_requests_in_flight"] > 0  # something to test
+    assert run["retries"] > 0
+    assert run["seconds_to_consistent"] is not None  # every call, once, complete, in the export
+    assert run["seconds_to_consistent"] <= pbx_retry.MAX_SECONDS_TO_CONSISTENT
+    assert run["records"] == run["calls"]
+    assert run["problems"] == []
+    assert run["ok"] is True
