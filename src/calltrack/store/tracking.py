@@ -289,14 +289,6 @@ class TrackingTx:
         ).fetchone()
         return int(row[0])
 
-    def count_exhausted(self, campaign: TrackingCampaign, now: int) -> None:
-        self.conn.execute(
-            "INSERT INTO exhausted_hits (account_id, campaign_id, minute, hits) "
-            "VALUES (?, ?, ?, 1) ON CONFLICT (account_id, campaign_id, minute) "
-            "DO UPDATE SET hits = exhausted_hits.hits + 1",
-            (campaign.account_id, campaign.campaign_id, now - now % 60),
-        )
-
 
 class TrackingQueries(StoreCore):
     """Campaign settings and rules (the CLI), hits (the public API), who held a number when."""
@@ -505,6 +497,16 @@ class TrackingQueries(StoreCore):
         self.ensure_ready()
         with self._live_transaction() as conn:
             yield TrackingTx(conn, self.row_locks)
+
+    def count_exhausted(self, campaign: TrackingCampaign, now: int) -> None:
+        """Count a page view that got the stub (every pool number held), in the minute."""
+        with self._live_transaction() as conn:
+            conn.execute(
+                "INSERT INTO exhausted_hits (account_id, campaign_id, minute, hits) "
+                "VALUES (?, ?, ?, 1) ON CONFLICT (account_id, campaign_id, minute) "
+                "DO UPDATE SET hits = exhausted_hits.hits + 1",
+                (campaign.account_id, campaign.campaign_id, now - now % 60),
+            )
 
     # -- reading what hits left -------------------------------------------------------------
 
