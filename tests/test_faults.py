@@ -293,17 +293,6 @@ def test_a_pbx_retrying_through_sigkills_leaves_each_ended_call_one_complete_rec
     if postgres and _common.find_pg_bin("initdb") is None and not _common.in_ci():
         pytest.skip("initdb is not installed: this scenario needs a private cluster")
     run = _scenario(pbx_retry.run(quick=True, postgres=postgres))
-    # Known, not yet fixed: on PostgreSQL the first events of one new call, arriving together
-    # (an event and its retry), both insert its state; one gets a unique violation and a 500.
-    # The PBX retries and the record comes out right; any other problem still fails the test.
-    race = 'UniqueViolation: duplicate key value violates unique constraint "telephony_calls'
-    problems = run["problems"]
-    if (
-        postgres
-        and any(race in p for p in problems)
-        and all(race in p or p.startswith("HTTP 500 for") for p in problems)
-    ):
-        pytest.xfail("a new call's first events raced to insert its state (500)")
     assert run["kills_with_requests_in_flight"] > 0  # something to test
     assert run["retries"] > 0
     assert run["seconds_to_consistent"] is not None  # every call, once, complete, in the export

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Final
 
 from calltrack.errors import Conflict, NotFound
@@ -196,21 +196,23 @@ class TelephonyQueries(CallQueries, TrackingQueries):
         ).fetchone()
         return None if row is None else CallState(*row)
 
-    def save_call_state(self, conn: Connection, state: CallState, new: bool) -> CallState:
-        """Insert or update the call's state; the state as stored (with its id when new)."""
-        # Not the id; flags as integers (PostgreSQL keeps them in BIGINT columns).
+    def claim_call(self, conn: Connection, state: CallState) -> None:
+        """Store a call's first state unless a concurrent request stored it already (then
+        this waits for that request's transaction, where rows lock, and does nothing)."""
         values = [_column(getattr(state, f.name)) for f in fields(CallState)][1:]
         names = [f.name for f in fields(CallState)][1:]
-        if new:
-            row = conn.execute(
-                f"INSERT INTO telephony_calls ({', '.join(names)}) "
-                f"VALUES ({', '.join('?' * len(names))}) RETURNING id",
-                values,
-            ).fetchone()
-            return replace(state, id=int(row[0]))
-        assignments = ", ".join(f"{name} = ?" for name in names)
+        conn.execute(
+            f"INSERT INTO telephony_calls ({', '.join(names)}) "
+            f"VALUES ({', '.join('?' * len(names))}) "
+            "ON CONFLICT (account_id, provider, call_id) DO NOTHING",
+            values,
+        )
+
+    def save_call_state(self, conn: Connection, state: CallState) -> None:
+        """Store what is known now of a claimed call (see ``claim_call``)."""
+        values = [_column(getattr(state, f.name)) for f in fields(CallState)][1:]  # not the id
+        assignments = ", ".join(f"{f.name} = ?" for f in fields(CallState)[1:])
         conn.execute(f"UPDATE telephony_calls SET {assignments} WHERE id = ?", (*values, state.id))
-        return state
 
     def calls_behind(self, limit: int = 100) -> list[CallState]:
         """Ended calls whose record was not written from their last events."""
@@ -305,7 +307,7 @@ class TelephonyQueries(CallQueries, TrackingQueries):
             current = [
                 call
                 for state, call in items
-                if conn.execute(  # by its PBX id: a call new in this request has no id here
+                if conn.execute(  # by the PBX's id of the call, the key its events share
                     "UPDATE telephony_calls SET built = ? WHERE account_id = ? AND provider = ? "
                     "AND call_id = ? AND version = ? RETURNING id",
                     (state.version, state.account_id, state.provider, state.call_id, state.version),

@@ -96,12 +96,21 @@ def merge_events(
     with store.telephony_transaction(quick) as conn:
         for event in events:
             state = store.call_state(conn, account_id, provider, event.call_id)
-            facts = _facts(state) if state is not None else CallFacts()
+            if state is None:
+                # A call's first event: claim its row, then read it locked. Where requests run
+                # at once (PostgreSQL), a retry of the same event may claim it first: then this
+                # one waits for it and merges into what it stored, instead of failing.
+                store.claim_call(conn, _new_state(endpoint, event.call_id, now))
+                state = store.call_state(conn, account_id, provider, event.call_id)
+                if state is None:
+                    raise RuntimeError(f"telephony call {event.call_id!r} was not stored")
+            facts = _facts(state)
             merged = merge(facts, event)
-            if state is not None and merged == facts:
+            if merged == facts:
                 continue  # nothing new: the same event again, or one that adds nothing
-            updated = _state(endpoint, event.call_id, merged, state, now)
-            changed[event.call_id] = store.save_call_state(conn, updated, new=state is None)
+            updated = _replace_facts(state, merged)
+            store.save_call_state(conn, updated)
+            changed[event.call_id] = updated
     return list(changed.values())
 
 
@@ -117,7 +126,7 @@ def sweep(store: Store, settings: Settings, now: int) -> int:
             current = store.call_state(conn, state.account_id, state.provider, state.call_id)
             if current is not None and not current.ended:
                 facts = abandon(_facts(current), now)
-                store.save_call_state(conn, _replace_facts(current, facts), new=False)
+                store.save_call_state(conn, _replace_facts(current, facts))
     behind = store.calls_behind()
     if behind:
         write_records(store, settings, behind)
@@ -237,27 +246,20 @@ def _facts(state: CallState) -> CallFacts:
     return CallFacts(**{name: getattr(state, name) for name in _FACTS})
 
 
-def _state(
-    endpoint: TelephonyEndpoint,
-    call_id: str,
-    facts: CallFacts,
-    previous: CallState | None,
-    now: int,
-) -> CallState:
-    if previous is None:
-        universal_id = content_id(f"{endpoint.provider}:{call_id}".encode(), endpoint.account_id)
-        previous = CallState(
-            id=0,
-            account_id=endpoint.account_id,
-            provider=endpoint.provider,
-            call_id=call_id,
-            universal_id=universal_id,
-            **asdict(CallFacts()),
-            opened_at=now,
-            version=0,
-            built=0,
-        )
-    return _replace_facts(previous, facts)
+def _new_state(endpoint: TelephonyEndpoint, call_id: str, now: int) -> CallState:
+    """A call before its first event: nothing known, version 0."""
+    universal_id = content_id(f"{endpoint.provider}:{call_id}".encode(), endpoint.account_id)
+    return CallState(
+        id=0,
+        account_id=endpoint.account_id,
+        provider=endpoint.provider,
+        call_id=call_id,
+        universal_id=universal_id,
+        **asdict(CallFacts()),
+        opened_at=now,
+        version=0,
+        built=0,
+    )
 
 
 def _replace_facts(state: CallState, facts: CallFacts) -> CallState:
