@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import string
 import time
 from typing import Final
 
 from calltrack.errors import RateLimited, UnknownKey
+from calltrack.hashing import hash_secret
 from calltrack.protocol import Method
 from calltrack.store import Grant, ResolvedKey, Store
 
@@ -22,12 +22,8 @@ def new_key() -> str:
 
 
 def hash_key(key: str) -> str:
-    """What the store keeps instead of the key.
-
-    Keys are long random strings, not passwords, so a fast hash is enough: no dictionary to
-    guess from. Lookups go by hash, so comparing a presented key never touches the key itself.
-    """
-    return hashlib.sha256(key.encode()).hexdigest()
+    """What the store keeps instead of the key (see ``calltrack.hashing``)."""
+    return hash_secret(key)
 
 
 def is_well_formed(key: str) -> bool:

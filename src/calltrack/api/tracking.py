@@ -7,7 +7,6 @@ and a hit from any other origin or for a page off the site is refused and stores
 
 from __future__ import annotations
 
-import hashlib
 import time
 from ipaddress import ip_address
 
@@ -31,7 +30,7 @@ from calltrack.tracking.hits import (
     record_hit,
     site_host,
 )
-from calltrack.tracking.snippet import SnippetConfig, render_snippet
+from calltrack.tracking.snippet import SnippetConfig, render_snippet, snippet_etag
 
 JSON = "application/json"
 SNIPPET_MAX_AGE = 300
@@ -58,7 +57,7 @@ async def snippet(request: Request) -> Response:
             format=campaign.display_format,
         )
     )
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    etag = snippet_etag(body)
     headers = {"cache-control": f"public, max-age={SNIPPET_MAX_AGE}", "etag": etag}
     if etag in request.headers.get("if-none-match", ""):
         return Response(b"", 304, headers=headers)

@@ -8,7 +8,6 @@ call whose record is behind its events is found again by ``calls_behind``.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
@@ -16,6 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Final
 
 from calltrack.errors import Conflict, NotFound
+from calltrack.hashing import hash_secret
 from calltrack.model import StoredCall
 from calltrack.store.calls import CallQueries
 from calltrack.store.core import Connection, unix_now
@@ -87,10 +87,6 @@ def _column(value: object) -> object:
     return int(value) if isinstance(value, bool) else value
 
 
-def secret_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 class TelephonyQueries(CallQueries, TrackingQueries):
     """Endpoints (the CLI), events (the telephony routes), records of ended calls."""
 
@@ -112,7 +108,7 @@ class TelephonyQueries(CallQueries, TrackingQueries):
             row = conn.execute(
                 "INSERT INTO telephony_endpoints (account_id, provider, endpoint, secret_hash, "
                 "signing_secret, hint, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                (account_id, provider, endpoint, secret_hash(secret), signing, secret[:4], now),
+                (account_id, provider, endpoint, hash_secret(secret), signing, secret[:4], now),
             ).fetchone()
         found = TelephonyEndpoint(
             int(row[0]), account_id, provider, endpoint, signing, secret[:4], now, None
@@ -146,7 +142,7 @@ class TelephonyQueries(CallQueries, TrackingQueries):
 
     def endpoint_by_secret(self, secret: str) -> TelephonyEndpoint | None:
         """The active generic endpoint whose bearer secret this is."""
-        return self._endpoint("secret_hash = ? AND provider = 'generic'", secret_hash(secret))
+        return self._endpoint("secret_hash = ? AND provider = 'generic'", hash_secret(secret))
 
     def endpoint_by_id(self, endpoint: str, provider: str) -> TelephonyEndpoint | None:
         """The active endpoint of ``provider`` with this public id."""
