@@ -72,11 +72,6 @@ class StoreCore(ABC):
     def _refresh_statistics(self) -> None:  # noqa: B027 - a hook; SQLite needs nothing
         """After a large import: let the query planner know the new size of the tables."""
 
-    def _optional_write(self, conn: Connection, sql: str, params: Sequence[Any]) -> bool:
-        """A write that only helps (a cache), done if it can be done without waiting."""
-        conn.execute(sql, params)
-        return True
-
     @abstractmethod
     def close(self) -> None:
         """Release every connection."""

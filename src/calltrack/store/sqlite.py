@@ -9,10 +9,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from calltrack.config import ConfigError, Settings
 from calltrack.errors import StoreUnavailable
@@ -146,18 +146,6 @@ class SqliteStore(SqlStore):
         finally:
             with contextlib.suppress(sqlite3.Error):  # a dropped connection has no cache
                 self._conn().execute(f"PRAGMA cache_size = -{CACHE_KIB}")  # memory back
-
-    def _optional_write(self, conn: Connection, sql: str, params: Sequence[Any]) -> bool:
-        # Page marks only speed reads up: never make a reader wait for a writer's lock.
-        raw = self._conn()
-        raw.execute("PRAGMA busy_timeout = 20")
-        try:
-            conn.execute(sql, params)
-            return True
-        except sqlite3.OperationalError:
-            return False
-        finally:
-            raw.execute(f"PRAGMA busy_timeout = {int(self._read_wait * 1000)}")
 
     spills_events = True
 
