@@ -65,6 +65,7 @@ _LUA = """
 local key, page, origin = %(key)s, %(page)s, %(origin)s
 local stub, life, out = %(stub)s, %(life)d, %(out)s
 local threads = {}
+%(pacing)s
 wrk.headers["Content-Type"] = "text/plain"  -- what a browser's sendBeacon/fetch sends
 wrk.headers["Origin"] = origin
 function setup(thread) table.insert(threads, thread) end
@@ -131,9 +132,37 @@ end
 """
 
 
+# Offered load: wrk's delay() holds each request of a thread back to the thread's next slot,
+# one every ``interval`` ms, so the visitors together offer a constant rate (as long as one of
+# them is idle when a slot comes; if none is, the server is slower than the rate, and the
+# request goes as soon as a visitor is free). wrk's latency counts from the request's send,
+# so the wait for a slot is not in it. A thread that falls over a second behind its slots
+# starts again from now instead of firing the backlog at once.
+_PACING = """
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock, bench_timespec *ts);
+]]
+local clock, interval, slot = ffi.new("bench_timespec"), %(interval_ms)f, nil
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+function delay()
+  local now = now_ms()
+  if slot == nil or slot < now - 1000 then slot = now end
+  slot = slot + interval
+  return math.max(0, math.floor(slot - now))
+end
+"""
+
+
 @dataclass(slots=True)
 class HitsResult:
     connections: int
+    offered_per_s: float | None  # the paced rate wrk offered; None for a closed loop
+    server_cores: str  # the CPUs the server ran on ("all" unpinned)
     seconds: float
     requests: int
     hits_per_s: float  # answered 200, page views and pings alike
@@ -166,9 +195,18 @@ def measure(
     *,
     cpus: str | None,
     server_pids: list[int],
+    server_cores: str = "all",
+    rate: float | None = None,
 ) -> HitsResult:
-    """``connections`` visitors at once against ``POST /t/hit`` for ``seconds``, with wrk."""
+    """``connections`` visitors at once against ``POST /t/hit`` for ``seconds``, with wrk:
+    each sends its next request as soon as its answer is back (a closed loop: the server's
+    capacity), or, with ``rate``, when the next slot of that many hits a second comes."""
+    pacing = ""
+    if rate is not None:
+        interval = 1000 * load.wrk_threads(connections, cpus) / rate
+        pacing = _PACING % {"interval_ms": interval}
     script = _LUA % {
+        "pacing": pacing,
         "key": load.lua_string(campaign.site_key),
         "page": load.lua_string(PAGE),
         "origin": load.lua_string(SITE),
@@ -184,6 +222,8 @@ def measure(
     good = raw["requests"] - raw["non200"]  # wrk counts answers; socket errors apart
     return HitsResult(
         connections=connections,
+        offered_per_s=rate,
+        server_cores=server_cores,
         seconds=elapsed,
         requests=raw["requests"],
         hits_per_s=good / elapsed,
@@ -208,7 +248,10 @@ def measure(
 
 def summary(result: dict[str, Any]) -> str:
     """One line for the bench's progress output."""
+    offered = result["offered_per_s"]
+    load_kind = "closed loop" if offered is None else f"{offered:,.0f}/s offered"
     return (
+        f"{load_kind}, server on CPU {result['server_cores']}: "
         f"{result['hits_per_s']:,.0f} hits/s, p50 {result['p50_ms']:.1f} ms, "
         f"p99 {result['p99_ms']:.1f} ms, non-200: {result['non200']}"
     )

@@ -139,6 +139,12 @@ def _wrk(
     return run_wrk(script, target.port, connections, seconds, cpus)
 
 
+def wrk_threads(connections: int, cpus: str | None) -> int:
+    """The threads wrk runs with: one per client core (2 unpinned), at most one a connection."""
+    cores = len(procs.parse_cpus(cpus)) if cpus else 2
+    return max(1, min(connections, cores))
+
+
 def run_wrk(
     script: str, port: int, connections: int, seconds: float, cpus: str | None
 ) -> tuple[dict[str, Any], float]:
@@ -147,8 +153,7 @@ def run_wrk(
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         out, path = Path(tmp) / "out.json", Path(tmp) / "script.lua"
         path.write_text(script.replace('"{out}"', lua_string(str(out))))
-        cores = len(procs.parse_cpus(cpus)) if cpus else 2
-        threads = max(1, min(connections, cores))
+        threads = wrk_threads(connections, cpus)
         cmd = procs.pinned(
             [
                 "wrk",

@@ -183,6 +183,15 @@ def memory(pids: Sequence[int]) -> dict[str, float]:
     }
 
 
+def unpin(pids: Sequence[int]) -> None:
+    """Let the processes (every thread of each) run on every CPU again."""
+    every = set(range(os.cpu_count() or 1))
+    for pid in pids:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(task.name), every)
+
+
 def cpu_seconds(pids: Sequence[int]) -> float:
     """utime + stime of the given processes (all their threads)."""
     total = 0

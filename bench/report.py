@@ -136,24 +136,39 @@ def _hit_targets(results: Result) -> list[Result]:
     for server, data in results.get("hits", {}).items():
         run = data["load"]
         visitors = f"{run['connections']} visitors"
-        rows += [
+        rows.append(
             {
-                "target": f"{server} hits >= {HIT_RATE:,}/s at {visitors}",
+                "target": f"{server} hits >= {HIT_RATE:,}/s at {visitors} (closed loop)",
                 "measured": f"{run['hits_per_s']:,.0f} hits/s",
                 "met": run["hits_per_s"] >= HIT_RATE,
-            },
-            {
-                "target": f"{server} hit p99 < {HIT_P99_MS:g} ms at {visitors}",
-                "measured": f"{run['p99_ms']:.1f} ms (p50 {run['p50_ms']:.1f} ms)",
-                "met": run["p99_ms"] < HIT_P99_MS,
-            },
+            }
+        )
+        # The goal's p99 on the runs offering the goal's rate: met when the server kept up
+        # with it (within 2%) and answered 99% of the hits within the bound.
+        for paced in (r for r in data.get("runs", []) if r["offered_per_s"]):
+            rows.append(
+                {
+                    "target": f"{server} {paced['offered_per_s']:,.0f} hits/s offered by "
+                    f"{visitors}, p99 < {HIT_P99_MS:g} ms (server on CPU "
+                    f"{paced['server_cores']})",
+                    "measured": f"{paced['hits_per_s']:,.0f} hits/s, p99 "
+                    f"{paced['p99_ms']:.1f} ms (p50 {paced['p50_ms']:.1f} ms)",
+                    "met": paced["hits_per_s"] >= 0.98 * paced["offered_per_s"]
+                    and paced["p99_ms"] < HIT_P99_MS,
+                }
+            )
+        every = data.get("runs") or [run]
+        rows.append(
             {
                 "target": f"{server} every hit answered 200",
-                "measured": f"{run['non200']:,} non-200{_statuses(run['statuses'])} and "
-                f"{run['socket_errors']} socket errors of {run['requests']:,} answers",
-                "met": run["non200"] == 0 and run["socket_errors"] == 0,
-            },
-        ]
+                "measured": ", ".join(
+                    f"{r['non200']:,} non-200{_statuses(r['statuses'])} and "
+                    f"{r['socket_errors']} socket errors of {r['requests']:,} answers"
+                    for r in every
+                ),
+                "met": all(r["non200"] == 0 and r["socket_errors"] == 0 for r in every),
+            }
+        )
     return rows
 
 
@@ -161,7 +176,7 @@ def _statuses(counts: dict[str, int]) -> str:
     return " (" + ", ".join(f"{n:,} x {code}" for code, n in counts.items()) + ")" if counts else ""
 
 
-def _hit_lines(results: Result) -> list[str]:
+def hit_lines(results: Result) -> list[str]:
     """The hits rows: the snippet's ``POST /t/hit`` under concurrent visitors."""
     found = results.get("hits", {})
     if not found:
@@ -170,22 +185,15 @@ def _hit_lines(results: Result) -> list[str]:
         "",
         "### Snippet hits (`POST /t/hit`, page views and pings of concurrent visitors)",
         "",
-        "| server | visitors | hits/s | p50 ms | p90 ms | p99 ms | max ms | non-200 "
+        "| server | load | server CPUs | visitors | hits/s | p50 ms | p90 ms | p99 ms | max ms "
+        "| non-200 "
         "| page views / pings | new visitors | answers lent / stub | numbers lent "
-        "| server CPU % | client CPU % | other CPU % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server CPU % | server CPU ms per hit | client CPU % | other CPU % |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for server, data in found.items():
-        run = data["load"]
-        lines.append(
-            f"| {server} | {run['connections']} | {run['hits_per_s']:,.0f} "
-            f"| {run['p50_ms']:.1f} | {run['p90_ms']:.1f} | {run['p99_ms']:.1f} "
-            f"| {run['max_ms']:.1f} | {run['non200']:,} "
-            f"| {run['page_views']:,} / {run['pings']:,} | {run['new_visitors']:,} "
-            f"| {run['lent']:,} / {run['stubbed']:,} | {run['distinct_numbers']} "
-            f"| {run['server_cpu_pct']:.0f} | {run['client_cpu_pct']:.0f} "
-            f"| {run['other_cpu_pct']:.0f} |"
-        )
+        for run in data.get("runs") or [data["load"]]:
+            lines.append(_hit_row(server, run))
     lines.append("")
     for server, data in found.items():
         pool, env = data["pool"], data.get("env", {})
@@ -197,6 +205,22 @@ def _hit_lines(results: Result) -> list[str]:
             + " (every hit comes from 127.0.0.1)."
         )
     return lines
+
+
+def _hit_row(server: str, run: Result) -> str:
+    offered = run.get("offered_per_s")
+    kind = "closed loop" if offered is None else f"{offered:,.0f}/s offered"
+    cpu_ms = run["server_cpu_pct"] * 10 / max(run["hits_per_s"], 1e-9)
+    return (
+        f"| {server} | {kind} | {run.get('server_cores', '0')} | {run['connections']} "
+        f"| {run['hits_per_s']:,.0f} "
+        f"| {run['p50_ms']:.1f} | {run['p90_ms']:.1f} | {run['p99_ms']:.1f} "
+        f"| {run['max_ms']:.1f} | {run['non200']:,} "
+        f"| {run['page_views']:,} / {run['pings']:,} | {run['new_visitors']:,} "
+        f"| {run['lent']:,} / {run['stubbed']:,} | {run['distinct_numbers']} "
+        f"| {run['server_cpu_pct']:.0f} | {cpu_ms:.2f} | {run['client_cpu_pct']:.0f} "
+        f"| {run['other_cpu_pct']:.0f} |"
+    )
 
 
 def markdown(results: Result) -> str:
@@ -227,7 +251,7 @@ def markdown(results: Result) -> str:
                 f"| {run['server_cpu_pct']:.0f} | {_num(_per_cpu(run), 1)} "
                 f"| {_ratio(_per_cpu(run), _per_cpu(floor))} | {run['other_cpu_pct']:.0f} |"
             )
-    lines += _hit_lines(results)
+    lines += hit_lines(results)
     lines += ["", "### Gzip (Accept-Encoding: gzip)", ""]
     for server in OURS:
         check = results["servers"].get(server, {}).get("gzip_check")

@@ -35,6 +35,7 @@ import servers
 CONNECTIONS = [1, 2, 16]
 HIT_VISITORS = 64  # concurrent visitors of the hits rows
 HIT_POOL = 50  # dynamic numbers in the measured campaign
+HIT_RATE = 1000  # hits a second the paced rows offer (issue 11's goal)
 KB_PER_CALL = {"jsonl": 1.75, "sqlite": 2.0, "floor": 1.75, "peer": 1.6, "postgres": 2.3}
 
 
@@ -53,6 +54,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--python-client", action="store_true", help="asyncio client, not wrk")
     ap.add_argument("--profile", action="store_true", help="py-spy a calltrack-sqlite worker")
     ap.add_argument("--keep", action="store_true", help="keep the databases in OUT/work")
+    ap.add_argument(
+        "--only-hits", action="store_true", help="only the hits rows, on empty databases"
+    )
     args = ap.parse_args()
     if args.quick:
         args.calls, args.duration = 10_000, 2.0
@@ -147,25 +151,74 @@ def bench_server(
 def bench_hits(
     name: str, url: str, args: argparse.Namespace, cpus: tuple[str | None, str | None]
 ) -> dict[str, Any]:
-    """``POST /t/hit`` under HIT_VISITORS visitors on ``calltrack serve`` (workers = cores)."""
+    """``POST /t/hit`` under HIT_VISITORS visitors on ``calltrack serve`` (workers = cores):
+    a closed loop (capacity) and HIT_RATE hits/s offered (the goal's latency), first with
+    the server pinned like the page servers, then on every core."""
     server_cpus, client_cpus = cpus
     step(f"{name}: hits: campaigns and {HIT_POOL} + 2 dynamic numbers with the CLI")
     warm, campaign = hits.setup(url, HIT_POOL)
     server = servers.calltrack_server(name, url, {}, args.workers)
     server.env = dict(hits.ENV)
     running = servers.launch(server, args.workers, server_cpus, args.out / "logs" / "servers.log")
+    runs: list[dict[str, Any]] = []
     try:
         pids = running.workers
         hits.measure(running.port, warm, HIT_VISITORS, 1, cpus=client_cpus, server_pids=pids)
-        step(f"{name}: hits, {HIT_VISITORS} visitors")
-        procs.wait_for_quiet()
-        measured = hits.measure(
-            running.port, campaign, HIT_VISITORS, args.duration, cpus=client_cpus, server_pids=pids
-        ).as_dict()
+        placements = [(server_cpus or "all", client_cpus)]
+        if server_cpus:  # then the same server on every core, wrk too: "on this machine"
+            placements.append(("all", None))
+        for cores, client in placements:
+            if cores == "all" and server_cpus:
+                procs.unpin([running.proc.pid, *pids])
+            for rate in (None, HIT_RATE):
+                procs.wait_for_quiet()
+                measured = hits.measure(
+                    running.port,
+                    campaign,
+                    HIT_VISITORS,
+                    args.duration,
+                    cpus=client,
+                    server_pids=pids,
+                    server_cores=cores,
+                    rate=rate,
+                ).as_dict()
+                step(f"{name}: hits, {HIT_VISITORS} visitors: {hits.summary(measured)}")
+                runs.append(measured)
     finally:
         procs.stop(running.proc)
-    step(f"{name}: hits: {hits.summary(measured)}")
-    return {"load": measured, "pool": hits.pool_state(url, campaign), "env": hits.ENV}
+    # "load": the closed loop as the page servers are pinned, the row earlier runs reported
+    return {"load": runs[0], "runs": runs, "pool": hits.pool_state(url, campaign), "env": hits.ENV}
+
+
+def only_hits(args: argparse.Namespace) -> None:
+    """The hits rows alone, on a fresh SQLite file and a fresh PostgreSQL database."""
+    out, work = args.out.resolve(), args.out.resolve() / "work"
+    args.out = out
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    work.mkdir(exist_ok=True)
+    server_cpus, client_cpus, pin = pinning(os.cpu_count() or 1, args.no_pin)
+    postgres = not args.no_postgres and data.pg_reachable(args.postgres_url)
+    step(f"hits only; {pin}; PostgreSQL: {'yes' if postgres else 'no'}")
+    db, pg_db = work / "hits.db", "calltrack_bench_hits"
+    results: dict[str, Any] = {}
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        backends = [("calltrack-sqlite", f"sqlite:///{db}")]
+        if postgres:
+            backends.append(("calltrack-postgres", data.pg_create(args.postgres_url, pg_db)))
+        for name, url in backends:
+            results[name] = bench_hits(name, url, args, (server_cpus, client_cpus))
+    finally:
+        procs.stop_all()
+        if postgres:
+            data.pg_drop(args.postgres_url, pg_db)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    path = out / "hits.json"
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    print("\n".join(report.hit_lines({"hits": results})))
+    step(f"done: {path}")
 
 
 STARTED = time.monotonic()
@@ -308,6 +361,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, terminate)
     signal.signal(signal.SIGHUP, terminate)
     args = parse_args()
+    if args.only_hits:
+        only_hits(args)
+        return
     try:
         path = run(args)
     except KeyboardInterrupt:
