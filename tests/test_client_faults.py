@@ -34,8 +34,8 @@ from calltrack.client import (
     WrongEndDate,
     WrongStartDate,
 )
-from calltrack.client._client import parse_retry_after
 from calltrack.render.json import error_body, internal_error_body
+from calltrack.retry_after import parse_retry_after
 
 KEY = "abcd1234efgh5678"
 

@@ -9,6 +9,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from calltrack.errors import CalltrackError
+from calltrack.hooks.schedule import parse_schedule
 
 DEFAULT_DATABASE_URL = "sqlite:///calltrack.db"
 
@@ -48,6 +49,15 @@ class Settings:
     # Seconds at most between the telephony sweeper's turns in each worker (each wait is a
     # random half to whole of it, so workers spread out).
     sweep_seconds: float = 30.0
+    # Webhooks: hosts (names, addresses, networks) deliveries may reach over http and at
+    # private addresses; deliveries in flight per process; seconds an attempt may take; the
+    # retry schedule in seconds ("" = the standard one, 5 s to 24 h); seconds of failures
+    # after which an endpoint is disabled.
+    hooks_allow_hosts: str = ""
+    hooks_concurrency: int = 16
+    hooks_timeout: float = 10.0
+    hooks_schedule: str = ""
+    hooks_disable_after: float = 3 * 86400.0
 
     @property
     def zone(self) -> ZoneInfo:
@@ -96,6 +106,16 @@ class Settings:
             raise ConfigError("CALLTRACK_MAX_BODY_BYTES: must be at least 1")
         if self.sweep_seconds <= 0:
             raise ConfigError("CALLTRACK_SWEEP_SECONDS: must be positive")
+        if self.hooks_concurrency < 1:
+            raise ConfigError("CALLTRACK_HOOKS_CONCURRENCY: must be at least 1")
+        if self.hooks_timeout <= 0:
+            raise ConfigError("CALLTRACK_HOOKS_TIMEOUT: must be positive")
+        if self.hooks_disable_after <= 0:
+            raise ConfigError("CALLTRACK_HOOKS_DISABLE_AFTER: must be positive")
+        try:
+            parse_schedule(self.hooks_schedule)
+        except ValueError as exc:
+            raise ConfigError(f"CALLTRACK_HOOKS_SCHEDULE: {exc}") from exc
         if self.hit_limit < 0:
             raise ConfigError("CALLTRACK_HIT_LIMIT: must be 0 (off) or more")
         try:
@@ -126,6 +146,11 @@ _FIELDS: dict[str, type] = {
     "demo_site": str,
     "geoip_db": str,
     "sweep_seconds": float,
+    "hooks_allow_hosts": str,
+    "hooks_concurrency": int,
+    "hooks_timeout": float,
+    "hooks_schedule": str,
+    "hooks_disable_after": float,
 }
 
 

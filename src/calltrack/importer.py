@@ -24,6 +24,7 @@ import msgspec
 from calltrack.errors import ImportRejected, InvalidRecord, UnreadableFile
 from calltrack.model import StoredCall, decode_record, prepare
 from calltrack.store import ImportResult, Store
+from calltrack.store.calls import Announce
 
 _BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as spreadsheet tools write
 _raw_list = msgspec.json.Decoder(list[msgspec.Raw])
@@ -51,13 +52,16 @@ def import_file(store: Store, account_id: int, path: Path, zone: ZoneInfo) -> Im
         raise UnreadableFile(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def import_bytes(store: Store, account_id: int, data: bytes, zone: ZoneInfo) -> ImportResult:
-    """Import a JSON Lines document or a JSON array of records, all or nothing."""
+def import_bytes(
+    store: Store, account_id: int, data: bytes, zone: ZoneInfo, announce: Announce = None
+) -> ImportResult:
+    """Import a JSON Lines document or a JSON array of records, all or nothing
+    (``announce``: the webhooks the change sends, as call/put's does)."""
     if data.startswith(_BOM):
         data = data[len(_BOM) :]  # a UTF-8 byte order mark, as spreadsheet tools write
     if data.lstrip()[:1] == b"[":
-        return _load_array(store, account_id, data, zone)
-    return _load(store, account_id, _numbered_lines(data.split(b"\n")), zone)
+        return _load_array(store, account_id, data, zone, announce)
+    return _load(store, account_id, _numbered_lines(data.split(b"\n")), zone, announce=announce)
 
 
 def _load(
@@ -66,15 +70,19 @@ def _load(
     records: Iterable[tuple[int, bytes]],
     zone: ZoneInfo,
     array: bool = False,
+    announce: Announce = None,
 ) -> ImportResult:
     """``records`` are (line, raw) for JSON Lines, (index, raw) for an array (``array``)."""
     # Validating in a second thread or in worker processes while the store writes was
     # measured and gave nothing here (bench/RESULTS.md): decoding holds the GIL, and handing
     # rendered calls between processes costs what it saves.
-    return store.import_calls(account_id, _prepared(records, zone, account_id, array))
+    calls = _prepared(records, zone, account_id, array)
+    return store.import_calls(account_id, calls, announce=announce)
 
 
-def _load_array(store: Store, account_id: int, data: bytes, zone: ZoneInfo) -> ImportResult:
+def _load_array(
+    store: Store, account_id: int, data: bytes, zone: ZoneInfo, announce: Announce = None
+) -> ImportResult:
     """Import the records of a JSON array; a rejection names the record by its index."""
     try:
         items = _raw_list.decode(data)
@@ -82,7 +90,7 @@ def _load_array(store: Store, account_id: int, data: bytes, zone: ZoneInfo) -> I
         raise ImportRejected(_error_line(data, str(exc)), f"not a JSON array: {exc}") from None
     try:
         records = ((index, bytes(item)) for index, item in enumerate(items))
-        return _load(store, account_id, records, zone, array=True)
+        return _load(store, account_id, records, zone, array=True, announce=announce)
     except ImportRejected as exc:
         # The store names a record by the number it was handed: here, the index.
         index = exc.index if exc.index is not None else exc.line

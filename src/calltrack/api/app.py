@@ -31,6 +31,7 @@ from calltrack.api.home import home_page
 from calltrack.api.request import V3Request, parse, redact_query
 from calltrack.config import Settings
 from calltrack.errors import ApiError, ServiceError, StoreUnavailable
+from calltrack.hooks.deliverer import Deliverer
 from calltrack.render.json import CONTENT_TYPE, envelope, error_body, internal_error_body
 from calltrack.store import Store, open_store
 
@@ -58,6 +59,8 @@ class Service:
     # threads then never open SQLite connections of their own for reads (each one maps up to
     # 64 MiB of the file and caches 16 MiB, which counts in the worker's memory).
     reads_inline: bool
+    # Sends the webhook outbox (started with the app, woken by requests that wrote to it).
+    deliverer: Deliverer
 
     async def in_thread(self, func: Callable[..., _T], *args: object) -> _T:
         """``func(*args)`` in a worker thread, within the pool's limit."""
@@ -93,12 +96,18 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         routes.append(Route("/demo/{page}", tracking.demo_site, methods=["GET", "HEAD"]))
     routes.append(Route("/", home, methods=["GET", "HEAD"]))
     app = Starlette(routes=routes, lifespan=lifespan)
+    limiter = anyio.CapacityLimiter(settings.db_pool_size)
+
+    async def in_thread(func: Callable[..., _T], *args: object) -> _T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
+
     app.state.service = Service(
         settings=settings,
         store=store,
         owns_store=owns_store,
-        limiter=anyio.CapacityLimiter(settings.db_pool_size),
+        limiter=limiter,
         reads_inline=store.reads_in_process and not settings.rate_limit,
+        deliverer=Deliverer(store, settings, in_thread),
     )
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(InternalErrorMiddleware)
@@ -120,6 +129,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     async with anyio.create_task_group() as background:
         background.start_soon(housekeeping, service)
         background.start_soon(telephony_sweeper, service)
+        background.start_soon(service.deliverer.run)
         yield
         background.cancel_scope.cancel()
     if service.owns_store:
@@ -151,6 +161,7 @@ async def housekeeping(service: Service) -> None:
         await anyio.sleep(random.uniform(0.5, 1.0) * HOUSEKEEPING_SECONDS)
         try:
             await service.in_thread(service.store.prune_tracking)
+            await service.in_thread(service.store.prune_hooks)
         except StoreUnavailable as exc:
             error_log.warning("housekeeping skipped, the store is unavailable: %s", exc)
         except Exception:
@@ -177,6 +188,8 @@ async def api(request: Request) -> Response:
         error_log.warning("%s: %s", type(exc).__name__, exc)
         retry = str(exc.retry_after or settings.retry_after)
         return reply(request, error_body(exc.message), exc.status_code, {"retry-after": retry})
+    if parsed.method == "put":
+        service.deliverer.wake()  # a call/put may have written webhook deliveries
     headers = {"vary": "Accept-Encoding"}
     if result.content_encoding:
         headers["content-encoding"] = result.content_encoding

@@ -96,6 +96,7 @@ async def _receive(
         await service.in_thread(receive, service.store, endpoint, events, service.settings, now)
     except StoreUnavailable:
         return _unavailable(request)
+    service.deliverer.wake()  # the events may have written webhook deliveries
     return reply(request, OK, media_type=JSON)
 
 

@@ -18,7 +18,7 @@ def put_calls(store: Store, account_id: int, body: bytes | None) -> Answer:
     if body is None:
         raise BodyTooLarge
     try:
-        result = import_bytes(store, account_id, body, store.settings.zone)
+        result = import_bytes(store, account_id, body, store.settings.zone, announce="put")
     except ImportRejected as exc:
         raise BadCallData(exc.line, exc.reason, exc.index) from None
     inbound = {"result": "ok", "imported": result.imported, "updated": result.updated}

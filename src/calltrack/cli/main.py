@@ -22,6 +22,7 @@ from calltrack.cli.base import (
     printable,
 )
 from calltrack.cli.catalog import campaign, phone
+from calltrack.cli.hooks import hook, hooks_group
 from calltrack.cli.telephony import call, telephony
 from calltrack.cli.tracking import account_settings_command, rule
 from calltrack.client.command import export
@@ -289,6 +290,8 @@ main.add_command(phone)
 main.add_command(rule)
 main.add_command(telephony)
 main.add_command(call)
+main.add_command(hook)
+main.add_command(hooks_group)
 account_settings_command(account)
 main.add_command(export)
 

@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import date, datetime
-from email.utils import parsedate_to_datetime
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Final, Literal, Self
@@ -33,6 +32,7 @@ from calltrack.client._errors import (
     server_error,
 )
 from calltrack.model import CallRecord
+from calltrack.retry_after import parse_retry_after
 
 Method = Literal["get", "getByRole", "getWithRole"]
 METHODS: Final[tuple[Method, ...]] = ("get", "getByRole", "getWithRole")
@@ -393,20 +393,6 @@ def checked_segment(value: DateLike, zone: ZoneInfo) -> str:
         except ValueError:
             raise ValueError(f"not a date: {value!r} (there is no such day)") from None
     return segment
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), if any."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, moment.timestamp() - time.time())
 
 
 def _envelope_message(body: bytes) -> tuple[str, str | None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from calltrack.errors import ImportRejected
 from calltrack.model import StoredCall
@@ -42,6 +42,12 @@ TOUCH_EVERY_SECONDS = 60
 LAYOUT_TTL_SECONDS = 24 * 3600
 
 
+# Which webhooks a write of calls announces: None for imports (nothing), "put" for call/put
+# (CALL_UPDATED for calls that changed), "live" for records of live calls (AFTER_CALL_FINISH
+# for new ones, CALL_UPDATED for changed ones).
+Announce = Literal["put", "live"] | None
+
+
 def _page_order(row: tuple[Any, ...]) -> tuple[int, int]:
     return row[3], row[0]  # call_time, id (one account per import)
 
@@ -50,17 +56,22 @@ class CallQueries(StoreCore):
     """Writing and reading calls."""
 
     def import_calls(
-        self, account_id: int, calls: Iterable[tuple[int, StoredCall]], batch_size: int = 2000
+        self,
+        account_id: int,
+        calls: Iterable[tuple[int, StoredCall]],
+        batch_size: int = 2000,
+        announce: Announce = None,
     ) -> ImportResult:
         """Insert or update calls of one account in one transaction: all of them or none.
 
         ``calls`` pairs each call with its line number for error messages; an exception raised
         while iterating it rolls everything back. Campaigns seen in calltracking calls are
-        added to the account's campaigns unless it has them already.
+        added to the account's campaigns unless it has them already. ``announce``: the
+        webhooks the write sends (see ``Announce``).
         """
         self.ensure_ready()
         with self._bulk_writing(), self._transaction() as conn:
-            result = self._write_calls(conn, account_id, calls, batch_size)
+            result = self._write_calls(conn, account_id, calls, batch_size, announce)
         if result.imported + result.updated >= STATISTICS_AFTER:
             self._refresh_statistics()
         return result
@@ -71,8 +82,11 @@ class CallQueries(StoreCore):
         account_id: int,
         calls: Iterable[tuple[int, StoredCall]],
         batch_size: int = 2000,
+        announce: Announce = None,
     ) -> ImportResult:
-        """Insert or update calls of one account inside the caller's write transaction."""
+        """Insert or update calls of one account inside the caller's write transaction; with
+        ``announce``, the webhook deliveries of the change in the same transaction, and the
+        calls' ``hooks`` showing their deliveries."""
         imported = updated = 0
         now = unix_now()
         seq = self._last_change(conn)
@@ -84,6 +98,8 @@ class CallQueries(StoreCore):
             inserts: list[tuple[Any, ...]] = []
             changes: list[tuple[Any, ...]] = []
             written: list[StoredCall] = []
+            if announce is not None:
+                chunk = self._announced(conn, account_id, announce, chunk, existing)
             for line, call in chunk:
                 found = existing.get(call.universal_id)
                 if found is not None and found[0] != account_id:
@@ -155,6 +171,18 @@ class CallQueries(StoreCore):
                 "VALUES (?, ?, ?, ?, 'active', ?) ON CONFLICT DO NOTHING",
                 list(campaigns.values()),
             )
+
+    def _announced(
+        self,
+        conn: Connection,
+        account_id: int,
+        announce: Announce,
+        chunk: Sequence[tuple[int, StoredCall]],
+        existing: dict[str, tuple[int, bytes]],
+    ) -> list[tuple[int, StoredCall]]:
+        """Write the deliveries a chunk's changes cause; the chunk with ``hooks`` showing
+        them. (Webhooks, ``store.hooks``, implement it.)"""
+        raise NotImplementedError
 
     @staticmethod
     def _last_change(conn: Connection) -> int:

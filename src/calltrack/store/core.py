@@ -57,6 +57,14 @@ class StoreCore(ABC):
         timeout), then StoreUnavailable.
         """
 
+    def _live_transaction(self, quick: bool = False) -> AbstractContextManager[Connection]:
+        """A transaction for hits, telephony events and webhook deliveries: PostgreSQL runs
+        them beside imports (row locks keep them apart); SQLite serializes every write, and
+        ``quick`` there gives up soon instead of waiting out an import."""
+        return self._transaction()
+
+    row_locks: bool = False  # SELECT ... FOR UPDATE (SKIP LOCKED) exists
+
     def _insert_many(
         self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> None:

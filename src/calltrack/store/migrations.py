@@ -398,6 +398,79 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
             "CREATE INDEX calls_caller ON calls (account_id, client_number, call_time)",
         ],
     ),
+    (
+        8,
+        "webhooks: endpoints, the outbox of deliveries, their attempts",
+        [
+            # An account's receiver of call events. Its signing secret must be kept as it is
+            # (each delivery is signed with it, SECURITY.md); after a rotation the previous
+            # one signs too until ``previous_until``. ``events`` is a comma-separated list.
+            # ``failing_since`` is the first failed attempt after the last success: an
+            # endpoint failing for days is disabled. Removed endpoints are kept (their
+            # deliveries name them) with ``removed_at`` set.
+            """CREATE TABLE hook_endpoints (
+                id {id},
+                account_id BIGINT NOT NULL REFERENCES accounts(id),
+                url TEXT NOT NULL,
+                method TEXT NOT NULL,
+                events TEXT NOT NULL,
+                secret TEXT NOT NULL,
+                previous_secret TEXT NOT NULL DEFAULT '',
+                previous_until BIGINT NOT NULL DEFAULT 0,
+                enabled INTEGER NOT NULL DEFAULT 1,
+                disabled_reason TEXT NOT NULL DEFAULT '',
+                failing_since BIGINT,
+                created_at BIGINT NOT NULL,
+                removed_at BIGINT)""",
+            "CREATE INDEX hook_endpoints_account ON hook_endpoints (account_id)",
+            # The outbox: one row per event and endpoint, written in the transaction of the
+            # change that causes it. Times are unix milliseconds. ``payload`` is what is sent
+            # (the body, or the query string of GET and DELETE); a BEFORE_CALL_START's is
+            # rendered from ``telephony_call`` at its first attempt, and kept for the retries.
+            # ``state``: pending, delivered, failed (no try left) or cancelled (its endpoint
+            # was removed).
+            # ``lease_until``: a deliverer sending it now; another one waits for it to pass.
+            """CREATE TABLE hook_deliveries (
+                id {id},
+                endpoint_id BIGINT NOT NULL REFERENCES hook_endpoints(id),
+                account_id BIGINT NOT NULL,
+                universal_id TEXT NOT NULL,
+                event TEXT NOT NULL,
+                message_id TEXT NOT NULL UNIQUE,
+                payload {blob},
+                telephony_call BIGINT,
+                created_at BIGINT NOT NULL,
+                next_at BIGINT NOT NULL,
+                lease_until BIGINT NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                state TEXT NOT NULL DEFAULT 'pending',
+                last_status INTEGER NOT NULL DEFAULT 0,
+                last_error TEXT NOT NULL DEFAULT '',
+                shown_status INTEGER NOT NULL DEFAULT -1,
+                done_at BIGINT)""",
+            "CREATE INDEX hook_deliveries_due ON hook_deliveries (next_at) WHERE state = 'pending'",
+            # A call's deliveries to one endpoint go in order: the claim looks for an earlier
+            # one still pending.
+            "CREATE INDEX hook_deliveries_call ON hook_deliveries (endpoint_id, universal_id, id)",
+            "CREATE INDEX hook_deliveries_of_call ON hook_deliveries (universal_id)",
+            "CREATE INDEX hook_deliveries_done ON hook_deliveries (endpoint_id, done_at)",
+            # ``shown_status``: the status the call's v3 ``hooks`` shows; deliveries whose
+            # status changed since are shown by the next pass (it may wait for an import).
+            "CREATE INDEX hook_deliveries_unshown ON hook_deliveries (universal_id) "
+            "WHERE shown_status <> last_status",
+            # Every attempt, kept 30 days (`calltrack hook log`).
+            """CREATE TABLE hook_attempts (
+                id {id},
+                delivery_id BIGINT NOT NULL,
+                endpoint_id BIGINT NOT NULL,
+                attempted_at BIGINT NOT NULL,
+                status INTEGER NOT NULL,
+                duration_ms BIGINT NOT NULL,
+                error TEXT NOT NULL)""",
+            "CREATE INDEX hook_attempts_endpoint ON hook_attempts (endpoint_id, attempted_at)",
+            "CREATE INDEX hook_attempts_time ON hook_attempts (attempted_at)",
+        ],
+    ),
 ]
 
 

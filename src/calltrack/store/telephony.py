@@ -17,8 +17,8 @@ from typing import Final
 from calltrack.errors import Conflict, NotFound
 from calltrack.hashing import hash_secret
 from calltrack.model import StoredCall
-from calltrack.store.calls import CallQueries
 from calltrack.store.core import Connection, unix_now
+from calltrack.store.hooks import HookQueries
 from calltrack.store.tracking import TrackingQueries
 
 PROVIDERS: Final = ("generic", "zadarma")
@@ -87,7 +87,7 @@ def _column(value: object) -> object:
     return int(value) if isinstance(value, bool) else value
 
 
-class TelephonyQueries(CallQueries, TrackingQueries):
+class TelephonyQueries(HookQueries, TrackingQueries):
     """Endpoints (the CLI), events (the telephony routes), records of ended calls."""
 
     # -- endpoints --------------------------------------------------------------------------
@@ -210,6 +210,24 @@ class TelephonyQueries(CallQueries, TrackingQueries):
         assignments = ", ".join(f"{f.name} = ?" for f in fields(CallState)[1:])
         conn.execute(f"UPDATE telephony_calls SET {assignments} WHERE id = ?", (*values, state.id))
 
+    def announce_started(self, conn: Connection, account_id: int, started: list[CallState]) -> None:
+        """BEFORE_CALL_START deliveries of calls that just started, in the transaction that
+        merged their events (each rendered from its call when first sent)."""
+        self._enqueue(
+            conn,
+            account_id,
+            "BEFORE_CALL_START",
+            [(state.universal_id, None, state.id) for state in started],
+        )
+
+    def call_state_by_id(self, state_id: int) -> CallState | None:
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                f"SELECT {_STATE_COLUMNS} FROM telephony_calls WHERE id = ?", (state_id,)
+            ).fetchone()
+        return None if row is None else CallState(*row)
+
     def calls_behind(self, limit: int = 100) -> list[CallState]:
         """Ended calls whose record was not written from their last events."""
         self.ensure_ready()
@@ -310,4 +328,4 @@ class TelephonyQueries(CallQueries, TrackingQueries):
                 ).fetchone()
                 is not None
             ]
-            self._write_calls(conn, account_id, [(0, call) for call in current])
+            self._write_calls(conn, account_id, [(0, call) for call in current], announce="live")

@@ -93,6 +93,7 @@ def merge_events(
     """Fold events into their calls in one transaction; the calls that changed."""
     endpoint = TelephonyEndpoint(0, account_id, provider, "", "", "", now, None)
     changed: dict[str, CallState] = {}
+    started: dict[str, CallState] = {}
     with store.telephony_transaction(quick) as conn:
         for event in events:
             state = store.call_state(conn, account_id, provider, event.call_id)
@@ -111,6 +112,10 @@ def merge_events(
             updated = _replace_facts(state, merged)
             store.save_call_state(conn, updated)
             changed[event.call_id] = updated
+            if event.event == "call.started" and facts.started_at is None:
+                started[event.call_id] = updated  # a live call starts: BEFORE_CALL_START
+        if started:
+            store.announce_started(conn, account_id, list(started.values()))
     return list(changed.values())
 
 
@@ -145,6 +150,18 @@ def write_records(
         by_account.setdefault(state.account_id, []).append((state, stored))
     for account_id, built in by_account.items():
         store.write_built_calls(account_id, built, quick)
+
+
+def started_record(store: Store, settings: Settings, state_id: int) -> bytes | None:
+    """The v3 record (JSON, without ``page``) of a call as it stood when it started: caller,
+    tracking number, campaign and the visit's source; None if the call is gone."""
+    state = store.call_state_by_id(state_id)
+    if state is None:
+        return None
+    at_start = CallFacts(started_at=state.started_at, caller=state.caller, called=state.called)
+    start = replace(state, **{name: getattr(at_start, name) for name in _FACTS})
+    record = build_record(at_start, context(store, settings, start))
+    return b"{" + prepare(record, settings.zone, state.account_id).body
 
 
 def context(store: Store, settings: Settings, state: CallState) -> CallContext:
