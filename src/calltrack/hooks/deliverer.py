@@ -163,40 +163,53 @@ class Deliverer:
         self._wake = anyio.Event()
         self._results: list[AttemptResult] = []
         self._results_ready = anyio.Event()
+        self._claims_failing = False
 
     def wake(self) -> None:
         """Look for due deliveries now (a request just wrote some). From the event loop."""
         self._wake.set()
 
     async def run(self) -> None:
+        # A claim is a write: after the first, wait until a quarter of the slots are free
+        # (or a poll passed) rather than claiming one delivery per finished one.
+        batch = max(1, self._slots // 4)
+        timed_out = True
         async with Sender(self._settings) as sender, anyio.create_task_group() as tasks:
             tasks.start_soon(self._recorder)
             while True:
                 free = self._slots - self._in_flight
-                claimed = await self._claim(free) if free > 0 else []
-                for delivery in claimed:
-                    self._in_flight += 1
-                    tasks.start_soon(self._deliver, sender, delivery)
-                if free == 0 or len(claimed) < free:
-                    await self._idle()
+                if free > 0 and (free >= batch or timed_out or self._in_flight == 0):
+                    for delivery in await self._claim(free):
+                        self._in_flight += 1
+                        tasks.start_soon(self._deliver, sender, delivery)
+                timed_out = await self._idle()
 
-    async def _idle(self) -> None:
+    async def _idle(self) -> bool:
+        """Wait for a wake or a poll; whether the poll passed."""
+        timed_out = True
         with anyio.move_on_after(POLL_SECONDS):
             await self._wake.wait()
+            timed_out = False
         self._wake = anyio.Event()
+        return timed_out
 
     async def _claim(self, limit: int) -> list[ClaimedDelivery]:
         now = unix_ms()
         try:
-            if not await self._in_thread(self._store.any_due, now):
-                return []
-            claimed: list[ClaimedDelivery] = await self._in_thread(
-                self._store.claim_deliveries, now, self._lease_ms, limit
-            )
-            return claimed
+            claimed: list[ClaimedDelivery] = []
+            if await self._in_thread(self._store.any_due, now):
+                claimed = await self._in_thread(
+                    self._store.claim_deliveries, now, self._lease_ms, limit
+                )
         except StoreUnavailable as exc:
-            log.warning("webhooks: cannot claim deliveries, the store is unavailable: %s", exc)
+            if not self._claims_failing:  # once, not every poll of a long import
+                log.warning("webhooks: cannot claim deliveries, the store is unavailable: %s", exc)
+            self._claims_failing = True
             return []
+        if self._claims_failing:
+            log.info("webhooks: claiming deliveries again")
+            self._claims_failing = False
+        return claimed
 
     async def _deliver(self, sender: Sender, delivery: ClaimedDelivery) -> None:
         try:
