@@ -2,12 +2,16 @@
 
 1. A PBX's calls posted to ``POST /telephony/generic`` of a real ``calltrack serve`` (workers =
    cores), three requests a call (``call.started``, ``call.answered``, ``call.ended``), from
-   ``--lines`` concurrent PBX lines: calls per second, p50/p99 of a request, and the records
-   counted in the store afterwards (every ended call is one record). On SQLite and PostgreSQL.
+   ``--lines`` concurrent PBX lines driven by wrk (a Lua script; one wrk thread a line, so each
+   line sends its call's next event when the answer to the previous one is back): calls per
+   second, p50/p99 of a request, the server's CPU per call, and the records counted in the
+   store afterwards (every ended call is one record). Twice on the same server: pinned (the
+   server on CPU 0, wrk on CPU 1: the cost of a call, clean of the client) and on every core
+   ("on this machine", the goal). On SQLite and PostgreSQL.
 2. The attribution lookup (``store.holder_at``) over a year of holds: the median time for
    calls of a year ago against calls of today (goal: no slower).
 
-    .venv/bin/python bench/telephony.py                 # both stores, 10 s each
+    .venv/bin/python bench/telephony.py                 # both stores, 10 s a run
     .venv/bin/python bench/telephony.py --seconds 3 --no-postgres
 
 Prints JSON, and writes it to ``--out`` (default bench/out/telephony.json).
@@ -16,7 +20,6 @@ Prints JSON, and writes it to ``--out`` (default bench/out/telephony.json).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import data
+import load
 import procs
 
 from calltrack.config import Settings
@@ -49,73 +53,219 @@ def setup(url: str) -> str:
     return str(data.calltrack(url, "telephony", "add", "pbx")["secret"])
 
 
-async def pbx_lines(port: int, secret: str, lines: int, seconds: float) -> dict[str, Any]:
+# One wrk thread per PBX line, each with one connection: a thread's Lua state is its line's,
+# so the line posts its call's events one after the other (the next when the answer to the
+# previous is back), and a call id never repeats (run tag, line, serial). An answer other
+# than 200 makes the line post the same event again, as a PBX retries.
+_LUA = """
+local secret, run, pool, out = %(secret)s, %(run)s, %(pool)d, %(out)s
+local threads, lines = {}, 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. secret
+function setup(thread)
+  thread:set("line", lines); lines = lines + 1
+  table.insert(threads, thread)
+end
+function init(args)
+  serial, step, ended_ok, ended_sent, non200, sent_end = 0, 0, 0, 0, 0, false
+  statuses = {}
+end
+function request()
+  if step == 0 then serial = serial + 1; sent_end = false end
+  local id = run .. "-" .. line .. "-" .. serial
+  local now = os.time()
+  local body
+  if step == 0 then
+    body = string.format('{"event":"call.started","call_id":"%%s","at":%%d,' ..
+      '"caller":"7916%%03d%%04d","called":"7495100%%04d"}',
+      id, now - 140, line %% 1000, serial %% 10000, (line + serial) %% pool)
+  elseif step == 1 then
+    body = string.format('{"event":"call.answered","call_id":"%%s","at":%%d}', id, now - 130)
+  else
+    if not sent_end then ended_sent = ended_sent + 1; sent_end = true end
+    body = string.format('{"event":"call.ended","call_id":"%%s","at":%%d,' ..
+      '"talk_seconds":130,"disposition":"answered"}', id, now)
+  end
+  return wrk.format(nil, "/telephony/generic", nil, body)
+end
+function response(status, headers, body)
+  if status ~= 200 then
+    non200 = non200 + 1
+    statuses[tostring(status)] = (statuses[tostring(status)] or 0) + 1
+    return
+  end
+  if step == 2 then ended_ok = ended_ok + 1; step = 0 else step = step + 1 end
+end
+function done(summary, latency, requests)
+  local t = {ended_ok = 0, ended_sent = 0, non200 = 0}
+  local statuses = {}
+  for _, thread in ipairs(threads) do
+    for name, _ in pairs(t) do t[name] = t[name] + thread:get(name) end
+    for code, count in pairs(thread:get("statuses")) do
+      statuses[code] = (statuses[code] or 0) + count
+    end
+  end
+  local codes = {}
+  for code, count in pairs(statuses) do table.insert(codes, '"' .. code .. '":' .. count) end
+  local e = summary.errors
+  local f = io.open(out, "w")
+  f:write(string.format('{"requests":%%d,"duration_us":%%d,"errors":%%d,"p50_us":%%d,' ..
+    '"p90_us":%%d,"p99_us":%%d,"max_us":%%d,"ended_ok":%%d,"ended_sent":%%d,"non200":%%d,' ..
+    '"statuses":{%%s}}',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    t.ended_ok, t.ended_sent, t.non200, table.concat(codes, ",")))
+  f:close()
+end
+"""
+
+
+def postgres_pids() -> list[int]:
+    """Every PostgreSQL process of the machine (others' sessions included)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/comm").read_text().strip() == "postgres":
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def pbx_lines(
+    port: int, secret: str, lines: int, seconds: float, *, run: str, cpus: str | None,
+    server_pids: list[int], cores: str,
+) -> dict[str, Any]:  # fmt: skip
     """``lines`` PBX lines posting the three events of call after call for ``seconds``."""
-    import httpx2
-
-    latencies: list[float] = []
-    failures = 0
-    calls = 0
-    headers = {"authorization": f"Bearer {secret}"}
-    ends = time.monotonic() + seconds
-
-    async def line(number: int, client: httpx2.AsyncClient) -> None:
-        nonlocal failures, calls
-        serial = 0
-        while time.monotonic() < ends:
-            serial += 1
-            call_id = f"line{number}-{serial}"
-            now = unix_now()
-            called = f"7495100{(number + serial) % POOL:04d}"
-            for event in (
-                {"event": "call.started", "call_id": call_id, "at": now - 140,
-                 "caller": f"7916{number:03d}{serial:04d}", "called": called},
-                {"event": "call.answered", "call_id": call_id, "at": now - 130},
-                {"event": "call.ended", "call_id": call_id, "at": now, "talk_seconds": 130,
-                 "disposition": "answered"},
-            ):  # fmt: skip
-                began = time.perf_counter()
-                answer = await client.post(f"http://127.0.0.1:{port}/telephony/generic",
-                                           json=event, headers=headers)  # fmt: skip
-                latencies.append(time.perf_counter() - began)
-                if answer.status_code != 200:
-                    failures += 1
-            calls += 1
-
-    started = time.monotonic()
-    async with httpx2.AsyncClient(timeout=30) as client:
-        await asyncio.gather(*(line(n, client) for n in range(lines)))
-    elapsed = time.monotonic() - started
-    ordered = sorted(latencies)
-    return {
-        "calls": calls,
-        "seconds": round(elapsed, 2),
-        "calls_per_s": round(calls / elapsed, 1),
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(1000 * ordered[len(ordered) // 2], 2),
-        "p99_ms": round(1000 * ordered[int(len(ordered) * 0.99)], 2),
-        "non_200": failures,
+    script = _LUA % {
+        "secret": load.lua_string(secret),
+        "run": load.lua_string(run),
+        "pool": POOL,
+        "out": '"{out}"',
     }
+    pg = postgres_pids()
+    cpu0, pg0, busy0 = procs.cpu_seconds(server_pids), procs.cpu_seconds(pg), _busy()
+    # -t = -c: a thread per line (run_wrk gives one per client core; lines need their own).
+    raw, client_cpu = _run_wrk(script, port, lines, seconds, cpus)
+    server_cpu = procs.cpu_seconds(server_pids) - cpu0
+    pg_cpu = procs.cpu_seconds(pg) - pg0
+    busy = _busy() - busy0
+    elapsed = raw["duration_us"] / 1e6
+    calls = raw["ended_ok"]
+    return {
+        "server_cores": cores,
+        "client_cores": cpus or "all",
+        "lines": lines,
+        "seconds": round(elapsed, 2),
+        "calls": calls,
+        "calls_per_s": round(calls / elapsed, 1),
+        "requests_per_s": round(raw["requests"] / elapsed, 1),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p90_ms": raw["p90_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "max_ms": raw["max_us"] / 1000,
+        "non_200": raw["non200"],
+        "statuses": raw["statuses"],
+        "socket_errors": raw["errors"],
+        "ended_sent": raw["ended_sent"],
+        "server_cpu_ms_per_call": round(1000 * server_cpu / max(1, calls), 2),
+        "server_cpu_pct": round(100 * server_cpu / elapsed, 1),
+        "client_cpu_pct": round(100 * client_cpu / elapsed, 1),
+        "postgres_cpu_pct": round(100 * pg_cpu / elapsed, 1),
+        "other_cpu_pct": round(100 * max(0.0, busy - server_cpu - client_cpu - pg_cpu) / elapsed,
+                               1),
+    }  # fmt: skip
+
+
+def _busy() -> float:
+    return procs.machine_busy_seconds()
+
+
+def _run_wrk(
+    script: str, port: int, lines: int, seconds: float, cpus: str | None
+) -> tuple[dict[str, Any], float]:
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
+        out, path = Path(tmp) / "out.json", Path(tmp) / "script.lua"
+        path.write_text(script.replace('"{out}"', load.lua_string(str(out))))
+        cmd = ["wrk", f"-t{lines}", f"-c{lines}", f"-d{max(1, round(seconds))}s",
+               "--timeout", "10s", "-s", str(path), f"http://127.0.0.1:{port}"]  # fmt: skip
+        before = os.times()
+        subprocess.run(procs.pinned(cmd, cpus), capture_output=True, timeout=seconds + 30,
+                       check=True)  # fmt: skip
+        after = os.times()
+        client_cpu = after.children_user + after.children_system
+        client_cpu -= before.children_user + before.children_system
+        return json.loads(out.read_text()), client_cpu
 
 
 def bench_events(name: str, url: str, lines: int, seconds: float, work: Path) -> dict[str, Any]:
+    """A warm-up, then ``seconds`` pinned (server CPU 0, wrk CPU 1) and on every core."""
     secret = setup(url)
     port = procs.free_port()
-    workers = str(os.cpu_count() or 2)
-    cmd = [data.CALLTRACK, "--database", url, "serve", "--port", str(port), "--workers", workers]
-    server = procs.start(cmd, work / f"telephony-{name}.log", env={"CALLTRACK_SWEEP_SECONDS": "5"})
+    workers = os.cpu_count() or 2
+    pin = workers > 1
+    cmd = [data.CALLTRACK, "--database", url, "serve", "--port", str(port), "--workers",
+           str(workers)]  # fmt: skip
+    server = procs.start(
+        procs.pinned(cmd, "0" if pin else None),
+        work / f"telephony-{name}.log",
+        env={"CALLTRACK_SWEEP_SECONDS": "5"},
+    )
+    runs = []
     try:
         procs.wait_http(f"http://127.0.0.1:{port}/healthz", server)
-        result = asyncio.run(pbx_lines(port, secret, lines, seconds))
+        deadline = time.monotonic() + 30
+        while len(pids := procs.worker_pids(server.pid)) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{len(pids)} of {workers} workers started")
+            time.sleep(0.2)
+        common = {"server_pids": pids}
+        warm = pbx_lines(port, secret, lines, 2, run="warm", cpus="1" if pin else None,
+                         cores="0" if pin else "all", **common)  # fmt: skip
+        placements = [("0", "1"), ("all", None)] if pin else [("all", None)]
+        for cores, client in placements:
+            if cores == "all" and pin:
+                procs.unpin([server.pid, *pids])
+            procs.wait_for_quiet()
+            measured = pbx_lines(port, secret, lines, seconds, run=f"cores{cores}",
+                                 cpus=client, cores=cores, **common)  # fmt: skip
+            print(f"{name}: server CPU {cores}: {measured['calls_per_s']} calls/s, "
+                  f"p50 {measured['p50_ms']} ms, p99 {measured['p99_ms']} ms, "
+                  f"{measured['server_cpu_ms_per_call']} server CPU ms/call",
+                  flush=True)  # fmt: skip
+            runs.append(measured)
     finally:
         procs.stop(server)
     store = open_store(Settings.from_env(env={}, database_url=url))
     try:
-        result["records"] = store.count_calls()
+        records = store.count_calls()
+        with store._connect() as conn:
+            ended, behind = conn.execute(
+                "SELECT count(*), coalesce(sum(CASE WHEN built < version THEN 1 ELSE 0 END), 0) "
+                "FROM telephony_calls WHERE ended = 1"
+            ).fetchone()
     finally:
         store.close()
-    result["every_call_one_record"] = result["records"] == result["calls"]
-    return result
+    answered = sum(run["calls"] for run in [warm, *runs])
+    sent = sum(run["ended_sent"] for run in [warm, *runs])
+    return {
+        "runs": runs,
+        "records": records,
+        "ended_calls": int(ended),
+        "records_behind": int(behind),
+        # Every ended call is one record, none behind; every call whose call.ended was
+        # answered 200 is among them, and none whose call.ended was never sent (a call.ended
+        # cut off at wrk's end may still have been stored). The warm-up's calls count too.
+        "every_call_one_record": int(ended) == records
+        and int(behind) == 0
+        and answered <= records <= sent,
+        "ended_answered": answered,
+        "ended_sent": sent,
+    }
 
 
 def bench_attribution(url: str, days: int = 365, per_day: int = 400) -> dict[str, Any]:
@@ -173,6 +323,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--lines", type=int, default=32)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--no-attribution", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -188,17 +340,15 @@ def main() -> None:
             created.append(f"calltrack_{name}")
             return data.pg_create(ADMIN_PG, f"calltrack_{name}")
 
-        backends = [("sqlite", sqlite)]
+        backends = [] if args.no_sqlite else [("sqlite", sqlite)]
         if not args.no_postgres and data.pg_reachable(ADMIN_PG):
             backends.append(("postgres", postgres))
         try:
             for backend, make in backends:
-                results[backend] = {
-                    "events": bench_events(
-                        backend, make("bench_tel"), args.lines, args.seconds, work
-                    ),
-                    "attribution": bench_attribution(make("bench_attr")),
-                }
+                events = bench_events(backend, make("bench_tel"), args.lines, args.seconds, work)
+                results[backend] = {"events": events}
+                if not args.no_attribution:
+                    results[backend]["attribution"] = bench_attribution(make("bench_attr"))
         finally:
             procs.stop_all()
             for name in created:
