@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -144,6 +145,68 @@ class StoredCall:
     tags: tuple[str, ...] = ()
     client_number: str = ""  # indexed: a caller's earlier calls make the next one not unique
     duration: int = 0
+    facets: Facets | None = None  # what v4's filters and stats group by
+
+
+@dataclass(frozen=True, slots=True)
+class Facets:
+    """Fields of a record that v4 filters and groups calls by, kept in columns of their own."""
+
+    manager_number: str = ""
+    utm_source: str = ""
+    utm_medium: str = ""
+    utm_campaign: str = ""
+    flags: int = 0  # UNIQUE | TARGET | UNIQUE_TARGET
+    device: str = ""
+    source: str = ""  # utm_source, else the referrer's host, else "direct"
+
+    def columns(self) -> tuple[str, str, str, str, int, str, str]:
+        return (
+            self.manager_number,
+            self.utm_source,
+            self.utm_medium,
+            self.utm_campaign,
+            self.flags,
+            self.device,
+            self.source,
+        )
+
+
+UNIQUE: Final = 1
+TARGET: Final = 2
+UNIQUE_TARGET: Final = 4
+NO_FACETS: Final = Facets()
+
+
+def facets_of(record: CallRecord) -> Facets:
+    flags = (
+        (UNIQUE if record.unique else 0)
+        | (TARGET if record.target else 0)
+        | (UNIQUE_TARGET if record.uniqueTarget else 0)
+    )
+    return Facets(
+        manager_number=record.managerNumber,
+        utm_source=record.utm_source,
+        utm_medium=record.utm_medium,
+        utm_campaign=record.utm_campaign,
+        flags=flags,
+        device=record.device,
+        source=source_of(record.utm_source, record.referrer),
+    )
+
+
+def source_of(utm_source: str, referrer: str) -> str:
+    """A call's source for v4's stats: its utm_source, else its referrer's host (without
+    ``www.``), else ``direct``."""
+    if utm_source:
+        return utm_source
+    if referrer:
+        try:
+            host = urlsplit(referrer if "//" in referrer else "//" + referrer).hostname or ""
+        except ValueError:  # not a URL: the referrer as it was given
+            return referrer[:200]
+        return host.removeprefix("www.") or "direct"
+    return "direct"
 
 
 def decode_record(data: bytes | str) -> CallRecord:
@@ -195,6 +258,7 @@ def prepare(record: CallRecord, zone: ZoneInfo, scope: int = 0) -> StoredCall:
         tags=tuple(dict.fromkeys(record.tags)),  # each tag once, in first-seen order
         client_number=record.clientNumber,
         duration=record.duration,
+        facets=facets_of(record),
     )
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from calltrack.store.admin import AdminQueries
 from calltrack.store.catalog import CatalogQueries
+from calltrack.store.changes import ChangeQueries
 from calltrack.store.telephony import TelephonyQueries
 
 
-class SqlStore(AdminQueries, CatalogQueries, TelephonyQueries):
+class SqlStore(AdminQueries, CatalogQueries, TelephonyQueries, ChangeQueries):
     """Everything calltrack keeps, behind methods; SQL lives in ``calltrack.store`` only.
 
     Backends (``sqlite.SqliteStore``, ``postgres.PostgresStore``) subclass it and provide the

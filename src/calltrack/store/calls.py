@@ -8,11 +8,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from calltrack.errors import ImportRejected
-from calltrack.model import StoredCall
+from calltrack.model import NO_FACETS, StoredCall
 from calltrack.store.core import Connection, StoreCore, batched, unix_now
 from calltrack.store.paging import Boundary, Columns, Window, build_page_query, mark_key
 from calltrack.store.records import ImportResult
 
+FACET_COLUMNS = (
+    "manager_number",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "flags",
+    "device",
+    "source",
+)
 CALL_COLUMNS = (
     "id",
     "account_id",
@@ -26,7 +35,10 @@ CALL_COLUMNS = (
     "created_seq",
     "client_number",
     "duration",
+    "changed_at",
+    *FACET_COLUMNS,
 )
+_FACETS_SET = ", ".join(f"{name} = ?" for name in FACET_COLUMNS)
 TAG_COLUMNS = ("universal_id", "account_id", "call_time", "tag")
 
 # An import at least this large refreshes the planner's statistics: PostgreSQL otherwise plans
@@ -119,7 +131,8 @@ class CallQueries(StoreCore):
                     call.campaign_id,
                     call.body,
                 )
-                caller = (call.client_number, call.duration)
+                facets = (call.facets or NO_FACETS).columns()
+                caller = (call.client_number, call.duration, now, *facets)
                 if found is None:
                     imported += 1
                     next_id += 1
@@ -131,8 +144,8 @@ class CallQueries(StoreCore):
             if changes:
                 conn.executemany(
                     "UPDATE calls SET call_time = ?, change_seq = ?, service_type = ?, "
-                    "status = ?, campaign_id = ?, body = ?, client_number = ?, duration = ? "
-                    "WHERE universal_id = ?",
+                    "status = ?, campaign_id = ?, body = ?, client_number = ?, duration = ?, "
+                    f"changed_at = ?, {_FACETS_SET} WHERE universal_id = ?",
                     changes,
                 )
                 conn.executemany(
@@ -189,7 +202,10 @@ class CallQueries(StoreCore):
         """The newest change number, of a live call or of a deleted one's tombstone."""
         row = conn.execute(
             "SELECT max(seq) FROM (SELECT max(change_seq) AS seq FROM calls "
-            "UNION ALL SELECT max(change_seq) AS seq FROM call_tombstones) AS changes"
+            "UNION ALL SELECT max(change_seq) AS seq FROM call_tombstones "
+            # deletes pruned from the changes feed (store.changes) still count
+            "UNION ALL SELECT CAST(value AS BIGINT) FROM meta "
+            "WHERE key = 'changes_pruned_through') AS changes"
         ).fetchone()
         return int(row[0] or 0)
 

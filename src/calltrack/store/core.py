@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol
 
 from calltrack.config import ConfigError, Settings
 from calltrack.iters import batched as batched  # the query groups chunk writes with it
+from calltrack.model import decode_record, facets_of
 from calltrack.store import migrations
 
 
@@ -110,13 +111,38 @@ class StoreCore(ABC):
                 if version in done:
                     continue
                 for sql in migrations.statements(self.dialect, version):
-                    conn.execute(sql)
+                    if sql == migrations.FACETS_BACKFILL[self.dialect]:
+                        self._backfill_facets(conn)
+                    else:
+                        conn.execute(sql)
                 conn.execute(
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                     (version, name, unix_now()),
                 )
             self._check_timezone(conn)
         self._ready = True
+
+    @staticmethod
+    def _backfill_facets(conn: Connection) -> None:
+        """Fill the facet columns of every stored call from its body (migration 9)."""
+        after = ""
+        while True:
+            rows = conn.execute(
+                "SELECT universal_id, body FROM calls WHERE universal_id > ? "
+                "ORDER BY universal_id LIMIT 2000",
+                (after,),
+            ).fetchall()
+            if not rows:
+                return
+            conn.executemany(
+                "UPDATE calls SET manager_number = ?, utm_source = ?, utm_medium = ?, "
+                "utm_campaign = ?, flags = ?, device = ?, source = ? WHERE universal_id = ?",
+                [
+                    (*facets_of(decode_record(b'{"page":0,' + bytes(body))).columns(), uid)
+                    for uid, body in rows
+                ],
+            )
+            after = str(rows[-1][0])
 
     def _schema_is_current(self) -> bool:
         """Every known migration applied and the time zone stored is ours (read only)."""

@@ -38,6 +38,10 @@ PAGE_BOUNDS_INDEX: Final = (
     "CREATE INDEX IF NOT EXISTS page_bounds_started ON page_bounds (touched_at) WHERE page = 0"
 )
 
+# Migration 9 fills the facet columns of calls stored before it, in Python (the source needs
+# a URL's host), batch by batch: see ``core.StoreCore.ensure_ready``.
+FACETS_BACKFILL: Final = {"sqlite": "-- facets", "postgres": "-- facets"}
+
 MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
     (
         1,
@@ -469,6 +473,33 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
                 error TEXT NOT NULL)""",
             "CREATE INDEX hook_attempts_endpoint ON hook_attempts (endpoint_id, attempted_at)",
             "CREATE INDEX hook_attempts_time ON hook_attempts (attempted_at)",
+        ],
+    ),
+    (
+        9,
+        "API v4: when each call last changed, the changes of an account in order, facets",
+        [
+            # ``changed_at``: when the call's current state was written (v4's changedAt);
+            # calls written before this migration take the time it ran.
+            "ALTER TABLE calls ADD COLUMN changed_at BIGINT NOT NULL DEFAULT 0",
+            {
+                "sqlite": "UPDATE calls SET changed_at = CAST(strftime('%s', 'now') AS INTEGER)",
+                "postgres": "UPDATE calls SET changed_at = extract(epoch FROM now())::bigint",
+            },
+            # The changes feed reads an account's changes in change order, calls and deletes.
+            "CREATE INDEX calls_account_change ON calls (account_id, change_seq)",
+            "CREATE INDEX call_tombstones_account ON call_tombstones (account_id, change_seq)",
+            # What v4's filters and stats use, out of the body: the manager's number, utm
+            # tags, the flags (1 unique, 2 target, 4 unique target), the device, and the
+            # source (utm_source, else the referrer's host, else "direct").
+            "ALTER TABLE calls ADD COLUMN manager_number TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE calls ADD COLUMN utm_source TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE calls ADD COLUMN utm_medium TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE calls ADD COLUMN utm_campaign TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE calls ADD COLUMN flags INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE calls ADD COLUMN device TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE calls ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+            FACETS_BACKFILL,
         ],
     ),
 ]
