@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from ipaddress import ip_address
+from zoneinfo import ZoneInfo
 
 import msgspec
 from starlette.requests import Request
@@ -19,15 +20,18 @@ from calltrack.api.app import read_body, reply, service_of
 from calltrack.config import Settings
 from calltrack.demo_site import demo_page
 from calltrack.errors import StoreUnavailable
+from calltrack.store import Store
 from calltrack.store.tracking import TrackingCampaign
 from calltrack.tracking.hits import (
     MAX_HIT_BYTES,
+    HitAnswer,
+    HitBody,
     HitRejected,
     Visit,
     issued,
     on_site,
     parse_hit,
-    record_hit,
+    record_campaign_hit,
     site_host,
 )
 from calltrack.tracking.snippet import SnippetConfig, render_snippet, snippet_etag
@@ -87,20 +91,11 @@ async def post_hit(request: Request) -> Response:
     service = service_of(request)
     settings = service.settings
     origin = request.headers.get("origin")
-    allowed: dict[str, str] = {}
     try:
         body = await read_body(request, MAX_HIT_BYTES)
         if body is None:
             raise HitRejected(413, f"a hit is at most {MAX_HIT_BYTES} bytes")
         parsed = parse_hit(body)
-        campaign = await _campaign(request, parsed.k)
-        if campaign is None:
-            raise HitRejected(404, "unknown site key")
-        host = site_host(campaign)
-        if origin is not None:
-            if not on_site(origin, host):
-                raise HitRejected(403, "this origin may not post hits for the campaign")
-            allowed = _cors(origin)
         visit = Visit(
             client_ip(request, settings),
             # PostgreSQL keeps no NUL in text (a 500 before); servers that pass one on exist.
@@ -108,15 +103,49 @@ async def post_hit(request: Request) -> Response:
             int(time.time()),
             settings.hit_limit,
         )
+        # One trip to a worker thread for the whole hit: the campaign's reads, then its
+        # transaction (each trip and each pool checkout costs more than a query here).
         answer = await service.in_thread(
-            record_hit, service.store, campaign, parsed, visit, settings.zone
+            _answer_hit, service.store, parsed, origin, visit, settings.zone
         )
-    except HitRejected as exc:
+    except _PastOrigin as past:
+        exc, allowed = past.reason, _cors(origin) if origin is not None else {}
+        if isinstance(exc, StoreUnavailable):
+            headers = {**allowed, "retry-after": str(settings.retry_after)}
+            return _json(request, {"error": "service temporarily unavailable"}, 503, headers)
         return _json(request, {"error": exc.message}, exc.status, allowed)
+    except HitRejected as exc:
+        return _json(request, {"error": exc.message}, exc.status, {})
     except StoreUnavailable:
-        headers = {**allowed, "retry-after": str(settings.retry_after)}
+        headers = {"retry-after": str(settings.retry_after)}
         return _json(request, {"error": "service temporarily unavailable"}, 503, headers)
+    allowed = _cors(origin) if origin is not None else {}
     return reply(request, answer.encode(), 200, {**allowed, "cache-control": "no-store"}, JSON)
+
+
+class _PastOrigin(Exception):
+    """A hit refused, or a store that failed, after the origin was found on the campaign's
+    site: the answer carries the origin's CORS headers, so the page can read the error."""
+
+    def __init__(self, reason: HitRejected | StoreUnavailable) -> None:
+        super().__init__(str(reason))
+        self.reason = reason
+
+
+def _answer_hit(
+    store: Store, hit: HitBody, origin: str | None, visit: Visit, zone: ZoneInfo
+) -> HitAnswer:
+    """The whole hit, in a worker thread: its campaign by site key, the origin checked, then
+    recorded."""
+    found = store.hit_campaign(hit.k) if issued(hit.k) else None  # a NUL in a key was a 500
+    if found is None:
+        raise HitRejected(404, "unknown site key")
+    if origin is not None and not on_site(origin, site_host(found.campaign)):
+        raise HitRejected(403, "this origin may not post hits for the campaign")
+    try:
+        return record_campaign_hit(store, found, hit, visit, zone)
+    except (HitRejected, StoreUnavailable) as exc:
+        raise _PastOrigin(exc) from exc
 
 
 async def hit_options(request: Request) -> Response:
@@ -147,6 +176,8 @@ def _json(
 
 
 def _from_proxy(request: Request, settings: Settings) -> bool:
+    if not settings.trusted_proxies.strip():  # the common case: no parsing on every hit
+        return False
     peer = request.client.host if request.client else ""
     try:
         address = ip_address(peer)

@@ -53,6 +53,18 @@ class SourceRule:
 
 
 @dataclass(frozen=True, slots=True)
+class HitCampaign:
+    """A campaign with what a hit decides by: its source rules (in position order) and its
+    tracking numbers as (number, kind), in the order they were added. Read before the hit's
+    transaction, so only for choosing among them: the transaction lends from the rows it
+    locks, never from this list."""
+
+    campaign: TrackingCampaign
+    rules: list[SourceRule]
+    numbers: list[tuple[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
 class AccountSettings:
     unique_days: int
     target_seconds: int
@@ -279,6 +291,15 @@ class TrackingTx:
         )
         return number
 
+    def count_exhausted(self, campaign: TrackingCampaign, now: int) -> None:
+        """Count a page view that got the stub (every pool number held), in the minute."""
+        self.conn.execute(
+            "INSERT INTO exhausted_hits (account_id, campaign_id, minute, hits) "
+            "VALUES (?, ?, ?, 1) ON CONFLICT (account_id, campaign_id, minute) "
+            "DO UPDATE SET hits = exhausted_hits.hits + 1",
+            (campaign.account_id, campaign.campaign_id, now - now % 60),
+        )
+
     def count_ip_hit(self, ip: str, window_start: int) -> int:
         """Count a hit of a client IP in the minute from ``window_start``: the minute's count."""
         row = self.conn.execute(
@@ -374,16 +395,26 @@ class TrackingQueries(StoreCore):
             ).fetchone()
         return None if row is None else _campaign(row)
 
+    def hit_campaign(self, site_key: str) -> HitCampaign | None:
+        """The campaign of a public site key with its rules and numbers, on one connection
+        (a hit's reads before its transaction: one pool checkout, not three); None if no
+        campaign has the key."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE site_key = ?", (site_key,)
+            ).fetchone()
+            if row is None:
+                return None
+            campaign = _campaign(row)
+            ids = (campaign.account_id, campaign.campaign_id)
+            return HitCampaign(campaign, _rules(conn, *ids), _numbers(conn, *ids))
+
     def campaign_numbers(self, account_id: int, campaign_id: int) -> list[tuple[str, str]]:
         """(number, kind) of the campaign's tracking numbers, in the order they were added."""
         self.ensure_ready()
         with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT number, kind FROM phones WHERE account_id = ? AND campaign_id = ? "
-                "ORDER BY created_at, id",
-                (account_id, campaign_id),
-            ).fetchall()
-        return [(str(row[0]), str(row[1])) for row in rows]
+            return _numbers(conn, account_id, campaign_id)
 
     def add_rule(
         self,
@@ -439,13 +470,7 @@ class TrackingQueries(StoreCore):
     def rules(self, account_id: int, campaign_id: int) -> list[SourceRule]:
         self.ensure_ready()
         with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT id, position, utm_source, utm_medium, utm_campaign, referrer, "
-                "source_type, number FROM source_rules WHERE account_id = ? AND campaign_id = ? "
-                "ORDER BY position",
-                (account_id, campaign_id),
-            ).fetchall()
-        return [SourceRule(*row) for row in rows]
+            return _rules(conn, account_id, campaign_id)
 
     def remove_rule(self, account_id: int, rule_id: int) -> None:
         self.ensure_ready()
@@ -499,14 +524,13 @@ class TrackingQueries(StoreCore):
             yield TrackingTx(conn, self.row_locks)
 
     def count_exhausted(self, campaign: TrackingCampaign, now: int) -> None:
-        """Count a page view that got the stub (every pool number held), in the minute."""
-        with self._live_transaction() as conn:
-            conn.execute(
-                "INSERT INTO exhausted_hits (account_id, campaign_id, minute, hits) "
-                "VALUES (?, ?, ?, 1) ON CONFLICT (account_id, campaign_id, minute) "
-                "DO UPDATE SET hits = exhausted_hits.hits + 1",
-                (campaign.account_id, campaign.campaign_id, now - now % 60),
-            )
+        """Count a page view that got the stub (every pool number held), in the minute: one
+        statement in autocommit, its own transaction without BEGIN and COMMIT round trips,
+        holding the minute's row only while it runs. Where rows do not lock (SQLite), a hit
+        counts it in its own transaction instead (``TrackingTx.count_exhausted``): writes
+        are serialized there anyway, and a second transaction would cost a second commit."""
+        with self._connect() as conn:
+            TrackingTx(conn, self.row_locks).count_exhausted(campaign, now)
 
     # -- reading what hits left -------------------------------------------------------------
 
@@ -581,6 +605,25 @@ class TrackingQueries(StoreCore):
             (account_id, campaign_id),
         ).fetchone():
             raise NotFound(f"the account has no campaign {campaign_id}")
+
+
+def _rules(conn: Connection, account_id: int, campaign_id: int) -> list[SourceRule]:
+    rows = conn.execute(
+        "SELECT id, position, utm_source, utm_medium, utm_campaign, referrer, "
+        "source_type, number FROM source_rules WHERE account_id = ? AND campaign_id = ? "
+        "ORDER BY position",
+        (account_id, campaign_id),
+    ).fetchall()
+    return [SourceRule(*row) for row in rows]
+
+
+def _numbers(conn: Connection, account_id: int, campaign_id: int) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT number, kind FROM phones WHERE account_id = ? AND campaign_id = ? "
+        "ORDER BY created_at, id",
+        (account_id, campaign_id),
+    ).fetchall()
+    return [(str(row[0]), str(row[1])) for row in rows]
 
 
 def _setting_changes(

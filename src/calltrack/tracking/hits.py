@@ -8,6 +8,7 @@ package; the store runs the queries and lends numbers under row locks.
 from __future__ import annotations
 
 from dataclasses import astuple, dataclass
+from functools import lru_cache
 from typing import Final, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -16,6 +17,7 @@ import msgspec
 
 from calltrack.store import Store
 from calltrack.store.tracking import (
+    HitCampaign,
     SessionRow,
     TrackingCampaign,
     TrackingTx,
@@ -107,6 +109,7 @@ def site_host(campaign: TrackingCampaign) -> str:
     return host_of_site(campaign.site)
 
 
+@lru_cache(maxsize=1024)  # a campaign's site, parsed on every hit
 def host_of_site(site: str) -> str:
     """The host of a site as a campaign names it, without ``www.``; "" for none."""
     site = site.strip().lower()
@@ -157,13 +160,25 @@ def record_hit(
     zone: ZoneInfo,
 ) -> HitAnswer:
     """Record the hit and lend the number: the answer for the snippet."""
+    ids = (campaign.account_id, campaign.campaign_id)
+    found = HitCampaign(campaign, store.rules(*ids), store.campaign_numbers(*ids))
+    return record_campaign_hit(store, found, hit, visit, zone)
+
+
+def record_campaign_hit(
+    store: Store,
+    found: HitCampaign,
+    hit: HitBody,
+    visit: Visit,
+    zone: ZoneInfo,
+) -> HitAnswer:
+    """``record_hit`` with the campaign's rules and numbers already read
+    (``Store.hit_campaign``)."""
+    campaign, kinds = found.campaign, found.numbers
     host = site_host(campaign)
     if not on_site(hit.u, host):
         raise HitRejected(403, "the page is not on the campaign's site")
-    rules = [
-        Rule(*astuple(rule)) for rule in store.rules(campaign.account_id, campaign.campaign_id)
-    ]
-    kinds = store.campaign_numbers(campaign.account_id, campaign.campaign_id)
+    rules = [Rule(*astuple(rule)) for rule in found.rules]
     source = classify(hit.u, hit.r or "", host)
     now = visit.now
     with store.tracking_transaction() as tx:
@@ -181,7 +196,10 @@ def record_hit(
         number = _number(tx, campaign, session, _decode(session.source), rules, kinds, now)
         tx.touch_session(session.id, now, number)
         tx.save_visitor(visitor, campaign, now, new=known is None)
-    if number == campaign.stub and number and hit.t == "hit":
+        stubbed = number == campaign.stub and number != "" and hit.t == "hit"
+        if stubbed and not store.row_locks:  # SQLite: writes are one at a time anyway
+            tx.count_exhausted(campaign, now)
+    if stubbed and store.row_locks:
         # Counted apart, after the hit: one row a minute takes every stub page view, and
         # holding its lock through each hit's transaction would queue them all behind it.
         store.count_exhausted(campaign, now)
