@@ -88,7 +88,7 @@ def estimate(args: argparse.Namespace, postgres: bool, cached: bool) -> tuple[fl
     us_per_call = (0 if cached else 20) + 55 + (70 if postgres else 0) + 60  # gen, load
     us_per_call += 12 + (20 if postgres else 0) + 6 + 50  # exports
     runs = len(CONNECTIONS) * (2 + 2 * postgres + 2) + 4
-    hit_s = (1 + postgres) * (HIT_POOL * 0.4 + args.duration + 10)  # CLI setup, 1 s warm-up
+    hit_s = (1 + postgres) * (HIT_POOL * 0.4 + 4 * (args.duration + 1) + 10)  # CLI, 4 runs
     return (total * us_per_call / 1e6 + runs * (args.duration + 1.5) + hit_s + 60) / 60, gb
 
 
