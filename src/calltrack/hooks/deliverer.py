@@ -10,8 +10,8 @@ the delivery is sent again: a receiver deduplicates by ``webhook-id``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -42,6 +42,9 @@ POLL_SECONDS: Final = 0.5
 # timeout (rendering a payload, recording the attempt): until it runs out, no other
 # deliverer sends the delivery.
 LEASE_MARGIN_SECONDS: Final = 5
+# While an import keeps the calls' ``hooks`` from being brought up to date, that is tried
+# again this often (else the export would show old statuses until some later attempt).
+SHOW_RETRY_SECONDS: Final = 1.0
 # What is read of a receiver's answer: its status and headers matter, not its body.
 ANSWER_BYTES: Final = 4096
 
@@ -252,23 +255,29 @@ class Deliverer:
     async def _recorder(self) -> None:
         """Write attempts in batches, then bring the calls' ``hooks`` up to date."""
         disable_after_ms = int(self._settings.hooks_disable_after * 1000)
+        unshown = False  # statuses recorded, not shown yet: an import held the calls
         while True:
-            await self._results_ready.wait()
+            with anyio.move_on_after(SHOW_RETRY_SECONDS if unshown else math.inf):
+                await self._results_ready.wait()
             self._results_ready = anyio.Event()
             batch, self._results = self._results, []
+            if batch:
+                try:
+                    await self._in_thread(self._store.record_attempts, batch, disable_after_ms)
+                except StoreUnavailable as exc:
+                    log.warning(
+                        "webhooks: attempts not recorded yet, the store is unavailable: %s", exc
+                    )
+                    self._results = batch + self._results
+                    await anyio.sleep(1)
+                    self._results_ready.set()
+                    continue
+                self._wake.set()  # the next deliveries of these calls may go now
             try:
-                await self._in_thread(self._store.record_attempts, batch, disable_after_ms)
-            except StoreUnavailable as exc:
-                log.warning(
-                    "webhooks: attempts not recorded yet, the store is unavailable: %s", exc
-                )
-                self._results = batch + self._results
-                await anyio.sleep(1)
-                self._results_ready.set()
-                continue
-            self._wake.set()  # the next deliveries of these calls may go now
-            with contextlib.suppress(StoreUnavailable):  # an import holds the calls: later
                 await self._in_thread(self._store.show_delivery_statuses)
+                unshown = False
+            except StoreUnavailable:  # an import holds the calls: again soon, not never
+                unshown = True
 
 
 def _render_started(store: Store, settings: Settings, delivery: ClaimedDelivery) -> bytes:
