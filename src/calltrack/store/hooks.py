@@ -297,7 +297,7 @@ class HookQueries(CallQueries):
             for call in shown
             if (found := existing.get(call.universal_id)) is not None
             and found[0] == account_id
-            and bytes(found[1]) != call.body
+            and _changed(bytes(found[1]), call.body)
         ]
         finished = 0
         if announce == "live" and new:
@@ -392,8 +392,9 @@ class HookQueries(CallQueries):
                     continue
                 seq += 1
                 conn.execute(
-                    "UPDATE calls SET body = ?, change_seq = ? WHERE universal_id = ?",
-                    (body, seq, universal_id),
+                    "UPDATE calls SET body = ?, change_seq = ?, changed_at = ? "
+                    "WHERE universal_id = ?",
+                    (body, seq, unix_now(), universal_id),
                 )
                 rewritten += 1
             return rewritten
@@ -623,6 +624,18 @@ def _merged_body(body: bytes, hooks: list[Hook]) -> bytes:
     if not encoded.startswith(prefix):  # the record encodes page first: a broken invariant
         raise RuntimeError("a stored record does not start with its page")
     return encoded[len(prefix) :]
+
+
+def _changed(stored: bytes, body: bytes) -> bool:
+    """Whether a call's record changed, its ``hooks`` aside: they are the deliveries' own
+    bookkeeping, whose order and statuses differ between two writes of the same record (the
+    request's and the sweeper's, both built from one version of a call)."""
+    if stored == body:
+        return False
+    before = _record.decode(b'{"page":0,' + stored)
+    after = _record.decode(b'{"page":0,' + body)
+    before.hooks = after.hooks = []
+    return before != after
 
 
 def _showing(call: StoredCall, hooks: list[Hook]) -> StoredCall:
