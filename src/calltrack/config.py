@@ -58,6 +58,8 @@ class Settings:
     hooks_timeout: float = 10.0
     hooks_schedule: str = ""
     hooks_disable_after: float = 3 * 86400.0
+    # Days the v4 changes feed keeps deletes; a cursor older than what was pruned gets 410.
+    changes_days: int = 30
 
     @property
     def zone(self) -> ZoneInfo:
@@ -106,6 +108,8 @@ class Settings:
             raise ConfigError("CALLTRACK_MAX_BODY_BYTES: must be at least 1")
         if self.sweep_seconds <= 0:
             raise ConfigError("CALLTRACK_SWEEP_SECONDS: must be positive")
+        if self.changes_days < 1:
+            raise ConfigError("CALLTRACK_CHANGES_DAYS: must be at least 1")
         if self.hooks_concurrency < 1:
             raise ConfigError("CALLTRACK_HOOKS_CONCURRENCY: must be at least 1")
         if self.hooks_timeout <= 0:
@@ -151,6 +155,7 @@ _FIELDS: dict[str, type] = {
     "hooks_timeout": float,
     "hooks_schedule": str,
     "hooks_disable_after": float,
+    "changes_days": int,
 }
 
 

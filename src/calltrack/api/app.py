@@ -77,6 +77,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         for path in ("/api/", "/api", "/api/index.php")
     ]
     routes.append(Route("/healthz", healthz, methods=["GET", "HEAD"]))
+    from calltrack.api.v4.routes import routes as v4_routes
+
+    routes += v4_routes()
     from calltrack.api import tracking  # its handlers use this module's helpers
 
     routes += [
@@ -153,7 +156,8 @@ async def telephony_sweeper(service: Service) -> None:
 
 
 async def housekeeping(service: Service) -> None:
-    """Now and then, forget the visits, page views and holds no call can need any more.
+    """Now and then, forget the visits, page views and holds no call can need any more, webhook
+    attempts older than 30 days and deletes older than the changes feed keeps.
 
     Every worker does it, at random times within the hour (deleting what another worker
     deleted already costs nothing)."""
@@ -162,6 +166,7 @@ async def housekeeping(service: Service) -> None:
         try:
             await service.in_thread(service.store.prune_tracking)
             await service.in_thread(service.store.prune_hooks)
+            await service.in_thread(service.store.prune_changes, service.settings.changes_days)
         except StoreUnavailable as exc:
             error_log.warning("housekeeping skipped, the store is unavailable: %s", exc)
         except Exception:

@@ -113,3 +113,190 @@ class ChangeQueries(CallQueries):
 def _pruned_through(conn: Connection) -> int:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (PRUNED_KEY,)).fetchone()
     return 0 if row is None else int(row[0])
+
+
+@dataclass(frozen=True, slots=True)
+class CallFilter:
+    """What v4's /calls and /stats select: a window and conditions, all optional."""
+
+    start: int = 0
+    end: int = 2**62
+    status: str | None = None
+    service_type: str | None = None
+    campaign: int | None = None
+    tag: str | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    unique: bool | None = None
+    target: bool | None = None
+    digits: str | None = None  # in the caller's or the manager's number
+
+    def where(self) -> tuple[str, list[object]]:
+        """SQL conditions (after ``account_id = ?``) and their parameters."""
+        sql = " AND call_time BETWEEN ? AND ?"
+        params: list[object] = [self.start, self.end]
+        for column, value in (
+            ("status", self.status),
+            ("service_type", self.service_type),
+            ("campaign_id", self.campaign),
+            ("utm_source", self.utm_source),
+            ("utm_medium", self.utm_medium),
+            ("utm_campaign", self.utm_campaign),
+        ):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                params.append(value)
+        for bit, wanted in ((1, self.unique), (2, self.target)):
+            if wanted is not None:
+                sql += f" AND (flags & {bit}) {'<>' if wanted else '='} 0"
+        if self.tag is not None:
+            sql += (
+                " AND universal_id IN (SELECT universal_id FROM call_tags "
+                "WHERE tag = ? AND account_id = calls.account_id)"
+            )
+            params.append(self.tag)
+        if self.digits:
+            sql += " AND (client_number LIKE ? OR manager_number LIKE ?)"
+            params += [f"%{self.digits}%", f"%{self.digits}%"]
+        return sql, params
+
+
+# What /stats groups by: a column, or the time (grouped in Python, in the service zone).
+GROUP_COLUMNS: dict[str, str] = {
+    "source": "source",
+    "campaign": "campaign_id",
+    "utm_source": "utm_source",
+    "utm_medium": "utm_medium",
+    "utm_campaign": "utm_campaign",
+    "device": "device",
+}
+# Time is grouped in quarter hours in SQL (every zone's offset is a whole number of them),
+# then into the zone's days or hours.
+QUARTER_HOUR = 900
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    keys: tuple[object, ...]  # per ``by``: a quarter-hour start (unix s) or a column's value
+    calls: int
+    answered: int
+    unique: int
+    target: int
+    unique_target: int
+    talk_seconds: int
+
+
+class CallListQueries(ChangeQueries):
+    """v4's calls: filtered pages in call-time order with keyset cursors, one call, stats."""
+
+    def filtered_calls(
+        self,
+        owners: Sequence[int],
+        where: CallFilter,
+        after: tuple[int, int] | None,
+        limit: int,
+        descending: bool = False,
+    ) -> list[tuple[int, int, bytes]]:
+        """(call_time, id, body) of up to ``limit`` calls after the position ``after``.
+
+        One query per owner, each reading its index range in order (so page 10,000 costs
+        what page 1 costs), merged: one statement, one snapshot.
+        """
+        if not owners or limit < 1:
+            return []
+        conditions, params = where.where()
+        direction = "DESC" if descending else "ASC"
+        compare = "<" if descending else ">"
+        parts: list[str] = []
+        values: list[object] = []
+        for owner in owners:
+            position = ""
+            extra: list[object] = []
+            if after is not None:
+                position = f" AND (call_time {compare} ? OR (call_time = ? AND id {compare} ?))"
+                extra = [after[0], after[0], after[1]]
+            parts.append(
+                "SELECT * FROM (SELECT call_time, id, body FROM calls WHERE account_id = ?"
+                f"{conditions}{position} ORDER BY call_time {direction}, id {direction} "
+                "LIMIT ?) AS p"
+            )
+            values += [owner, *params, *extra, limit]
+        sql = " UNION ALL ".join(parts) + f" ORDER BY 1 {direction}, 2 {direction} LIMIT ?"
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(sql, (*values, limit)).fetchall()
+        return [(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+
+    def count_filtered(self, owners: Sequence[int], where: CallFilter) -> int:
+        if not owners:
+            return 0
+        conditions, params = where.where()
+        marks = ", ".join("?" * len(owners))
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                f"SELECT count(*) FROM calls WHERE account_id IN ({marks}){conditions}",
+                (*owners, *params),
+            ).fetchone()
+        return int(row[0])
+
+    def visible_call(self, owners: Sequence[int], universal_id: str) -> bytes | None:
+        """The stored body of a call of one of ``owners``; None if there is none."""
+        if not owners:
+            return None
+        marks = ", ".join("?" * len(owners))
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                f"SELECT body FROM calls WHERE universal_id = ? AND account_id IN ({marks})",
+                (universal_id, *owners),
+            ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def call_stats(
+        self, owners: Sequence[int], where: CallFilter, by: Sequence[str]
+    ) -> list[StatsRow]:
+        """Counts per group of ``by`` (``day`` and ``hour`` come back as quarter hours)."""
+        if not owners:
+            return []
+        keys = [
+            f"(call_time / {QUARTER_HOUR}) * {QUARTER_HOUR}"
+            if name in ("day", "hour")
+            else GROUP_COLUMNS[name]
+            for name in by
+        ]
+        conditions, params = where.where()
+        marks = ", ".join("?" * len(owners))
+        select = ", ".join(keys) + ", " if keys else ""
+        group = " GROUP BY " + ", ".join(keys) if keys else ""
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT {select}count(*), "
+                "sum(CASE WHEN status = 'success' THEN 1 ELSE 0 END), "
+                "sum(CASE WHEN (flags & 1) <> 0 THEN 1 ELSE 0 END), "
+                "sum(CASE WHEN (flags & 2) <> 0 THEN 1 ELSE 0 END), "
+                "sum(CASE WHEN (flags & 4) <> 0 THEN 1 ELSE 0 END), "
+                f"sum(duration) FROM calls WHERE account_id IN ({marks}){conditions}{group}",
+                (*owners, *params),
+            ).fetchall()
+        width = len(keys)
+        return [
+            StatsRow(tuple(r[:width]), *(int(v or 0) for v in r[width:]))
+            for r in rows
+            if r[width]  # no group of zero calls (an aggregate over nothing)
+        ]
+
+    def campaign_names(self, owners: Sequence[int]) -> dict[int, str]:
+        if not owners:
+            return {}
+        marks = ", ".join("?" * len(owners))
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT campaign_id, name FROM campaigns WHERE account_id IN ({marks}) "
+                "ORDER BY account_id",
+                tuple(owners),
+            ).fetchall()
+        return {int(r[0]): str(r[1]) for r in rows}

@@ -1,0 +1,145 @@
+"""The changes feed: each change of the calls a key sees, exactly once, in commit order.
+
+A read serves, in this order: the fill of accounts that became visible (their current calls
+up to the cursor's change number, as upserts), then the changes after the cursor's number.
+Without a cursor everything visible is such a fill, up to the newest change at that moment:
+every current call once, then what changes after. Accounts no longer visible are dropped
+from the cursor at once, and their calls are never served again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgspec
+
+from calltrack.api.v4.cursor import FeedCursor
+from calltrack.api.v4.problems import cursor_expired
+from calltrack.model import format_local
+from calltrack.store import Store
+from calltrack.store.changes import Change
+
+_encode = msgspec.json.Encoder().encode
+_decode_record = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    lines: list[bytes]  # each change as JSON, without a line end
+    next: FeedCursor
+    has_more: bool
+
+
+def start(store: Store, owners: tuple[int, ...], after: FeedCursor | None) -> FeedCursor:
+    """Where a read starts: the cursor given, checked against what the key sees now."""
+    visible = set(owners)
+    if after is None:
+        return FeedCursor(seq=store.last_change(), known=(), filling=tuple(sorted(visible)))
+    if after.seq < store.changes_pruned_through():
+        raise cursor_expired(
+            "deletes after this cursor were pruned (CALLTRACK_CHANGES_DAYS): "
+            "start over without `after`"
+        )
+    known = tuple(sorted(visible.intersection(after.known)))
+    filling = tuple(sorted(visible.intersection(after.filling)))
+    cursor = replace(after, known=known, filling=filling)
+    if not filling:
+        cursor = replace(cursor, fill_after=0)
+        new = visible.difference(known)
+        if new:  # granted since: fill them in with their calls up to here first
+            cursor = replace(cursor, filling=tuple(sorted(new)))
+    return cursor
+
+
+def read(
+    store: Store, cursor: FeedCursor, limit: int, zone: ZoneInfo, fields: tuple[str, ...] | None
+) -> FeedPage:
+    """Up to ``limit`` changes from ``cursor`` on."""
+    lines: list[bytes] = []
+    while len(lines) < limit:
+        wanted = limit - len(lines)
+        if cursor.filling:
+            rows = store.read_changes(
+                cursor.filling, cursor.fill_after, wanted + 1, through=cursor.seq, deletes=False
+            )
+            for row in rows[:wanted]:
+                cursor = replace(cursor, fill_after=row.seq)
+                lines.append(render(row, cursor.encode(), zone, fields))
+            if len(rows) > wanted:
+                return FeedPage(lines, cursor, True)
+            cursor = cursor.filled()
+            continue
+        rows = store.read_changes(cursor.known, cursor.seq, wanted + 1)
+        prefix = cursor
+        for row in rows[:wanted]:
+            prefix = replace(prefix, seq=row.seq)
+            lines.append(render(row, prefix.encode(), zone, fields))
+        return FeedPage(lines, prefix, len(rows) > wanted)
+    return FeedPage(lines, cursor, True)
+
+
+def render(change: Change, cursor: str, zone: ZoneInfo, fields: tuple[str, ...] | None) -> bytes:
+    head = (
+        b'{"cursor":"'
+        + cursor.encode()
+        + (
+            b'","op":"upsert","universalId":'
+            if change.body is not None
+            else b'","op":"delete","universalId":'
+        )
+        + _encode(change.universal_id)
+        + b',"changedAt":"'
+        + _when(change.changed_at, zone)
+        + b'"'
+    )
+    if change.body is None:
+        return head + b"}"
+    return head + b',"call":' + call_json(change.body, fields) + b"}"
+
+
+def call_json(body: bytes, fields: tuple[str, ...] | None) -> bytes:
+    """The stored body as the v3 record without ``page``, or only ``fields`` of it."""
+    if fields is None:
+        return b"{" + body
+    record = _decode_record(b"{" + body)
+    return _encode({name: record[name] for name in fields if name in record})
+
+
+def lines_json(page: FeedPage) -> bytes:
+    return (
+        b'{"changes":['
+        + b",".join(page.lines)
+        + b'],"next":"'
+        + page.next.encode().encode()
+        + b'","hasMore":'
+        + (b"true" if page.has_more else b"false")
+        + b"}"
+    )
+
+
+def trailer(page: FeedPage) -> bytes:
+    """NDJSON's last line."""
+    return (
+        b'{"next":"'
+        + page.next.encode().encode()
+        + b'","hasMore":'
+        + (b"true" if page.has_more else b"false")
+        + b"}\n"
+    )
+
+
+@lru_cache(maxsize=8192)
+def _when_cached(at: int, zone: ZoneInfo) -> bytes:
+    return format_local(at, zone).encode()
+
+
+def _when(at: int, zone: ZoneInfo) -> bytes:
+    return _when_cached(at, zone)
+
+
+def joined(lines: Iterable[bytes]) -> bytes:
+    return b"".join(line + b"\n" for line in lines)
