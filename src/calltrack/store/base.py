@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from calltrack.store.admin import AdminQueries
 from calltrack.store.catalog import CatalogQueries
-from calltrack.store.changes import ChangeQueries
+from calltrack.store.changes import CallListQueries
 from calltrack.store.telephony import TelephonyQueries
 
 
-class SqlStore(AdminQueries, CatalogQueries, TelephonyQueries, ChangeQueries):
+class SqlStore(AdminQueries, CatalogQueries, TelephonyQueries, CallListQueries):
     """Everything calltrack keeps, behind methods; SQL lives in ``calltrack.store`` only.
 
     Backends (``sqlite.SqliteStore``, ``postgres.PostgresStore``) subclass it and provide the
