@@ -300,3 +300,27 @@ def test_a_pbx_retrying_through_sigkills_leaves_each_ended_call_one_complete_rec
     assert run["records"] == run["calls"]
     assert run["problems"] == []
     assert run["ok"] is True
+
+
+# -- webhooks through a misbehaving receiver while the service is killed --------------------------
+
+
+@pytest.mark.parametrize("postgres", [False, True], ids=["sqlite", "postgres-two-servers"])
+def test_webhooks_through_a_failing_receiver_and_sigkills_arrive_once_in_order(
+    postgres: bool,
+) -> None:
+    from tests.faults import hooks_kill
+
+    if postgres and _common.find_pg_bin("initdb") is None and not _common.in_ci():
+        pytest.skip("initdb is not installed: two servers on one PostgreSQL need a private cluster")
+    run = _scenario(hooks_kill.run(quick=True, postgres=postgres))
+    assert run["servers"] == (2 if postgres else 1)
+    assert run["kills_mid_attempt"] > 0  # something to test: a lease ran out
+    assert run["lost"] == 0
+    assert run["sent_as_two_ids"] == 0
+    assert run["unexpected"] == 0
+    assert run["out_of_order"] == 0
+    assert run["in_flight_twice"] == 0
+    assert run["gone"]["answered_410"] > 0
+    assert run["problems"] == []
+    assert run["ok"] is True
