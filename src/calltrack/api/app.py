@@ -100,9 +100,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     routes.append(Route("/", home, methods=["GET", "HEAD"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     limiter = anyio.CapacityLimiter(settings.db_pool_size)
+    # The deliverer's store calls get threads of their own, fewer: a backlog of deliveries
+    # must not take the threads that requests wait for.
+    delivery_limiter = anyio.CapacityLimiter(max(1, settings.db_pool_size // 2))
 
-    async def in_thread(func: Callable[..., _T], *args: object) -> _T:
-        return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
+    async def deliver_in_thread(func: Callable[..., _T], *args: object) -> _T:
+        return await anyio.to_thread.run_sync(func, *args, limiter=delivery_limiter)
 
     app.state.service = Service(
         settings=settings,
@@ -110,7 +113,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         owns_store=owns_store,
         limiter=limiter,
         reads_inline=store.reads_in_process and not settings.rate_limit,
-        deliverer=Deliverer(store, settings, in_thread),
+        deliverer=Deliverer(store, settings, deliver_in_thread),
     )
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(InternalErrorMiddleware)

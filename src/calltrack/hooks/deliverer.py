@@ -167,6 +167,7 @@ class Deliverer:
         self._results: list[AttemptResult] = []
         self._results_ready = anyio.Event()
         self._claims_failing = False
+        self._backlog = False
 
     def wake(self) -> None:
         """Look for due deliveries now (a request just wrote some). From the event loop."""
@@ -200,10 +201,12 @@ class Deliverer:
         now = unix_ms()
         try:
             claimed: list[ClaimedDelivery] = []
-            if await self._in_thread(self._store.any_due, now):
+            # The cheap read first, unless the last claim was full (a backlog: surely more).
+            if self._backlog or await self._in_thread(self._store.any_due, now):
                 claimed = await self._in_thread(
                     self._store.claim_deliveries, now, self._lease_ms, limit
                 )
+            self._backlog = len(claimed) == limit
         except StoreUnavailable as exc:
             if not self._claims_failing:  # once, not every poll of a long import
                 log.warning("webhooks: cannot claim deliveries, the store is unavailable: %s", exc)
