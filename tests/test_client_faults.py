@@ -67,7 +67,8 @@ class FakeServer:
     """A real HTTP server on 127.0.0.1 (ephemeral port, own thread) that follows a script.
 
     Requests take the next ``script`` reply; when the script is empty, the server answers as
-    a v3 server over ``calls`` in pages of ``page_size`` (``faults[page]`` replies first).
+    a v3 server over ``calls`` in pages of ``page_size`` (``faults[page]`` replies first),
+    and 404 to API v4's paths (``v4_requests``), as a server from before v4.
     """
 
     def __init__(self) -> None:
@@ -76,10 +77,15 @@ class FakeServer:
         self.calls: list[CallRecord] = []
         self.page_size = 3
         self.requests: list[str] = []
+        self.v4_requests: list[str] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path.startswith("/api/v4/") and not owner.script:
+                    owner.v4_requests.append(self.path)
+                    owner.send(self, Reply(404, b"Not Found"))
+                    return
                 query = self.path.partition("?")[2]
                 owner.requests.append(query)
                 owner.send(self, owner.answer(query))

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 import pytest
 from click.testing import CliRunner, Result
+from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from calltrack.api.app import create_app
@@ -33,13 +34,26 @@ from tests.test_client_faults import KEY, FakeServer, Reply, envelope, record
 WINDOW = ["--from", "2020-05-01", "--to", "2020-05-01"]
 
 
-class App:
-    """The project's app over a fresh SQLite store, reached by `calltrack export` in process."""
+def v3_only(app: Starlette) -> Starlette:
+    """The project's app as a server that predates API v4: its v4 routes removed (404)."""
+    app.router.routes[:] = [
+        route
+        for route in app.router.routes
+        if not getattr(route, "path", "").startswith("/api/v4/")
+    ]
+    return app
 
-    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+
+class App:
+    """The project's app over a fresh SQLite store, reached by `calltrack export` in process.
+
+    ``v4=False`` serves v3 only, as a server from before API v4."""
+
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, v4: bool = True) -> None:
         url = f"sqlite:///{tmp_path / 'calls.db'}"
         self.store = open_store(Settings.from_env(env={}, database_url=url, page_size=4))
-        self.http = TestClient(create_app(self.store.settings, self.store))
+        served = create_app(self.store.settings, self.store)
+        self.http = TestClient(served if v4 else v3_only(served))
         self.http.__enter__()
         self.account, self.key = new_account(self.store, "a")
         self.tmp = tmp_path
@@ -61,6 +75,13 @@ class App:
 @pytest.fixture
 def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
     made = App(tmp_path, monkeypatch)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def v3_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[App]:
+    made = App(tmp_path, monkeypatch, v4=False)
     yield made
     made.close()
 
@@ -338,7 +359,8 @@ def test_a_page_that_moves_under_the_walk_repeats_no_call(
 # -- since-last ------------------------------------------------------------------------------
 
 
-def test_since_last_exports_only_the_calls_after_the_last_run(app: App) -> None:
+def test_since_last_exports_only_the_calls_after_the_last_run(v3_app: App) -> None:
+    app = v3_app  # a server without API v4: v3 windows (the feed's merge: test_client_changes)
     state = app.tmp / "state.json"
     first = app.tmp / "first.jsonl"
     assert "--from" in app.run("-o", first, "--since-last", state).stderr

@@ -1,4 +1,5 @@
-"""The v3 export client: typed calls from any server that speaks the protocol.
+"""The export client: typed calls from any server that speaks the v3 protocol, and the
+changes of API v4's feed.
 
     from calltrack.client import Client
 
@@ -6,19 +7,22 @@
         for call in client.iter_calls("2024-05-01", "2024-05-31"):
             print(call.universalId, call.callTime, call.duration)
 
-``export_calls`` writes a whole window to a CSV, JSON Lines, XLSX or Parquet file, resumably;
+``client.changes(after)`` yields what changed since a cursor (API v4). ``export_calls`` writes
+a whole window to a CSV, JSON Lines, XLSX or Parquet file, resumably;
 ``calltrack export`` is the same from the command line. See docs/client.md.
 """
 
 from __future__ import annotations
 
-from calltrack.client._client import METHODS, Client, DateLike, Method
+from calltrack.client._client import METHODS, Change, Changes, Client, DateLike, Method, Scope
 from calltrack.client._errors import (
     ApiError,
     ClientError,
     ConnectionFailed,
+    CursorExpired,
     EntityDoesNotExist,
     ExportError,
+    FeedNotOffered,
     IncorrectPage,
     InternalServerError,
     InvalidResponse,
@@ -44,13 +48,17 @@ __all__ = [
     "METHODS",
     "ApiError",
     "CallRecord",
+    "Change",
+    "Changes",
     "Client",
     "ClientError",
     "ConnectionFailed",
+    "CursorExpired",
     "DateLike",
     "EntityDoesNotExist",
     "ExportError",
     "ExportResult",
+    "FeedNotOffered",
     "Format",
     "Hook",
     "IncorrectPage",
@@ -61,6 +69,7 @@ __all__ = [
     "MissingExtra",
     "NoRowsFound",
     "Progress",
+    "Scope",
     "ServerError",
     "ServiceUnavailable",
     "TooManyRequests",

@@ -1,4 +1,4 @@
-"""The v3 client: requests, retries with backoff, and typed pages of calls.
+"""The client: requests, retries with backoff, typed pages of calls (v3) and changes (v4).
 
 Policy lives here: which failures are retried (connection errors, timeouts, bodies cut short,
 HTTP 5xx and 429), how long to wait (exponential backoff with jitter, at least what
@@ -25,9 +25,12 @@ import msgspec
 from calltrack.client._errors import (
     ApiError,
     ConnectionFailed,
+    CursorExpired,
+    FeedNotOffered,
     IncorrectPage,
     InvalidResponse,
     NoRowsFound,
+    UserNotRecognized,
     api_error,
     server_error,
 )
@@ -36,6 +39,9 @@ from calltrack.retry_after import parse_retry_after
 
 Method = Literal["get", "getByRole", "getWithRole"]
 METHODS: Final[tuple[Method, ...]] = ("get", "getByRole", "getWithRole")
+Scope = Literal["own", "withRole"]
+NDJSON: Final = "application/x-ndjson"
+STREAM_LIMIT: Final = 100_000  # the most changes one NDJSON answer may carry
 DateLike = date | datetime | int | str
 DEFAULT_TIMEZONE: Final = "Europe/Moscow"
 MAX_PAGE: Final = 999_999_999  # the contract's page number has at most 9 digits
@@ -84,6 +90,69 @@ _page_decoder: Final[msgspec.json.Decoder[list[CallRecord] | _Envelope]] = msgsp
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 
 
+class Change(msgspec.Struct, frozen=True):
+    """One change of the v4 changes feed.
+
+    ``op`` is ``"upsert"`` (the call is new or changed: ``call`` is its current record, with
+    ``page`` 0) or ``"delete"`` (``call`` is None). ``changed_at`` is when it changed
+    (``YYYY-MM-DD HH:MM:SS``, service time zone). ``cursor`` resumes the feed just after
+    this change: ``client.changes(after=change.cursor)``.
+    """
+
+    cursor: str
+    op: Literal["upsert", "delete"]
+    universal_id: str = msgspec.field(name="universalId")
+    changed_at: str = msgspec.field(name="changedAt")
+    call: CallRecord | None = None
+
+
+class Changes(Iterator[Change]):
+    """What ``Client.changes`` returns: the changes, one by one, and ``cursor``, where the
+    feed resumes after the changes taken so far (the last one's cursor; once the feed is
+    exhausted, its final ``next``, which may be past the last change). Save ``cursor`` only
+    after what was taken is safely applied."""
+
+    def __init__(self, after: str | None) -> None:
+        self.cursor = after
+        self._iterator: Iterator[Change] = iter(())
+
+    def __next__(self) -> Change:
+        return next(self._iterator)
+
+    def close(self) -> None:
+        """Stop early: the open answer, if any, is closed."""
+        close = getattr(self._iterator, "close", None)
+        if close is not None:
+            close()
+
+
+class _FeedPage(msgspec.Struct):
+    changes: list[Change]
+    next: str
+    hasMore: bool
+
+
+class _Trailer(msgspec.Struct):
+    """An NDJSON answer's last line."""
+
+    next: str
+    hasMore: bool
+
+
+class _Problem(msgspec.Struct):
+    """RFC 9457 problem details (the fields the client reads)."""
+
+    title: str = ""
+    detail: str = ""
+    parameter: str | None = None
+
+
+_feed_page_decoder: Final = msgspec.json.Decoder(_FeedPage)
+_change_decoder: Final = msgspec.json.Decoder(Change)
+_trailer_decoder: Final = msgspec.json.Decoder(_Trailer)
+_problem_decoder: Final = msgspec.json.Decoder(_Problem)
+
+
 class _Retry(Exception):
     """A failure worth another try; carries the error to raise when tries run out."""
 
@@ -120,6 +189,7 @@ class Client:
         if retries < 0 or backoff < 0 or max_backoff < 0 or timeout <= 0:
             raise ValueError("retries, backoff and max_backoff must be >= 0, timeout > 0")
         self.endpoint = api_endpoint(base_url)
+        self.v4_endpoint = v4_endpoint(self.endpoint)
         self.api_key = api_key
         self.retries = retries
         self.backoff = backoff
@@ -206,6 +276,229 @@ class Client:
         """
         for _, calls in self.iter_pages(start, end, method=method):
             yield from calls
+
+    # -- v4: the changes feed ---------------------------------------------------------------
+
+    def changes(
+        self,
+        after: str | None = None,
+        *,
+        scope: Scope | None = None,
+        limit: int | None = None,
+        stream: bool = True,
+    ) -> Changes:
+        """Every change of the calls the key sees after the cursor ``after`` (from the
+        beginning without it: every current call once, as an upsert), in commit order, until
+        the feed has no more (``hasMore`` false); ``GET /api/v4/calls/changes``.
+
+        ``stream=True`` asks for NDJSON (``limit`` changes an answer, 100,000 by default) and
+        falls back to JSON pages when the server will not stream; ``stream=False`` reads JSON
+        pages (``limit`` up to 10,000, the server's default 1,000). A stream that ends without
+        its last line is asked again from the last change received; failures are retried as
+        the v3 pages are. ``scope="withRole"`` adds the calls of the accounts that granted the
+        key a role. Raises ``CursorExpired`` (410: start over without ``after``),
+        ``FeedNotOffered`` (404: a v3-only server) and ``UserNotRecognized`` (401).
+
+        The result is an iterator of ``Change`` whose ``cursor`` attribute is where to resume
+        after the changes taken so far (once it is exhausted: the feed's final ``next``).
+        """
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        feed = Changes(after)
+        feed._iterator = self._changes(feed, after, scope, limit, stream)
+        return feed
+
+    def _changes(
+        self,
+        feed: Changes,
+        after: str | None,
+        scope: Scope | None,
+        limit: int | None,
+        stream: bool,
+    ) -> Iterator[Change]:
+        url = self.v4_endpoint + "calls/changes"
+        cursor, streamed, attempt = after, stream, 0
+        while True:
+            params: dict[str, str] = {}
+            if cursor is not None:
+                params["after"] = cursor
+            if scope is not None:
+                params["scope"] = scope
+            if streamed or limit is not None:
+                params["limit"] = str(limit or STREAM_LIMIT)
+            what = "changes" + (f" after {cursor[:24]}..." if cursor else "")
+            progressed = False
+            try:
+                if streamed:
+                    try:
+                        with self._http.stream(
+                            "GET", url, params=params, headers=self._v4_headers(NDJSON)
+                        ) as response:
+                            if not self._feed_ok(response, what, streamed=True):
+                                streamed = False  # the server will not stream: JSON pages
+                                continue
+                            if NDJSON not in response.headers.get("content-type", ""):
+                                page = self._feed_page(response.read(), what)
+                                for change in page.changes:
+                                    feed.cursor = change.cursor
+                                    yield change
+                                following, more = page.next, page.hasMore
+                            else:
+                                trailer: _Trailer | None = None
+                                for item in self._feed_lines(response, what):
+                                    if isinstance(item, _Trailer):
+                                        trailer = item
+                                        continue
+                                    feed.cursor = cursor = item.cursor
+                                    progressed = True
+                                    yield item
+                                if trailer is None:
+                                    cut = ConnectionFailed(
+                                        f"{what} from {self.v4_endpoint}: the stream ended "
+                                        "before its last line"
+                                    )
+                                    raise _Retry(cut)
+                                following, more = trailer.next, trailer.hasMore
+                    except _RETRIED_TRANSPORT_ERRORS as exc:
+                        reason = str(exc) or type(exc).__name__
+                        failed = ConnectionFailed(f"{what} from {self.v4_endpoint}: {reason}")
+                        raise _Retry(failed) from None
+                    except httpx2.TransportError as exc:
+                        raise ConnectionFailed(f"{what} from {self.v4_endpoint}: {exc}") from None
+                    except httpx2.HTTPError as exc:
+                        raise InvalidResponse(f"{what} from {self.v4_endpoint}: {exc}") from None
+                else:
+                    page = self._feed_page(self._v4_get(url, params, what), what)
+                    for change in page.changes:
+                        feed.cursor = change.cursor
+                        yield change
+                    following, more = page.next, page.hasMore
+            except _Retry as retry:
+                if progressed:
+                    attempt = 0  # the stream got somewhere: go on from its last change
+                if attempt >= self.retries:
+                    raise retry.error from None
+                delay = self.delay(attempt, retry.retry_after)
+                log.warning(
+                    "%s: %s; retrying in %.1f s (retry %d of %d)",
+                    what,
+                    retry.error,
+                    delay,
+                    attempt + 1,
+                    self.retries,
+                )
+                self._sleep(delay)
+                attempt += 1
+                continue
+            attempt = 0
+            feed.cursor = cursor = following
+            if not more:
+                return
+
+    def _v4_headers(self, accept: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}", "accept": accept}
+
+    def _v4_get(self, url: str, params: dict[str, str], what: str) -> bytes:
+        """The body of a JSON GET of v4, retried as the v3 pages are."""
+        attempt = 0
+        while True:
+            try:
+                try:
+                    response = self._http.get(
+                        url, params=params, headers=self._v4_headers("application/json")
+                    )
+                except _RETRIED_TRANSPORT_ERRORS as exc:
+                    reason = str(exc) or type(exc).__name__
+                    failed = ConnectionFailed(f"{what} from {self.v4_endpoint}: {reason}")
+                    raise _Retry(failed) from None
+                self._feed_ok(response, what, streamed=False)
+                return response.content
+            except _Retry as retry:
+                if attempt >= self.retries:
+                    raise retry.error from None
+                delay = self.delay(attempt, retry.retry_after)
+                log.warning(
+                    "%s: %s; retrying in %.1f s (retry %d of %d)",
+                    what,
+                    retry.error,
+                    delay,
+                    attempt + 1,
+                    self.retries,
+                )
+                self._sleep(delay)
+                attempt += 1
+            except httpx2.TransportError as exc:
+                raise ConnectionFailed(f"{what} from {self.v4_endpoint}: {exc}") from None
+            except httpx2.HTTPError as exc:
+                raise InvalidResponse(f"{what} from {self.v4_endpoint}: {exc}") from None
+
+    def _feed_ok(self, response: httpx2.Response, what: str, *, streamed: bool) -> bool:
+        """True for a 200; False when a stream was refused (ask for JSON pages instead);
+        otherwise the error: retried (429, 5xx) or raised."""
+        status = response.status_code
+        if status == 200:
+            return True
+        body = response.read()
+        problem = _problem_of(body)
+        detail = problem.detail or problem.title or response.reason_phrase
+        if streamed and (status == 406 or (status == 400 and problem.parameter == "limit")):
+            return False
+        if status == 429 or 500 <= status <= 599:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise _Retry(server_error(status, detail, retry_after, None), retry_after)
+        if status == 401:
+            raise UserNotRecognized(detail)
+        if status == 404:
+            raise FeedNotOffered(
+                f"{what}: HTTP 404 from {self.v4_endpoint}: the server does not offer "
+                "API v4's changes feed (a v3-only server?)"
+            )
+        if status == 410:
+            raise CursorExpired(f"{CursorExpired.message} (the server said: {detail})")
+        raise InvalidResponse(f"{what}: HTTP {status} from {self.v4_endpoint}: {detail}")
+
+    def _feed_page(self, body: bytes, what: str) -> _FeedPage:
+        try:
+            page = _feed_page_decoder.decode(body)
+        except msgspec.ValidationError as exc:
+            raise InvalidResponse(
+                f"{what}: a change the v4 contract does not allow: {exc}"
+            ) from None
+        except msgspec.DecodeError as exc:
+            if body.lstrip()[:1] == b"{":  # cut short by a dropped connection
+                cut = ConnectionFailed(f"{what} from {self.v4_endpoint}: the answer ended early")
+                raise _Retry(cut) from None
+            raise InvalidResponse(f"{what}: the answer is not JSON: {exc}") from None
+        for change in page.changes:
+            _check_change(change, what)
+        return page
+
+    def _feed_lines(self, response: httpx2.Response, what: str) -> Iterator[Change | _Trailer]:
+        """The lines of an NDJSON answer; a line that does not decode is a cut (retried) when
+        it is the last one, and an error otherwise."""
+        broken: str | None = None
+        ended = False
+        for line in response.iter_lines():
+            if not line.strip():
+                continue
+            if broken is not None or ended:
+                problem = broken or "a line after the last one"
+                raise InvalidResponse(f"{what}: not a change of the v4 feed: {problem}")
+            data = line.encode()
+            try:
+                change = _change_decoder.decode(data)
+            except msgspec.DecodeError as exc:
+                try:
+                    yield _trailer_decoder.decode(data)
+                    ended = True
+                except msgspec.DecodeError:
+                    broken = str(exc)
+                continue
+            _check_change(change, what)
+            yield change
+        if broken is not None:
+            cut = ConnectionFailed(f"{what} from {self.v4_endpoint}: the stream ended mid-line")
+            raise _Retry(cut)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -308,6 +601,26 @@ def api_endpoint(base_url: str) -> str:
     elif not path.endswith(("/api/", "/index.php")):
         path = path.rstrip("/") + "/api/"
     return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def v4_endpoint(endpoint: str) -> str:
+    """The v4 base for a v3 endpoint: ``http://host/api/`` -> ``http://host/api/v4/``."""
+    return endpoint.removesuffix("index.php").rstrip("/") + "/v4/"
+
+
+def _check_change(change: Change, what: str) -> None:
+    if (change.op == "upsert") != (change.call is not None):
+        raise InvalidResponse(
+            f"{what}: change {change.cursor[:24]}... is {change.op!r} "
+            f"{'without' if change.call is None else 'with'} a call"
+        )
+
+
+def _problem_of(body: bytes) -> _Problem:
+    try:
+        return _problem_decoder.decode(body)
+    except msgspec.DecodeError:
+        return _Problem()
 
 
 def is_permanent(error: BaseException) -> bool:

@@ -11,13 +11,15 @@
     │   ├── WrongStartDate           WRONG_START_DATE
     │   ├── WrongEndDate             WRONG_END_DATE
     │   ├── NoRowsFound              NO_ROWS_FOUND (the client answers [] instead of raising)
-    │   └── UnknownApiError          an envelope with a message the contract does not list
+    │   ├── UnknownApiError          an envelope with a message the contract does not list
+    │   └── CursorExpired            v4: 410, the feed's cursor is too old; start over
     ├── ServerError                  HTTP 5xx or 429, still failing after every retry
     │   ├── ServiceUnavailable       503 SERVICE_UNAVAILABLE
     │   ├── TooManyRequests          429 TOO_MANY_REQUESTS
     │   └── InternalServerError      500 INTERNAL_ERROR (with the server's request id)
     ├── ConnectionFailed             no answer: refused, reset, dropped mid-body, timed out
     ├── InvalidResponse              an answer that is not the v3 protocol (status, JSON, record)
+    │   └── FeedNotOffered           v4: the server has no changes feed (HTTP 404): v3 only
     └── ExportError                  an export that cannot go on as asked (state, output, options)
         └── MissingExtra             the output format needs an optional extra that is absent
 
@@ -86,6 +88,16 @@ class NoRowsFound(ApiError):
 
 class UnknownApiError(ApiError):
     """An error envelope whose message is none of the documented ones."""
+
+
+class CursorExpired(ApiError):
+    """v4: the changes feed answered 410: the cursor is older than the changes the server
+    keeps (``CALLTRACK_CHANGES_DAYS``). Start over without ``after`` (a full walk)."""
+
+    message = (
+        "the cursor has expired (the server no longer keeps the changes after it): "
+        "start over from the beginning, without a cursor"
+    )
 
 
 DOCUMENTED: dict[str, type[ApiError]] = {
@@ -160,6 +172,10 @@ class ConnectionFailed(ClientError):
 
 class InvalidResponse(ClientError):
     """An answer outside the v3 protocol: unexpected status, not JSON, or an invalid record."""
+
+
+class FeedNotOffered(InvalidResponse):
+    """v4: the server answers 404 for the changes feed: it speaks v3 only."""
 
 
 class ExportError(ClientError):

@@ -1,4 +1,5 @@
-"""The export's state files: ``FILE.part.state`` (resume) and the ``--since-last`` file.
+"""The export's state files: ``FILE.part.state`` (resume) and the ``--since-last`` file,
+which holds either a v3 position (a watermark) or a v4 changes-feed cursor.
 
 Both are JSON, written atomically (a temporary file, synced, then renamed over the old one),
 so a reader sees the old content or the new, never a mix. See docs/client.md for examples.
@@ -19,6 +20,7 @@ from calltrack.client.writers import Format
 from calltrack.model import CallRecord, parse_local
 
 STATE_VERSION: Final = 1
+FEED_STATE_VERSION: Final = 2
 _S = TypeVar("_S", bound=msgspec.Struct)
 
 
@@ -75,6 +77,46 @@ class SinceState(msgspec.Struct):
     version: int = STATE_VERSION
 
 
+class FeedState(msgspec.Struct):
+    """The ``--since-last`` state of a merged export on the v4 changes feed."""
+
+    endpoint: str  # the v4 base, e.g. https://host/api/v4/
+    method: str
+    cursor: str
+    start: str = msgspec.field(name="from", default="")
+    end: str = msgspec.field(name="to", default="")
+    updated: str = ""
+    version: int = FEED_STATE_VERSION
+
+
+def holds_feed_cursor(path: Path) -> bool:
+    """Whether the ``--since-last`` file at ``path`` exists and holds a v4 feed cursor."""
+    if not path.exists():
+        return False
+    try:
+        data = msgspec.json.decode(path.read_bytes())
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ExportError(f"cannot read the --since-last state {path}: {exc}") from None
+    return isinstance(data, dict) and "cursor" in data
+
+
+def load_feed(path: Path, client: Client, method: str) -> FeedState | None:
+    if not path.exists():
+        return None
+    state = _load(path, FeedState, "--since-last state")
+    if (state.endpoint, state.method) != (client.v4_endpoint, method):
+        raise ExportError(
+            f"{path} holds the feed cursor of {state.method} at {state.endpoint}, "
+            f"not of {method} at {client.v4_endpoint}: use another state file"
+        )
+    return state
+
+
+def save_feed(path: Path, state: FeedState) -> None:
+    updated = datetime.now(UTC).replace(microsecond=0).isoformat()
+    save_atomic(path, msgspec.structs.replace(state, updated=updated))
+
+
 def load_part(path: Path) -> PartState:
     return _load(path, PartState, "export state")
 
@@ -82,6 +124,11 @@ def load_part(path: Path) -> PartState:
 def load_since(path: Path, client: Client, method: str) -> SinceState | None:
     if not path.exists():
         return None
+    if holds_feed_cursor(path):
+        raise ExportError(
+            f"{path} holds a cursor of the v4 changes feed, which merges into .jsonl and "
+            ".parquet outputs only: use such an output, or another state file"
+        )
     since = _load(path, SinceState, "--since-last state")
     if (since.endpoint, since.method) != (client.endpoint, method):
         raise ExportError(

@@ -98,7 +98,9 @@ def _check_zone(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--since-last",
     metavar="STATEFILE",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Export only calls after those of the last successful run, and remember this one.",
+    help="Pull only what changed since the last successful run, and remember this one: "
+    "merged from the API v4 changes feed into a .jsonl or .parquet output (updates replace, "
+    "deletes remove), else the calls after the last one pulled (v3).",
 )
 @click.option(
     "--timezone",
@@ -130,7 +132,7 @@ def export(
     progress: bool | None,
 ) -> None:
     """Export every call from START to END of a v3 server into a CSV, JSONL, XLSX or
-    Parquet file, page by page, resumably."""
+    Parquet file, page by page, resumably; with --since-last, keep a file up to date."""
     _check_before_asking(url, key, start, end, ZoneInfo(timezone))
     shown = sys.stderr.isatty() if progress is None else progress
     bars = [_bar(shown, "export")]
@@ -235,6 +237,14 @@ def _bar(shown: bool, desc: str, total: int | None = None) -> tqdm[NoReturn]:
 def summary(result: ExportResult, since_last: Path | None = None) -> str:
     """The one line printed when an export is complete."""
     rate = result.run_calls / result.seconds if result.seconds > 0 else 0.0
+    if result.feed:
+        return (
+            f"merged {plural(result.run_calls, 'change')} "
+            f"({result.upserts:,} new or changed, {result.deletes:,} deleted) "
+            f"into {result.output} [{result.format}]: {plural(result.calls, 'call')} "
+            f"in {result.seconds:.1f} s ({rate:,.0f} changes/s); {since_last} saved "
+            "(the changes feed's cursor)"
+        )
     text = (
         f"exported {plural(result.calls, 'call')} "
         f"({plural(result.pages, 'page')}) to {result.output} "

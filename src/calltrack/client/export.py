@@ -18,6 +18,10 @@ window mid-walk and the server's page marks are lost), two guards drop calls see
 ids of the last page, and a watermark (the last ``callTime`` written and the ids written at
 that second). With ``since_last`` the watermark is kept in a state file between runs: each
 run starts at it and the state moves on only when the run succeeded.
+
+With ``since_last`` and a ``.jsonl`` or ``.parquet`` output, a server that offers API v4 is
+read through its changes feed instead, and the output is merged (``calltrack.client.merge``);
+a v3-only server (404 for the feed) gets the v3 windows above.
 """
 
 from __future__ import annotations
@@ -39,16 +43,18 @@ from calltrack.client._client import (
     checked_segment,
     is_permanent,
 )
-from calltrack.client._errors import ExportError
+from calltrack.client._errors import ExportError, FeedNotOffered
 from calltrack.client._state import (
     PartState,
     Query,
     Watermark,
+    holds_feed_cursor,
     load_part,
     load_since,
     save_atomic,
     save_since,
 )
+from calltrack.client.merge import MERGED, merge_changes
 from calltrack.client.writers import (
     STREAMED,
     Format,
@@ -84,6 +90,9 @@ class ExportResult:
     seconds: float  # this run
     resumed: bool
     last_call_time: str | None
+    feed: bool = False  # merged from the v4 changes feed (then run_calls counts its changes)
+    upserts: int = 0  # feed: calls new or changed, this run
+    deletes: int = 0  # feed: calls deleted (or moved out of the window), this run
 
 
 def export_calls(
@@ -116,6 +125,18 @@ def export_calls(
     require_extra(kind)
     if excel and kind != "csv":
         raise ExportError("excel=True (--excel) applies to the csv format only")
+    if since_last is not None and kind in MERGED:
+        fed = holds_feed_cursor(since_last)
+        if fed or not since_last.exists():
+            try:
+                return _merged(client, output, kind, start, end, method, since_last, on_page)
+            except FeedNotOffered:
+                if fed:
+                    raise ExportError(
+                        f"{since_last} holds a cursor of the v4 changes feed, which the server "
+                        "no longer offers (HTTP 404): use another state file for v3 windows"
+                    ) from None
+                log.info("the server offers no v4 changes feed: v3 windows, appended")
     since = load_since(since_last, client, method) if since_last else None
     if since is not None:
         start_segment, watermark = since.start, since.watermark
@@ -170,6 +191,48 @@ def export_calls(
         seconds=time.monotonic() - began,
         resumed=resumed,
         last_call_time=state.watermark.call_time if state.watermark else None,
+    )
+
+
+def _merged(
+    client: Client,
+    output: Path,
+    kind: Format,
+    start: DateLike | None,
+    end: DateLike | None,
+    method: Method,
+    since_last: Path,
+    on_page: Callable[[Progress], None] | None,
+) -> ExportResult:
+    began = time.monotonic()
+
+    def on_changes(count: int) -> None:
+        if on_page is not None:
+            on_page(Progress(page=0, pages=0, calls=count, skipped=0))
+
+    counts = merge_changes(
+        client,
+        output,
+        kind,
+        start,
+        end,
+        method=method,
+        since_last=since_last,
+        on_changes=on_changes,
+    )
+    return ExportResult(
+        output=output,
+        format=kind,
+        calls=counts.calls,
+        run_calls=counts.changes,
+        pages=0,
+        skipped=0,
+        seconds=time.monotonic() - began,
+        resumed=False,
+        last_call_time=None,
+        feed=True,
+        upserts=counts.upserts,
+        deletes=counts.deletes,
     )
 
 

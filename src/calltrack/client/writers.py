@@ -268,10 +268,25 @@ class ParquetWriter:
         )
         self._file: Any = pq.ParquetWriter(str(path), self._schema, compression="zstd")
 
+    @property
+    def schema(self) -> Any:
+        """The file's ``pyarrow.Schema``."""
+        return self._schema
+
     def write(self, calls: Sequence[CallRecord]) -> None:
-        if not calls:
-            return
+        if calls:
+            self._file.write_table(self.table(calls))
+
+    def write_table(self, table: Any) -> None:
+        """A ``pyarrow.Table`` of this schema (rows of a file this writer wrote) as a row group."""
+        if table.num_rows:
+            self._file.write_table(table)
+
+    def table(self, calls: Sequence[CallRecord]) -> Any:
+        """The calls as a ``pyarrow.Table`` of this file's schema."""
         columns = list(zip(*(msgspec.structs.astuple(call) for call in calls), strict=True))
+        if not columns:
+            return self._schema.empty_table()
         arrays = []
         for (_, kind), values, field in zip(COLUMNS, columns, self._schema, strict=True):
             data: Sequence[Any] = values
@@ -282,7 +297,7 @@ class ParquetWriter:
             elif kind == "text":
                 data = [v or "" for v in values]  # an optional enum is never None from the API
             arrays.append(self._pa.array(data, type=field.type))
-        self._file.write_table(self._pa.Table.from_arrays(arrays, schema=self._schema))
+        return self._pa.Table.from_arrays(arrays, schema=self._schema)
 
     def close(self) -> None:
         self._file.close()
