@@ -13,7 +13,8 @@ from typing import Any
 import msgspec
 
 from calltrack import __version__
-from calltrack.model import CallRecord
+from calltrack.model import FIELD_NAMES, CallRecord
+from calltrack.store.changes import GROUP_COLUMNS
 
 _REF = "#/components/schemas/{name}"
 
@@ -31,9 +32,28 @@ def _problem_responses(*statuses: int) -> dict[str, Any]:
         429: "Too many requests: wait `Retry-After` seconds",
         503: "The database is unavailable: retry after `Retry-After` seconds",
     }
+    retry_after = {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "required": True,
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    }
+    headers = {
+        401: {
+            "WWW-Authenticate": {
+                "description": 'The scheme to use: `Bearer realm="calltrack"`.',
+                "required": True,
+                "schema": {"type": "string", "pattern": "^Bearer "},
+            }
+        },
+        429: retry_after,
+        503: retry_after,
+    }
     return {
         str(status): {
             "description": titles[status],
+            **({"headers": headers[status]} if status in headers else {}),
             "content": {"application/problem+json": {"schema": _ref("Problem")}},
         }
         for status in statuses
@@ -56,21 +76,30 @@ _SCOPE = _query(
     "(user keys). A role key always sees its grantor's calls.",
     {"type": "string", "enum": ["own", "withRole"]},
 )
+_FIELD_NAME = "(" + "|".join(name for name in FIELD_NAMES if name != "page") + ")"
 _FIELDS = _query(
     "fields",
     "Comma-separated names of call record fields: only those are returned.",
-    {"type": "string", "minLength": 1},
+    {"type": "string", "pattern": f"^{_FIELD_NAME}(,{_FIELD_NAME})*$"},
 )
+# What `from` and `to` take: unix seconds, a date, or ISO 8601 with an offset.
+_INSTANT = {
+    "type": "string",
+    "pattern": (
+        "^([0-9]{1,12}|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+        "|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(Z|[+-][0-9]{2}:[0-9]{2}))$"
+    ),
+}
 _FILTERS = [
     _query(
         "from",
         "Start: YYYY-MM-DD (service time zone), unix seconds, or ISO 8601 with an offset.",
-        {"type": "string"},
+        _INSTANT,
     ),
-    _query("to", "End, inclusive: as `from` (a date means its last second).", {"type": "string"}),
+    _query("to", "End, inclusive: as `from` (a date means its last second).", _INSTANT),
     _query("status", "success or fail.", {"type": "string", "enum": ["success", "fail"]}),
     _query("serviceType", "callback, calltracking or import.", {"type": "string"}),
-    _query("campaign", "A campaign id.", {"type": "string", "pattern": "^[0-9]+$"}),
+    _query("campaign", "A campaign id.", {"type": "string", "pattern": "^[0-9]{1,18}$"}),
     _query("tag", "A tag the call has.", {"type": "string"}),
     _query("utm_source", "Exact utm_source.", {"type": "string"}),
     _query("utm_medium", "Exact utm_medium.", {"type": "string"}),
@@ -83,10 +112,12 @@ _FILTERS = [
         {"type": "string", "pattern": "[0-9]"},
     ),
 ]
+_BY_NAME = "(" + "|".join(("day", "hour", *GROUP_COLUMNS)) + ")"
 _NDJSON_NOTE = (
     "With `Accept: application/x-ndjson` the answer is streamed: one item per line, then a "
     "last line with `next` (and the rest of the envelope). A stream that ends without that "
-    "line was cut short: repeat the request."
+    "line was cut short: repeat the request. The stream's `x-itemSchema` describes its lines "
+    "(as `itemSchema` does in OpenAPI 3.2)."
 )
 
 
@@ -131,6 +162,26 @@ def document() -> bytes:
                 "hasMore": {"type": "boolean"},
             },
         },
+        "ChangesEnd": {
+            "type": "object",
+            "description": "The last line of a changes stream (NDJSON).",
+            "required": ["next", "hasMore"],
+            "properties": {
+                "next": {"type": "string", "description": "`after` of the next read."},
+                "hasMore": {"type": "boolean"},
+            },
+            "additionalProperties": False,
+        },
+        "CallsEnd": {
+            "type": "object",
+            "description": "The last line of a calls stream (NDJSON).",
+            "required": ["next", "total"],
+            "properties": {
+                "next": {"type": ["string", "null"], "description": "`cursor` of the next page."},
+                "total": {"type": "integer", "minimum": 0},
+            },
+            "additionalProperties": False,
+        },
         "CallsPage": {
             "type": "object",
             "required": ["calls", "next", "total"],
@@ -171,7 +222,11 @@ def document() -> bytes:
             },
         },
     }
-    ndjson = {"application/x-ndjson": {"schema": {"type": "string"}}}
+
+    def ndjson(item: str, end: str) -> dict[str, Any]:
+        lines = {"oneOf": [_ref(item), _ref(end)]}
+        return {"application/x-ndjson": {"schema": {"type": "string"}, "x-itemSchema": lines}}
+
     paths = {
         "/api/v4/calls/changes": {
             "get": {
@@ -199,7 +254,10 @@ def document() -> bytes:
                 "responses": {
                     "200": {
                         "description": "Changes after the cursor.",
-                        "content": {"application/json": {"schema": _ref("ChangesPage")}, **ndjson},
+                        "content": {
+                            "application/json": {"schema": _ref("ChangesPage")},
+                            **ndjson("Change", "ChangesEnd"),
+                        },
                     },
                     **_problem_responses(400, 401, 410, 429, 503),
                 },
@@ -229,7 +287,10 @@ def document() -> bytes:
                 "responses": {
                     "200": {
                         "description": "A page of calls and the total matching.",
-                        "content": {"application/json": {"schema": _ref("CallsPage")}, **ndjson},
+                        "content": {
+                            "application/json": {"schema": _ref("CallsPage")},
+                            **ndjson("CallRecord", "CallsEnd"),
+                        },
                     },
                     **_problem_responses(400, 401, 429, 503),
                 },
@@ -269,7 +330,11 @@ def document() -> bytes:
                     "without `by`, one group of everything."
                 ),
                 "parameters": [
-                    _query("by", "One or two group names, comma-separated.", {"type": "string"}),
+                    _query(
+                        "by",
+                        "One or two group names, comma-separated (different; not day and hour).",
+                        {"type": "string", "pattern": f"^{_BY_NAME}(,{_BY_NAME})?$"},
+                    ),
                     *_FILTERS,
                     _SCOPE,
                 ],

@@ -36,8 +36,11 @@ CALLS_LIMIT: Final = (100, 1000, 100_000)
 STREAM_BATCH: Final = 1000
 BY_NAMES: Final = ("day", "hour", *GROUP_COLUMNS)
 _RECORD_FIELDS: Final = frozenset(FIELD_NAMES) - {"page"}
-_TIMESTAMP_RE: Final = re.compile(r"\d{1,12}")
-_DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+# ASCII digits only: str.isdigit() and \d also take digits int() refuses ("²") or that are not
+# numbers of this API ("٣"), and numbers past SQL's BIGINT overflow the driver (both were 500s).
+_NUMBER_RE: Final = re.compile(r"[0-9]{1,18}")
+_TIMESTAMP_RE: Final = re.compile(r"[0-9]{1,12}")
+_DATE_RE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _encode = msgspec.json.Encoder().encode
 _decode_record = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -235,7 +238,7 @@ def _limit(text: str | None, bounds: tuple[int, int, int], streamed: bool) -> in
     largest = largest_stream if streamed else largest_json
     if text is None:
         return default
-    if not text.isdigit() or not 1 <= int(text) <= largest:
+    if not _NUMBER_RE.fullmatch(text) or not 1 <= int(text) <= largest:
         raise bad_parameter("limit", f"expected a whole number from 1 to {largest:,}")
     return int(text)
 
@@ -257,11 +260,11 @@ def _filter(params: Any, zone: ZoneInfo) -> CallFilter:
     if start is not None and end is not None and end < start:
         raise bad_parameter("to", "is before from")
     campaign = params.get("campaign")
-    if campaign is not None and not campaign.isdigit():
+    if campaign is not None and not _NUMBER_RE.fullmatch(campaign):
         raise bad_parameter("campaign", "expected a campaign id (a whole number)")
     digits = params.get("q")
     if digits is not None:
-        digits = "".join(ch for ch in digits if ch.isdigit())
+        digits = "".join(ch for ch in digits if ch in "0123456789")
         if not digits:
             raise bad_parameter("q", "expected digits of a phone number")
     status = params.get("status")
@@ -313,6 +316,7 @@ def _instant(text: str | None, zone: ZoneInfo, name: str, *, end_of_day: bool) -
 
 
 _POSITION_PREFIX: Final = "k1."
+_SIGNED_NUMBER_RE: Final = re.compile(r"-?[0-9]{1,18}")
 
 
 def _position_text(call_time: int, call_id: int) -> str:
@@ -329,6 +333,8 @@ def _position(text: str | None) -> tuple[int, int] | None:
             raise ValueError
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("ascii")
         call_time, call_id = raw.split(".")
+        if not (_SIGNED_NUMBER_RE.fullmatch(call_time) and _SIGNED_NUMBER_RE.fullmatch(call_id)):
+            raise ValueError  # past BIGINT: the driver overflows (was a 500)
         return int(call_time), int(call_id)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise bad_parameter("cursor", "not a cursor of this list") from None
