@@ -19,7 +19,7 @@ from calltrack.hashing import hash_secret
 from calltrack.model import StoredCall
 from calltrack.store.core import Connection, unix_now
 from calltrack.store.hooks import HookQueries
-from calltrack.store.tracking import TrackingQueries
+from calltrack.store.tracking import HeldSession, SourceRule, TrackingQueries, _rules
 
 PROVIDERS: Final = ("generic", "zadarma")
 
@@ -80,7 +80,30 @@ class NumberInfo:
     site: str
 
 
+@dataclass(frozen=True, slots=True)
+class RecordFacts:
+    """What the account knows of an ended call besides its events, read at once."""
+
+    unique_days: int
+    target_seconds: int
+    earlier: list[tuple[int, int]]  # (call_time, talk seconds) of the caller's other calls
+    number: NumberInfo | None  # the called number, if a campaign of the account has it
+    rules: list[SourceRule]  # the campaign's rules, for a static number
+    held: HeldSession | None  # the session that held a dynamic number when the call started
+    pages: int  # that session's page views up to the start
+    last_page: str  # and the URL of the last of them
+
+
 _STATE_COLUMNS: Final = ", ".join(f.name for f in fields(CallState))
+_NEW_COLUMNS: Final = [f.name for f in fields(CallState)][1:]  # without the id
+_CLAIM: Final = (
+    f"INSERT INTO telephony_calls ({', '.join(_NEW_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_NEW_COLUMNS))}) "
+    "ON CONFLICT (account_id, provider, call_id) DO NOTHING RETURNING id"
+)
+_SAVE: Final = (
+    f"UPDATE telephony_calls SET {', '.join(f'{name} = ?' for name in _NEW_COLUMNS)} WHERE id = ?"
+)
 
 
 def _column(value: object) -> object:
@@ -192,23 +215,17 @@ class TelephonyQueries(HookQueries, TrackingQueries):
         ).fetchone()
         return None if row is None else CallState(*row)
 
-    def claim_call(self, conn: Connection, state: CallState) -> None:
-        """Store a call's first state unless a concurrent request stored it already (then
-        this waits for that request's transaction, where rows lock, and does nothing)."""
-        values = [_column(getattr(state, f.name)) for f in fields(CallState)][1:]
-        names = [f.name for f in fields(CallState)][1:]
-        conn.execute(
-            f"INSERT INTO telephony_calls ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))}) "
-            "ON CONFLICT (account_id, provider, call_id) DO NOTHING",
-            values,
-        )
+    def claim_call(self, conn: Connection, state: CallState) -> int | None:
+        """Store a call's first state (its id), unless a concurrent request stored it already:
+        then None (after waiting for that request's transaction, where rows lock)."""
+        values = [_column(getattr(state, name)) for name in _NEW_COLUMNS]
+        row = conn.execute(_CLAIM, values).fetchone()
+        return None if row is None else int(row[0])
 
     def save_call_state(self, conn: Connection, state: CallState) -> None:
         """Store what is known now of a claimed call (see ``claim_call``)."""
-        values = [_column(getattr(state, f.name)) for f in fields(CallState)][1:]  # not the id
-        assignments = ", ".join(f"{f.name} = ?" for f in fields(CallState)[1:])
-        conn.execute(f"UPDATE telephony_calls SET {assignments} WHERE id = ?", (*values, state.id))
+        values = [_column(getattr(state, name)) for name in _NEW_COLUMNS]
+        conn.execute(_SAVE, (*values, state.id))
 
     def announce_started(self, conn: Connection, account_id: int, started: list[CallState]) -> None:
         """BEFORE_CALL_START deliveries of calls that just started, in the transaction that
@@ -252,17 +269,65 @@ class TelephonyQueries(HookQueries, TrackingQueries):
 
     # -- what a record needs ----------------------------------------------------------------
 
-    def number_info(self, account_id: int, number: str) -> NumberInfo | None:
+    def record_facts(
+        self, account_id: int, caller: str, called: str, start: int, universal_id: str
+    ) -> RecordFacts:
+        """What a call's record needs beside its events, on one connection: the account's
+        settings with the called number and its campaign (one query), the caller's earlier
+        calls within the account's unique days, and the rules of a static number's campaign or
+        the session that held a dynamic one at ``start`` with its pages (one query)."""
         self.ensure_ready()
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT p.number, p.campaign_id, p.kind, p.office, coalesce(c.name, ''), "
-                "coalesce(c.site, '') FROM phones p LEFT JOIN campaigns c "
-                "ON c.account_id = p.account_id AND c.campaign_id = p.campaign_id "
-                "WHERE p.account_id = ? AND p.number = ?",
-                (account_id, number),
+                "SELECT a.unique_days, a.target_seconds, p.number, p.campaign_id, p.kind, "
+                "p.office, coalesce(c.name, ''), coalesce(c.site, '') FROM accounts a "
+                "LEFT JOIN phones p ON p.account_id = a.id AND p.number = ? "
+                "LEFT JOIN campaigns c ON c.account_id = p.account_id "
+                "AND c.campaign_id = p.campaign_id WHERE a.id = ?",
+                (called, account_id),
             ).fetchone()
-        return None if row is None else NumberInfo(*row)
+            if row is None:
+                raise NotFound(f"no account {account_id}")
+            unique_days, target_seconds = int(row[0]), int(row[1])
+            number = NumberInfo(*row[2:]) if called and row[2] is not None else None
+            earlier = conn.execute(
+                "SELECT call_time, duration FROM calls WHERE account_id = ? AND client_number = ? "
+                "AND call_time BETWEEN ? AND ? AND universal_id <> ?",
+                (account_id, caller, start - unique_days * 86400, start, universal_id),
+            ).fetchall()
+            rules: list[SourceRule] = []
+            held: HeldSession | None = None
+            pages, last_page = 0, ""
+            if number is not None and number.kind != "dynamic":
+                rules = _rules(conn, account_id, number.campaign_id)
+            elif number is not None:
+                # holder_at's query (the latest hold from before the start, if it lasted past
+                # it), with the session's page views up to the start.
+                found = conn.execute(
+                    "SELECT s.id, s.visitor_id, s.campaign_id, s.started_at, s.ordinal, "
+                    "s.source, s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent, "
+                    "(SELECT count(*) FROM page_views v WHERE v.session_id = s.id "
+                    "AND v.viewed_at <= ?), "
+                    "(SELECT v.url FROM page_views v WHERE v.session_id = s.id "
+                    "AND v.viewed_at <= ? ORDER BY v.viewed_at DESC, v.id DESC LIMIT 1) "
+                    "FROM (SELECT session_id, held_until FROM holds WHERE account_id = ? "
+                    "AND number = ? AND held_from <= ? ORDER BY held_from DESC, id DESC "
+                    "LIMIT 1) h JOIN sessions s ON s.id = h.session_id WHERE h.held_until > ?",
+                    (start, start, account_id, number.number, start, start),
+                ).fetchone()
+                if found is not None:
+                    held = HeldSession(*found[:13])
+                    pages, last_page = int(found[13]), "" if found[14] is None else str(found[14])
+        return RecordFacts(
+            unique_days,
+            target_seconds,
+            [(int(at), int(talk)) for at, talk in earlier],
+            number,
+            rules,
+            held,
+            pages,
+            last_page,
+        )
 
     def number_owners(self, number: str) -> list[int]:
         """The accounts that have this tracking number."""
@@ -272,34 +337,6 @@ class TelephonyQueries(HookQueries, TrackingQueries):
                 "SELECT account_id FROM phones WHERE number = ? ORDER BY account_id", (number,)
             ).fetchall()
         return [int(row[0]) for row in rows]
-
-    def earlier_calls(
-        self, account_id: int, caller: str, since: int, before: int, universal_id: str
-    ) -> list[tuple[int, int]]:
-        """(call_time, talk seconds) of the caller's other calls in ``[since, before]``."""
-        self.ensure_ready()
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT call_time, duration FROM calls WHERE account_id = ? AND client_number = ? "
-                "AND call_time BETWEEN ? AND ? AND universal_id <> ?",
-                (account_id, caller, since, before, universal_id),
-            ).fetchall()
-        return [(int(row[0]), int(row[1])) for row in rows]
-
-    def session_pages(self, session_id: str, at: int) -> tuple[int, str]:
-        """Page views of a session up to ``at``, and the URL of the last of them."""
-        self.ensure_ready()
-        with self._connect() as conn:
-            count = conn.execute(
-                "SELECT count(*) FROM page_views WHERE session_id = ? AND viewed_at <= ?",
-                (session_id, at),
-            ).fetchone()[0]
-            last = conn.execute(
-                "SELECT url FROM page_views WHERE session_id = ? AND viewed_at <= ? "
-                "ORDER BY viewed_at DESC, id DESC LIMIT 1",
-                (session_id, at),
-            ).fetchone()
-        return int(count), "" if last is None else str(last[0])
 
     def write_built_calls(
         self,

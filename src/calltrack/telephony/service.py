@@ -43,6 +43,7 @@ from calltrack.tracking.sources import Source, SourceType
 
 log = logging.getLogger("calltrack.telephony")
 _FACTS = [f.name for f in fields(CallFacts)]
+_NO_FACTS = CallFacts()
 _source = msgspec.json.Decoder(Source)
 # A caller's place depends on the number only, and parsing it costs as much as the rest of
 # building a record: the callers of a busy PBX repeat.
@@ -96,12 +97,25 @@ def merge_events(
     started: dict[str, CallState] = {}
     with store.telephony_transaction(quick) as conn:
         for event in events:
-            state = store.call_state(conn, account_id, provider, event.call_id)
+            # A call.started is most often a call's first event: it tries the claim at once.
+            state = None
+            if event.event != "call.started":
+                state = store.call_state(conn, account_id, provider, event.call_id)
             if state is None:
-                # A call's first event: claim its row, then read it locked. Where requests run
-                # at once (PostgreSQL), a retry of the same event may claim it first: then this
-                # one waits for it and merges into what it stored, instead of failing.
-                store.claim_call(conn, _new_state(endpoint, event.call_id, now))
+                # A call's first event: its row is claimed with the event merged in (insert
+                # or nothing). Where requests run at once (PostgreSQL), a retry of the same
+                # event may claim it first: then this one waits for it and merges into what
+                # it stored, instead of failing.
+                fresh = _new_state(endpoint, event.call_id, now)
+                merged = merge(_NO_FACTS, event)
+                first = fresh if merged == _NO_FACTS else _replace_facts(fresh, merged)
+                claimed = store.claim_call(conn, first)
+                if claimed is not None:
+                    if merged != _NO_FACTS:
+                        changed[event.call_id] = replace(first, id=claimed)
+                        if event.event == "call.started":
+                            started[event.call_id] = changed[event.call_id]
+                    continue
                 state = store.call_state(conn, account_id, provider, event.call_id)
                 if state is None:
                     raise RuntimeError(f"telephony call {event.call_id!r} was not stored")
@@ -170,19 +184,14 @@ def context(store: Store, settings: Settings, state: CallState) -> CallContext:
     start = state.started_at if state.started_at is not None else state.opened_at
     caller = _caller_place(state.caller) if state.caller else None
     local, offset = _local_time(start, caller.time_zone if caller else "", zone)
-    account = store.account_settings(state.account_id)
-    history = store.earlier_calls(
-        state.account_id,
-        state.caller,
-        start - account.unique_days * 86400,
-        start,
-        state.universal_id,
+    known = store.record_facts(
+        state.account_id, state.caller, state.called, start, state.universal_id
     )
     flags = call_flags(
-        [EarlierCall(at, talk) for at, talk in history],
+        [EarlierCall(at, talk) for at, talk in known.earlier],
         EarlierCall(start, state.talk_seconds or 0),
-        account.unique_days,
-        account.target_seconds,
+        known.unique_days,
+        known.target_seconds,
     )
     place = Place("", caller.region, caller.country) if caller else Place()
     base = CallContext(
@@ -194,7 +203,7 @@ def context(store: Store, settings: Settings, state: CallState) -> CallContext:
         place=place,
         flags=flags,
     )
-    number = store.number_info(state.account_id, state.called) if state.called else None
+    number = known.number
     if number is None:
         return base  # a number no campaign owns: the call, without campaign or visit
     office = number.office if number.office.isascii() and number.office.isdigit() else ""
@@ -207,12 +216,10 @@ def context(store: Store, settings: Settings, state: CallState) -> CallContext:
         office_line=office,
     )
     if number.kind != "dynamic":
-        rule = _static_rule(store.rules(state.account_id, number.campaign_id), number.number)
-        return replace(base, rule_source=rule)
-    held = store.holder_at(state.account_id, number.number, start)
+        return replace(base, rule_source=_static_rule(known.rules, number.number))
+    held = known.held
     if held is None:
         return base
-    pages, last_page = store.session_pages(held.session_id, start)
     visit = Visit(
         source=_decode(held.source),
         landing_url=held.landing_url,
@@ -222,8 +229,8 @@ def context(store: Store, settings: Settings, state: CallState) -> CallContext:
         rs=held.rs,
         ip=held.ip,
         user_agent=held.user_agent,
-        pages=pages,
-        last_page=last_page,
+        pages=known.pages,
+        last_page=known.last_page,
         visits=held.ordinal,
     )
     if settings.geoip_db and (geo := enrich.geoip(held.ip, settings.geoip_db)) is not None:
