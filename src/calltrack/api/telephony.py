@@ -15,7 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from calltrack.api.app import read_body, reply, service_of
+from calltrack.api.app import Service, read_body, reply, service_of
 from calltrack.errors import StoreUnavailable
 from calltrack.store.telephony import TelephonyEndpoint
 from calltrack.telephony import zadarma
@@ -34,21 +34,34 @@ async def generic(request: Request) -> Response:
     scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         return _error(request, 401, "expected Authorization: Bearer <the endpoint's secret>")
+    body = await read_body(request, MAX_EVENTS_BYTES)
+    now = int(time.time())
     try:
-        endpoint = await service.in_thread(service.store.endpoint_by_secret, secret.strip())
+        # One trip to a worker thread for the secret's endpoint and the events (each trip
+        # costs about as much as the merge itself).
+        refused = await service.in_thread(_generic, service, secret.strip(), body, now)
     except StoreUnavailable:
         return _unavailable(request)
+    if refused is not None:
+        return _error(request, *refused)
+    service.deliverer.wake()  # the events may have written webhook deliveries
+    return reply(request, OK, media_type=JSON)
+
+
+def _generic(service: Service, secret: str, body: bytes | None, now: int) -> tuple[int, str] | None:
+    """Authorise, parse and receive a generic request (in a worker thread): None when the
+    events are in, else the status and reason it is refused with."""
+    endpoint = service.store.endpoint_by_secret(secret)
     if endpoint is None:
-        return _error(request, 401, "unknown or revoked secret")
-    body = await read_body(request, MAX_EVENTS_BYTES)
+        return 401, "unknown or revoked secret"
     if body is None:
-        return _error(request, 413, f"a request holds at most {MAX_EVENTS_BYTES} bytes")
-    now = int(time.time())
+        return 413, f"a request holds at most {MAX_EVENTS_BYTES} bytes"
     try:
         events = parse_events(body, service.settings.zone, now)
     except InvalidEvent as exc:
-        return _error(request, 422, str(exc))
-    return await _receive(request, endpoint, events, now)
+        return 422, str(exc)
+    receive(service.store, endpoint, events, service.settings, now)
+    return None
 
 
 async def zadarma_notification(request: Request) -> Response:
