@@ -38,6 +38,10 @@ class _Adapter:
         return self._conn.execute(sql.replace("?", "%s"), params, binary=True)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if len(rows) == 1:  # one row: one round trip, not a pipeline's several
+            self._conn.execute(sql.replace("?", "%s"), rows[0])
+            return
         with self._conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), rows)
 
@@ -115,6 +119,9 @@ class PostgresStore(SqlStore):
         self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> None:
         assert isinstance(conn, _Adapter)
+        if len(rows) == 1:  # a live call's record: an INSERT is one round trip, COPY three
+            super()._insert_many(conn, table, columns, rows)
+            return
         conn.copy_rows(table, columns, rows)
 
     def _has_table(self, conn: Connection, name: str) -> bool:
