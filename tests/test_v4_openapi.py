@@ -421,11 +421,6 @@ def test_the_largest_numbers_the_api_takes_still_answer(live: Live) -> None:
     assert body["calls"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="calltrack.api.v4.cursor.decode takes a seq past BIGINT, which the store cannot read "
-    "(500); the fix belongs in cursor.py",
-)
 def test_a_changes_cursor_past_bigint_is_a_400(live: Live) -> None:
     after = _cursor("c1.", "99999999999999999999999.0.1-2-3.")
     status, content_type, body = _raw_get(live, f"/api/v4/calls/changes?after={after}")

@@ -12,6 +12,7 @@ import binascii
 from dataclasses import dataclass, replace
 
 PREFIX = "c1."
+_LARGEST = 2**63 - 1  # what the store's BIGINT columns hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +58,16 @@ def decode(text: str) -> FeedCursor:
         )
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("not a cursor of this feed") from None
-    if cursor.seq < 0 or not 0 <= cursor.fill_after <= cursor.seq:
+    if (
+        not 0 <= cursor.fill_after <= cursor.seq <= _LARGEST
+        or max(cursor.known, default=0) > _LARGEST
+    ):
         raise BadCursor("not a cursor of this feed")
     return cursor
 
 
 def _ids(text: str) -> tuple[int, ...]:
     ids = tuple(int(part) for part in text.split("-")) if text else ()
-    if any(i < 1 for i in ids):
+    if any(not 1 <= i <= _LARGEST for i in ids):
         raise ValueError("bad account id")
     return ids
