@@ -56,9 +56,15 @@ def start(store: Store, owners: tuple[int, ...], after: FeedCursor | None) -> Fe
 
 
 def read(
-    store: Store, cursor: FeedCursor, limit: int, zone: ZoneInfo, fields: tuple[str, ...] | None
+    store: Store,
+    cursor: FeedCursor,
+    limit: int,
+    zone: ZoneInfo,
+    fields: tuple[str, ...] | None,
+    owners: tuple[int, ...] = (),
 ) -> FeedPage:
-    """Up to ``limit`` changes from ``cursor`` on."""
+    """Up to ``limit`` changes from ``cursor`` on. ``owners``: the accounts the key sees now;
+    those that became visible while a fill ran are filled in once it is done."""
     lines: list[bytes] = []
     while len(lines) < limit:
         wanted = limit - len(lines)
@@ -72,6 +78,9 @@ def read(
             if len(rows) > wanted:
                 return FeedPage(lines, cursor, True)
             cursor = cursor.filled()
+            new = tuple(sorted(set(owners).difference(cursor.known)))
+            if new:  # granted during the fill: theirs next, or hasMore would be false
+                cursor = replace(cursor, filling=new)
             continue
         rows = store.read_changes(cursor.known, cursor.seq, wanted + 1)
         prefix = cursor

@@ -102,14 +102,14 @@ async def changes(request: Request) -> Response:
     store, zone = service.store, service.settings.zone
     cursor = await service.in_thread(feed.start, store, caller.owners, after)
     if not streamed:
-        page = await service.in_thread(feed.read, store, cursor, limit, zone, fields)
+        page = await service.in_thread(feed.read, store, cursor, limit, zone, fields, caller.owners)
         return Response(feed.lines_json(page), media_type=JSON)
 
     async def lines() -> AsyncIterator[bytes]:
         position, left = cursor, limit
         while True:
             page = await service.in_thread(
-                feed.read, store, position, min(left, STREAM_BATCH), zone, fields
+                feed.read, store, position, min(left, STREAM_BATCH), zone, fields, caller.owners
             )
             left -= len(page.lines)
             position = page.next
