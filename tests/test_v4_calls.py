@@ -403,3 +403,16 @@ def test_migration_9_fills_the_facet_columns_of_calls_stored_before(tmp_path: Pa
         assert row.calls == sum(1 for r in records if r["target"]) > 0
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("path", [*ROUTES, "/api/v4/openapi.json"])
+def test_other_methods_on_a_v4_resource_are_405_with_allow_get(
+    client: tuple[TestClient, Store], path: str
+) -> None:
+    http, store = client
+    _, key = new_account(store, "a")
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        answer = http.request(method, path, headers={"authorization": f"Bearer {key}"})
+        problem(answer, 405)
+        assert answer.headers["allow"] == "GET"
+    problem(http.post("/api/v4/nothing", headers={"authorization": f"Bearer {key}"}), 404)

@@ -81,7 +81,22 @@ async def openapi(request: Request) -> Response:
 
 @problems
 async def unknown(request: Request) -> Response:
-    raise not_found(f"no such resource: {request.url.path}")
+    path = request.url.path
+    if request.method != "GET" and (path in _READ_PATHS or _ONE_CALL.fullmatch(path)):
+        raise Problem(
+            405,
+            "method-not-allowed",
+            "Method not allowed",
+            f"{path} is read with GET; v4 changes nothing",
+            headers={"allow": "GET"},
+        )
+    raise not_found(f"no such resource: {path}")
+
+
+_READ_PATHS: Final = frozenset(
+    {"/api/v4/openapi.json", "/api/v4/calls/changes", "/api/v4/calls", "/api/v4/stats"}
+)
+_ONE_CALL: Final = re.compile(r"/api/v4/calls/[^/]+")
 
 
 @problems
