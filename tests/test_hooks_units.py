@@ -318,3 +318,29 @@ def answer(status: int, retry_after: float | None = None, error: str = "") -> An
 )
 def test_outcome(got: Answer, attempts_before: int, expected: tuple[str, int]) -> None:
     assert outcome(got, attempts_before, (0.1, 0.2), NOW_MS) == expected
+
+
+def test_a_batch_of_attempts_tells_each_endpoint_its_failing_since() -> None:
+    from calltrack.store.hooks import AttemptResult, _endpoint_changes
+
+    def attempt(endpoint: int, at: int, outcome: str) -> AttemptResult:
+        return AttemptResult(1, endpoint, at, 0, 1, "", outcome)  # type: ignore[arg-type]
+
+    changes = _endpoint_changes(
+        [
+            attempt(1, 30, "retry"),  # after a success: failing since 30
+            attempt(1, 10, "delivered"),
+            attempt(1, 5, "failed"),  # before the success: forgotten
+            attempt(1, 40, "retry"),
+            attempt(2, 5, "retry"),  # only failures: failing since 5 unless earlier
+            attempt(2, 7, "retry"),
+            attempt(3, 9, "retry"),  # a success last: not failing
+            attempt(3, 11, "delivered"),
+            attempt(4, 3, "gone"),  # 410: disabled, failing_since untouched
+        ]
+    )
+    one, two, three, four = changes[1], changes[2], changes[3], changes[4]
+    assert (one.succeeded, one.failing_since, one.last_failure) == (True, 30, 40)
+    assert (two.succeeded, two.failing_since, two.last_failure) == (False, 5, 7)
+    assert (three.succeeded, three.failing_since) == (True, None)
+    assert (four.succeeded, four.failing_since, four.gone_at) == (False, None, 3)

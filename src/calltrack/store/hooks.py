@@ -256,6 +256,8 @@ class HookQueries(CallQueries):
         if not endpoints:
             return 0
         now = unix_ms()
+        # Only deliveries the v3 `hooks` field shows wait to be shown (last_status starts 0).
+        unshown = -1 if event in V3_EVENTS else 0
         rows = [
             (
                 endpoint_id,
@@ -267,14 +269,15 @@ class HookQueries(CallQueries):
                 telephony_call,
                 now,
                 now,
+                unshown,
             )
             for universal_id, record, telephony_call in calls
             for endpoint_id, method in endpoints
         ]
         conn.executemany(
             "INSERT INTO hook_deliveries (endpoint_id, account_id, universal_id, event, "
-            "message_id, payload, telephony_call, created_at, next_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "message_id, payload, telephony_call, created_at, next_at, shown_status) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         return len(rows)
@@ -364,9 +367,18 @@ class HookQueries(CallQueries):
             for universal_id, entries in found.items()
         }
 
-    def show_delivery_statuses(self, limit: int = 500) -> int:
-        """Bring the ``hooks`` of calls whose deliveries' statuses changed up to date (a
-        write of calls, so it may wait for an import); how many calls were rewritten."""
+    def show_delivery_statuses(self, batch: int = 500) -> int:
+        """Bring the ``hooks`` of calls whose deliveries' statuses changed up to date, in
+        batches (each a write of calls, so it may wait for an import); how many calls were
+        rewritten."""
+        rewritten = 0
+        while True:
+            done, selected = self._show_statuses(batch)
+            rewritten += done
+            if selected < batch:
+                return rewritten
+
+    def _show_statuses(self, batch: int) -> tuple[int, int]:
         self.ensure_ready()
         with self._transaction(wait=self.settings.db_timeout / 10) as conn:
             universal_ids = [
@@ -374,30 +386,29 @@ class HookQueries(CallQueries):
                 for row in conn.execute(
                     "SELECT DISTINCT universal_id FROM hook_deliveries "
                     "WHERE shown_status <> last_status LIMIT ?",
-                    (limit,),
+                    (batch,),
                 ).fetchall()
             ]
             if not universal_ids:
-                return 0
+                return 0, 0
             existing = self._existing(conn, universal_ids)
             shown = self._delivery_hooks(conn, universal_ids)
             seq = self._last_change(conn)
-            rewritten = 0
+            now = unix_now()
+            updates = []
             for universal_id, hooks in shown.items():
                 found = existing.get(universal_id)
                 if found is None:
                     continue  # no record yet (a call still ringing): its write shows them
                 body = _merged_body(bytes(found[1]), hooks)
-                if body == bytes(found[1]):
-                    continue
-                seq += 1
-                conn.execute(
-                    "UPDATE calls SET body = ?, change_seq = ?, changed_at = ? "
-                    "WHERE universal_id = ?",
-                    (body, seq, unix_now(), universal_id),
-                )
-                rewritten += 1
-            return rewritten
+                if body != bytes(found[1]):
+                    seq += 1
+                    updates.append((body, seq, now, universal_id))
+            conn.executemany(
+                "UPDATE calls SET body = ?, change_seq = ?, changed_at = ? WHERE universal_id = ?",
+                updates,
+            )
+            return len(updates), len(universal_ids)
 
     # -- deliverers -------------------------------------------------------------------------
 
@@ -491,45 +502,57 @@ class HookQueries(CallQueries):
                     for r in results
                 ],
             )
-            for r in results:
-                state = {"delivered": "delivered", "failed": "failed"}.get(r.outcome, "pending")
-                done = r.attempted_at if state != "pending" else None
-                next_at = r.next_at if r.outcome == "retry" else r.attempted_at
-                conn.execute(
-                    "UPDATE hook_deliveries SET attempts = attempts + 1, state = ?, "
-                    "last_status = ?, last_error = ?, next_at = ?, lease_until = 0, done_at = ? "
-                    "WHERE id = ?",
-                    (state, r.status, r.error[:500], next_at, done, r.delivery_id),
-                )
-                if r.outcome == "delivered":
-                    conn.execute(
-                        "UPDATE hook_endpoints SET failing_since = NULL WHERE id = ? "
-                        "AND failing_since IS NOT NULL",
-                        (r.endpoint_id,),
+            shown = ", ".join(f"'{event}'" for event in V3_EVENTS)
+            conn.executemany(  # one statement for the batch: one round trip, not one each
+                "UPDATE hook_deliveries SET attempts = attempts + 1, state = ?, "
+                "last_status = ?, last_error = ?, next_at = ?, lease_until = 0, done_at = ?, "
+                # only what the v3 `hooks` field shows waits to be shown
+                f"shown_status = CASE WHEN event IN ({shown}) THEN shown_status ELSE ? END "
+                "WHERE id = ?",
+                [
+                    (
+                        _STATES.get(r.outcome, "pending"),
+                        r.status,
+                        r.error[:500],
+                        r.next_at if r.outcome == "retry" else r.attempted_at,
+                        r.attempted_at if r.outcome in _STATES else None,
+                        r.status,
+                        r.delivery_id,
                     )
-                elif r.outcome == "gone":
+                    for r in results
+                ],
+            )
+            for endpoint_id, change in _endpoint_changes(results).items():
+                if change.gone_at is not None:
                     conn.execute(
                         "UPDATE hook_endpoints SET enabled = 0, disabled_reason = ? WHERE id = ?",
                         (
-                            f"the receiver answered 410 Gone (at {r.attempted_at // 1000})",
-                            r.endpoint_id,
+                            f"the receiver answered 410 Gone (at {change.gone_at // 1000})",
+                            endpoint_id,
                         ),
                     )
-                else:
-                    conn.execute(
-                        "UPDATE hook_endpoints SET failing_since = coalesce(failing_since, ?) "
-                        "WHERE id = ?",
-                        (r.attempted_at, r.endpoint_id),
-                    )
-                    conn.execute(
-                        "UPDATE hook_endpoints SET enabled = 0, disabled_reason = ? "
-                        "WHERE id = ? AND enabled = 1 AND failing_since <= ?",
-                        (
-                            f"every delivery failed for {_duration(disable_after_ms)}",
-                            r.endpoint_id,
-                            r.attempted_at - disable_after_ms,
-                        ),
-                    )
+                if change.failing_since is None:
+                    if change.succeeded:  # no failure after its last success here
+                        conn.execute(
+                            "UPDATE hook_endpoints SET failing_since = NULL WHERE id = ? "
+                            "AND failing_since IS NOT NULL",
+                            (endpoint_id,),
+                        )
+                    continue
+                since = "?" if change.succeeded else "coalesce(failing_since, ?)"
+                conn.execute(
+                    f"UPDATE hook_endpoints SET failing_since = {since} WHERE id = ?",
+                    (change.failing_since, endpoint_id),
+                )
+                conn.execute(
+                    "UPDATE hook_endpoints SET enabled = 0, disabled_reason = ? "
+                    "WHERE id = ? AND enabled = 1 AND failing_since <= ?",
+                    (
+                        f"every delivery failed for {_duration(disable_after_ms)}",
+                        endpoint_id,
+                        change.last_failure - disable_after_ms,
+                    ),
+                )
 
     # -- what a person reads ----------------------------------------------------------------
 
@@ -596,6 +619,34 @@ class HookQueries(CallQueries):
                 "AND shown_status = last_status",
                 (cutoff,),
             )
+
+
+_STATES: Final = {"delivered": "delivered", "failed": "failed"}
+
+
+@dataclass(slots=True)
+class _EndpointChange:
+    """What a batch of attempts says of one endpoint."""
+
+    succeeded: bool = False  # some attempt succeeded
+    failing_since: int | None = None  # the first failure after the last success
+    last_failure: int = 0
+    gone_at: int | None = None  # a 410
+
+
+def _endpoint_changes(results: Sequence[AttemptResult]) -> dict[int, _EndpointChange]:
+    changes: dict[int, _EndpointChange] = {}
+    for r in sorted(results, key=lambda r: r.attempted_at):
+        change = changes.setdefault(r.endpoint_id, _EndpointChange())
+        if r.outcome == "delivered":
+            change.succeeded, change.failing_since = True, None
+        elif r.outcome == "gone":
+            change.gone_at = r.attempted_at
+        else:
+            if change.failing_since is None:
+                change.failing_since = r.attempted_at
+            change.last_failure = r.attempted_at
+    return changes
 
 
 def _events(events: Sequence[str]) -> list[str]:
