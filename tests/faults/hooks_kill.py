@@ -48,7 +48,7 @@ deliveries of no change (a record written twice from one version, by the request
 sweeper, whose ``hooks`` differed in order only), fixed since.
 
     .venv/bin/python tests/faults/hooks_kill.py                 # full: 25 s of calls, 8 kills
-    .venv/bin/python tests/faults/hooks_kill.py --quick         # what CI runs: 8 s, 4 kills
+    .venv/bin/python tests/faults/hooks_kill.py --quick         # what CI runs: 10 s, 4 kills
     .venv/bin/python tests/faults/hooks_kill.py --postgres      # two servers on PostgreSQL
 
 Prints the measurements as JSON; exits 1 if an expectation failed. Bounded in time; the
@@ -107,6 +107,9 @@ PBX_TIMEOUT = 5.0
 DUPLICATES = 0.15
 MAX_SECONDS_TO_DELIVER = 2 * LEASE_SECONDS + 15  # from the PBX's last 200 and a healthy receiver
 MAX_SECONDS_TO_EXPORT = 10.0
+# A bad phase lasts until a request has met it, up to this long more (a server may be
+# starting again after a kill, two workers take seconds on a busy machine).
+PHASE_WAIT = 12.0
 TRANSIENT = {0, 503}
 
 
@@ -368,16 +371,16 @@ def _wait_closed(conn: socket.socket, limit: float) -> bool:
 
 def phase_plan(rng: random.Random, seconds: float) -> list[tuple[float, str]]:
     """(offset, phase): every bad phase in turn, in random order, a healthy spell after
-    each, until ``seconds``; then healthy."""
+    each; all of them at least once, more until ``seconds``; then healthy."""
     plan: list[tuple[float, str]] = []
     at = 0.5
-    while at < seconds:
+    while not plan or at < seconds:
         for phase in rng.sample(BAD, len(BAD)):
             plan.append((at, phase))
-            at += rng.uniform(1.0, 2.0)
+            at += rng.uniform(0.8, 1.4)
             plan.append((at, "ok"))
-            at += rng.uniform(0.3, 1.0)
-            if at >= seconds:
+            at += rng.uniform(0.2, 0.6)
+            if at >= seconds and len(plan) >= 2 * len(BAD):
                 break
     return plan
 
@@ -437,6 +440,7 @@ class Pbx:
         self.pending = sum(len(b) for b in self.bodies)
         self.in_flight = 0
         self.paused = False
+        self.paused_at = 0.0
         self.acked: set[tuple[int, int]] = set()
         self.statuses: Counter[str] = Counter()
         self.retries = 0
@@ -465,11 +469,17 @@ class Pbx:
         """Hold events until ``resume``; return once no request is in flight."""
         with self.lock:
             self.paused = True
+            self.paused_at = time.monotonic()
             while self.in_flight:
                 self.lock.wait(0.05)
 
     def resume(self) -> None:
+        """Go on, every event that waited as late as the pause was long."""
         with self.lock:
+            if self.paused:
+                held = time.monotonic() - self.paused_at
+                self.queue = [(d + held, q, c, e, dup) for d, q, c, e, dup in self.queue]
+                heapq.heapify(self.queue)
             self.paused = False
             self.lock.notify_all()
 
@@ -567,6 +577,7 @@ class Servers:
         self._start = start
         self._stack = stack
         self.lock = threading.Lock()
+        self.killing = threading.Lock()  # one kill at a time
         self.started: list[common.Server] = []
         self.current = [self._new(n) for n in range(count)]
 
@@ -583,15 +594,16 @@ class Servers:
 
     def kill_and_restart(self, slot: int) -> float:
         """SIGKILL every process of one server at once, then start it again: seconds down."""
-        server = self.current[slot]
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait(timeout=10)
-        down = time.monotonic()
-        fresh = self._new(slot)
-        with self.lock:
-            self.current[slot] = fresh
-        return time.monotonic() - down
+        with self.killing:
+            server = self.current[slot]
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=10)
+            down = time.monotonic()
+            fresh = self._new(slot)
+            with self.lock:
+                self.current[slot] = fresh
+            return time.monotonic() - down
 
 
 def cli(database: str, env: dict[str, str], *args: str) -> dict[str, Any]:
@@ -608,6 +620,19 @@ def cli(database: str, env: dict[str, str], *args: str) -> dict[str, Any]:
         raise RuntimeError(f"calltrack {' '.join(args)} failed: {done.stderr.strip()}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
+
+
+class Timeline:
+    """The run's clock: offsets from ``began``, later by ``shift`` (what the 410 episode and
+    waits for a phase to be met took), so that phases and kills keep their places."""
+
+    def __init__(self, began: float) -> None:
+        self.began = began
+        self.shift = 0.0
+
+    def wait(self, at: float) -> None:
+        while time.monotonic() < self.began + self.shift + at:
+            time.sleep(0.01)
 
 
 def wait_until(condition: Callable[[], bool], limit: float, step: float = 0.05) -> bool:
@@ -773,7 +798,7 @@ def run(
     """Call, misbehave, kill, check; the result holds the measurements, ``problems``, ``ok``."""
     seed = random.randrange(10**6) if seed is None else seed
     rng = random.Random(seed)
-    duration = seconds or (8.0 if quick else 25.0)
+    duration = seconds or (10.0 if quick else 25.0)
     count = calls or int(duration * (6 if quick else 8))
     kills = 2 if quick else 6  # at random moments; and one in a slow phase, one while disabled
     result: dict[str, Any] = {
@@ -836,9 +861,9 @@ def run(
             return receiver.has(call.caller, "AFTER_CALL_FINISH")
 
         pbx = Pbx(call_list, pbx_secret, duration, rng, servers.ports, finished)
-        plan = phase_plan(rng, duration + 2)
+        plan = phase_plan(rng, duration * 0.85)  # within the calls: deliveries to meet them
         gone_at = duration * rng.uniform(0.45, 0.65)  # the 410 episode
-        kill_moments = [rng.uniform(0.5, duration + 2) for _ in range(kills)]
+        kill_moments = [rng.uniform(0.5, duration) for _ in range(kills)]
         slow = next(at for at, phase in plan if phase == "slow")
         kill_moments.append(slow + rng.uniform(0.2, 0.6))  # attempts in flight for sure
         sender = threading.Thread(target=pbx.run, args=(pbx.began + duration + 90,))
@@ -846,12 +871,15 @@ def run(
         kill_log: list[dict[str, Any]] = []
         gone: dict[str, Any] = {}
 
+        kill_rng = random.Random(seed + 1)  # its own: kills come from two threads
+        timeline = Timeline(pbx.began)
+
         def kill_one(note: str) -> None:
             waited = time.monotonic()
             while receiver.busy() == 0 and time.monotonic() - waited < 2:
                 time.sleep(0.005)
             busy = receiver.busy()
-            slot = rng.randrange(count_servers)
+            slot = kill_rng.randrange(count_servers)
             seconds_down = servers.kill_and_restart(slot)
             kill_log.append(
                 {
@@ -863,31 +891,32 @@ def run(
                 }
             )
 
+        def killer() -> None:
+            for at in sorted(kill_moments):
+                timeline.wait(at)
+                kill_one("")
+
+        killing = threading.Thread(target=killer)
         try:
+            killing.start()
             steps: list[tuple[float, str, str]] = [(at, "phase", p) for at, p in plan]
-            steps += [(at, "kill", "") for at in kill_moments]
             steps.append((gone_at, "gone", ""))
             planned = "ok"
-            shift = 0.0  # what kills and the 410 episode took: the phases keep their lengths
             for at, kind, what in sorted(steps):
-                time.sleep(max(0.0, pbx.began + shift + at - time.monotonic()))
+                timeline.wait(at)
                 step_began = time.monotonic()
                 if kind == "phase":
                     if planned in BAD[1:] and not receiver.met(planned):
                         # Until a request has met it: deliveries may all have been waiting.
-                        wait_until(functools.partial(receiver.met, planned), 4.0)
-                        shift += time.monotonic() - step_began
+                        wait_until(functools.partial(receiver.met, planned), PHASE_WAIT)
+                        timeline.shift += time.monotonic() - step_began
                     planned = what
                     receiver.set_phase(what)
                     continue
-                if kind == "kill":
-                    kill_one("")
-                else:
-                    gone = disable_and_enable(
-                        pbx, receiver, store, database, env, endpoint, kill_one
-                    )
-                    receiver.set_phase(planned)  # the plan goes on
-                shift += time.monotonic() - step_began
+                gone = disable_and_enable(pbx, receiver, store, database, env, endpoint, kill_one)
+                receiver.set_phase(planned)  # the plan goes on
+                timeline.shift += time.monotonic() - step_began
+            killing.join()
             receiver.set_phase("ok")
             healthy_since = time.monotonic()
             sender.join()
@@ -919,6 +948,8 @@ def run(
                     break
                 time.sleep(0.3)
         finally:
+            timeline.shift = -1e9  # the killer's moments have all come
+            killing.join(timeout=60)
             pbx.resume()
             receiver.set_phase("ok")
             sender.join(timeout=120)
@@ -1015,9 +1046,19 @@ def pbx_export(port: int, key: str, first: int) -> list[dict[str, Any]] | str:
 
 
 def tracebacks_in(log: Path) -> list[str]:
-    from tests.faults.pbx_retry import tracebacks_in as found
-
-    return found(log)
+    """Each traceback in a server log: its exception line, where it was raised and the line
+    logged before it (what was being done)."""
+    lines = log.read_text(errors="replace").splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            rest = lines[i + 1 :]
+            end = next((n for n, x in enumerate(rest) if x and not x.startswith(" ")), len(rest))
+            frames = [x.strip() for x in rest[:end] if x.strip().startswith("File ")]
+            what = rest[end] if end < len(rest) else "?"
+            before = lines[i - 1] if i else ""
+            found.append(f"{what[:200]} at {frames[-1] if frames else '?'} after {before[:200]!r}")
+    return found
 
 
 if __name__ == "__main__":
