@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 PREFIX = "c1."
@@ -24,6 +25,18 @@ class FeedCursor:
 
     def encode(self) -> str:
         return encode_state(self.seq, self.known, self.filling, self.fill_after)
+
+    def encoder(self) -> Callable[[int, int], bytes]:
+        """``encode`` of this cursor with another ``seq`` and ``fill_after``, as ASCII bytes: a
+        read writes one cursor per change, so the account lists are joined only once here."""
+        rest = f".{'-'.join(map(str, self.known))}.{'-'.join(map(str, self.filling))}"
+        prefix = PREFIX.encode()
+        b64 = base64.urlsafe_b64encode
+
+        def encode(seq: int, fill_after: int) -> bytes:
+            return prefix + b64(f"{seq}.{fill_after}{rest}".encode()).rstrip(b"=")
+
+        return encode
 
     def filled(self) -> FeedCursor:
         """The cursor once the fill is done: its accounts are followed from ``seq`` on."""

@@ -72,9 +72,10 @@ def read(
             rows = store.read_changes(
                 cursor.filling, cursor.fill_after, wanted + 1, through=cursor.seq, deletes=False
             )
-            for row in rows[:wanted]:
-                cursor = replace(cursor, fill_after=row.seq)
-                lines.append(render(row, cursor.encode(), zone, fields))
+            shown, encode = rows[:wanted], cursor.encoder()
+            lines += [render(row, encode(cursor.seq, row.seq), zone, fields) for row in shown]
+            if shown:
+                cursor = replace(cursor, fill_after=shown[-1].seq)
             if len(rows) > wanted:
                 return FeedPage(lines, cursor, True)
             cursor = cursor.filled()
@@ -83,18 +84,18 @@ def read(
                 cursor = replace(cursor, filling=new)
             continue
         rows = store.read_changes(cursor.known, cursor.seq, wanted + 1)
-        prefix = cursor
-        for row in rows[:wanted]:
-            prefix = replace(prefix, seq=row.seq)
-            lines.append(render(row, prefix.encode(), zone, fields))
-        return FeedPage(lines, prefix, len(rows) > wanted)
+        shown, encode = rows[:wanted], cursor.encoder()
+        lines += [render(row, encode(row.seq, cursor.fill_after), zone, fields) for row in shown]
+        if shown:
+            cursor = replace(cursor, seq=shown[-1].seq)
+        return FeedPage(lines, cursor, len(rows) > wanted)
     return FeedPage(lines, cursor, True)
 
 
-def render(change: Change, cursor: str, zone: ZoneInfo, fields: tuple[str, ...] | None) -> bytes:
+def render(change: Change, cursor: bytes, zone: ZoneInfo, fields: tuple[str, ...] | None) -> bytes:
     head = (
         b'{"cursor":"'
-        + cursor.encode()
+        + cursor
         + (
             b'","op":"upsert","universalId":'
             if change.body is not None
