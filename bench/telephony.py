@@ -145,12 +145,15 @@ def pbx_lines(
         "pool": POOL,
         "out": '"{out}"',
     }
-    pg = postgres_pids()
-    cpu0, pg0, busy0 = procs.cpu_seconds(server_pids), procs.cpu_seconds(pg), _busy()
+    pg0 = {pid: procs.cpu_seconds([pid]) for pid in postgres_pids()}
+    cpu0, busy0 = procs.cpu_seconds(server_pids), _busy()
     # -t = -c: a thread per line (run_wrk gives one per client core; lines need their own).
     raw, client_cpu = _run_wrk(script, port, lines, seconds, cpus)
     server_cpu = procs.cpu_seconds(server_pids) - cpu0
-    pg_cpu = procs.cpu_seconds(pg) - pg0
+    # PostgreSQL processes that lived through the run (a session that ended meanwhile has no
+    # after, and one that began has no before: others' short sessions are left out).
+    pg1 = {pid: procs.cpu_seconds([pid]) for pid in postgres_pids()}
+    pg_cpu = sum(max(0.0, pg1[pid] - before) for pid, before in pg0.items() if pid in pg1)
     busy = _busy() - busy0
     elapsed = raw["duration_us"] / 1e6
     calls = raw["ended_ok"]
