@@ -21,11 +21,12 @@ from calltrack.store.telephony import TelephonyEndpoint
 from calltrack.telephony import zadarma
 from calltrack.telephony.events import TelephonyEvent
 from calltrack.telephony.generic import InvalidEvent, parse_events
-from calltrack.telephony.service import receive
+from calltrack.telephony.service import receive, receive_by_secret
 
 MAX_EVENTS_BYTES = 1024 * 1024
 JSON = "application/json"
 OK = b'{"ok":true}'
+REFUSED = "unknown or revoked secret"
 
 
 async def generic(request: Request) -> Response:
@@ -50,17 +51,28 @@ async def generic(request: Request) -> Response:
 
 def _generic(service: Service, secret: str, body: bytes | None, now: int) -> tuple[int, str] | None:
     """Authorise, parse and receive a generic request (in a worker thread): None when the
-    events are in, else the status and reason it is refused with."""
-    endpoint = service.store.endpoint_by_secret(secret)
+    events are in, else the status and reason it is refused with (401 before 413 and 422)."""
+    store, settings = service.store, service.settings
+    events: list[TelephonyEvent] | None = None
+    invalid = ""
+    if body is not None:
+        try:
+            events = parse_events(body, settings.zone, now)
+        except InvalidEvent as exc:
+            invalid = str(exc)
+    if events is not None and store.row_locks:
+        # Where rows lock (PostgreSQL), the secret is looked up in the merge's transaction.
+        if receive_by_secret(store, secret, events, settings, now):
+            return None
+        return 401, REFUSED
+    endpoint = store.endpoint_by_secret(secret)
     if endpoint is None:
-        return 401, "unknown or revoked secret"
+        return 401, REFUSED
     if body is None:
         return 413, f"a request holds at most {MAX_EVENTS_BYTES} bytes"
-    try:
-        events = parse_events(body, service.settings.zone, now)
-    except InvalidEvent as exc:
-        return 422, str(exc)
-    receive(service.store, endpoint, events, service.settings, now)
+    if events is None:
+        return 422, invalid
+    receive(store, endpoint, events, settings, now)
     return None
 
 

@@ -172,15 +172,14 @@ class TelephonyQueries(HookQueries, TrackingQueries):
         found = self._endpoint("endpoint = ?", endpoint)
         return found if found is not None and found.provider == provider else None
 
+    def endpoint_by_secret_in(self, conn: Connection, secret: str) -> TelephonyEndpoint | None:
+        """``endpoint_by_secret`` on the caller's connection (in its transaction)."""
+        return _endpoint_in(conn, "secret_hash = ? AND provider = 'generic'", hash_secret(secret))
+
     def _endpoint(self, where: str, value: str) -> TelephonyEndpoint | None:
         self.ensure_ready()
         with self._connect() as conn:
-            row = conn.execute(
-                "SELECT id, account_id, provider, endpoint, signing_secret, hint, created_at, "
-                f"revoked_at FROM telephony_endpoints WHERE {where} AND revoked_at IS NULL",
-                (value,),
-            ).fetchone()
-        return None if row is None else TelephonyEndpoint(*row)
+            return _endpoint_in(conn, where, value)
 
     # -- events -----------------------------------------------------------------------------
 
@@ -366,3 +365,12 @@ class TelephonyQueries(HookQueries, TrackingQueries):
                 is not None
             ]
             self._write_calls(conn, account_id, [(0, call) for call in current], announce="live")
+
+
+def _endpoint_in(conn: Connection, where: str, value: str) -> TelephonyEndpoint | None:
+    row = conn.execute(
+        "SELECT id, account_id, provider, endpoint, signing_secret, hint, created_at, "
+        f"revoked_at FROM telephony_endpoints WHERE {where} AND revoked_at IS NULL",
+        (value,),
+    ).fetchone()
+    return None if row is None else TelephonyEndpoint(*row)

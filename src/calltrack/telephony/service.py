@@ -23,6 +23,7 @@ from calltrack.config import Settings
 from calltrack.errors import StoreUnavailable
 from calltrack.model import StoredCall, content_id, format_local, prepare
 from calltrack.store import Store, Window
+from calltrack.store.core import Connection
 from calltrack.store.telephony import CallState, TelephonyEndpoint
 from calltrack.store.tracking import SourceRule
 from calltrack.telephony import enrich
@@ -73,6 +74,28 @@ def receive(
             raise
         store.spill_events(endpoint.account_id, endpoint.provider, _events.encode(events))
         return
+    _write_ended(store, settings, changed)
+
+
+def receive_by_secret(
+    store: Store, secret: str, events: list[TelephonyEvent], settings: Settings, now: int
+) -> bool:
+    """``receive`` for the generic endpoint whose bearer secret this is, looked up in the
+    merge's own transaction (one pool checkout a request instead of two; for stores whose
+    transactions do not take the one write lock, so a wrong secret holds no lock); False,
+    with nothing stored, when no active endpoint has the secret."""
+    with store.telephony_transaction(quick=True) as conn:
+        endpoint = store.endpoint_by_secret_in(conn, secret)
+        if endpoint is None:
+            return False
+        changed = _merge_in(store, conn, endpoint.account_id, endpoint.provider, events, now)
+    _write_ended(store, settings, changed)
+    return True
+
+
+def _write_ended(store: Store, settings: Settings, changed: list[CallState]) -> None:
+    """Write the records of the calls that ended (or changed after ending); on failure the
+    sweeper writes them."""
     ended = [state for state in changed if state.ended]
     if ended:
         try:
@@ -92,44 +115,56 @@ def merge_events(
     quick: bool = False,
 ) -> list[CallState]:
     """Fold events into their calls in one transaction; the calls that changed."""
+    with store.telephony_transaction(quick) as conn:
+        return _merge_in(store, conn, account_id, provider, events, now)
+
+
+def _merge_in(
+    store: Store,
+    conn: Connection,
+    account_id: int,
+    provider: str,
+    events: list[TelephonyEvent],
+    now: int,
+) -> list[CallState]:
+    """``merge_events`` inside the caller's transaction."""
     endpoint = TelephonyEndpoint(0, account_id, provider, "", "", "", now, None)
     changed: dict[str, CallState] = {}
     started: dict[str, CallState] = {}
-    with store.telephony_transaction(quick) as conn:
-        for event in events:
-            # A call.started is most often a call's first event: it tries the claim at once.
-            state = None
-            if event.event != "call.started":
-                state = store.call_state(conn, account_id, provider, event.call_id)
+    for event in events:
+        # A call.started is most often a call's first event: it tries the claim at once.
+        state = None
+        if event.event != "call.started":
+            state = store.call_state(conn, account_id, provider, event.call_id)
+        if state is None:
+            # A call's first event: its row is claimed with the event merged in (insert
+            # or nothing). Where requests run at once (PostgreSQL), a retry of the same
+            # event may claim it first: then this one waits for it and merges into what
+            # it stored, instead of failing.
+            fresh = _new_state(endpoint, event.call_id, now)
+            merged = merge(_NO_FACTS, event)
+            first = fresh if merged == _NO_FACTS else _replace_facts(fresh, merged)
+            claimed = store.claim_call(conn, first)
+            if claimed is not None:
+                if merged != _NO_FACTS:
+                    changed[event.call_id] = replace(first, id=claimed)
+                    if event.event == "call.started":
+                        started[event.call_id] = changed[event.call_id]
+                continue
+            state = store.call_state(conn, account_id, provider, event.call_id)
             if state is None:
-                # A call's first event: its row is claimed with the event merged in (insert
-                # or nothing). Where requests run at once (PostgreSQL), a retry of the same
-                # event may claim it first: then this one waits for it and merges into what
-                # it stored, instead of failing.
-                fresh = _new_state(endpoint, event.call_id, now)
-                merged = merge(_NO_FACTS, event)
-                first = fresh if merged == _NO_FACTS else _replace_facts(fresh, merged)
-                claimed = store.claim_call(conn, first)
-                if claimed is not None:
-                    if merged != _NO_FACTS:
-                        changed[event.call_id] = replace(first, id=claimed)
-                        if event.event == "call.started":
-                            started[event.call_id] = changed[event.call_id]
-                    continue
-                state = store.call_state(conn, account_id, provider, event.call_id)
-                if state is None:
-                    raise RuntimeError(f"telephony call {event.call_id!r} was not stored")
-            facts = _facts(state)
-            merged = merge(facts, event)
-            if merged == facts:
-                continue  # nothing new: the same event again, or one that adds nothing
-            updated = _replace_facts(state, merged)
-            store.save_call_state(conn, updated)
-            changed[event.call_id] = updated
-            if event.event == "call.started" and facts.started_at is None:
-                started[event.call_id] = updated  # a live call starts: BEFORE_CALL_START
-        if started:
-            store.announce_started(conn, account_id, list(started.values()))
+                raise RuntimeError(f"telephony call {event.call_id!r} was not stored")
+        facts = _facts(state)
+        merged = merge(facts, event)
+        if merged == facts:
+            continue  # nothing new: the same event again, or one that adds nothing
+        updated = _replace_facts(state, merged)
+        store.save_call_state(conn, updated)
+        changed[event.call_id] = updated
+        if event.event == "call.started" and facts.started_at is None:
+            started[event.call_id] = updated  # a live call starts: BEFORE_CALL_START
+    if started:
+        store.announce_started(conn, account_id, list(started.values()))
     return list(changed.values())
 
 
