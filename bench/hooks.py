@@ -30,6 +30,7 @@ import os
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -212,6 +213,7 @@ class Bench:
         self.secrets: dict[str, str] = {}
         self.hooks: dict[str, int] = {}
         self.running: servers.Running | None = None
+        self.sidecar: subprocess.Popen[bytes] | None = None  # `hooks run`, with --deliverer process
         self.round = 0
 
     def hook(self, path: str, event: str) -> None:
@@ -232,6 +234,12 @@ class Bench:
         server = servers.calltrack_server(f"calltrack-{self.backend}", self.url, {}, 2)
         server.env = dict(ENV)
         cpus = None if self.args.no_pin else SERVER_CPUS
+        if self.args.deliverer == "process":  # the workers serve; one process delivers
+            server.env["CALLTRACK_HOOKS_DELIVERER"] = "off"
+            cmd = [data.CALLTRACK, "--database", self.url, "hooks", "run"]
+            self.sidecar = procs.start(
+                procs.pinned(cmd, cpus), self.work / f"deliverer-{self.backend}.log", env=ENV
+            )
         self.running = servers.launch(server, 2, cpus, self.work / f"serve-{self.backend}.log")
         return self.running
 
@@ -239,6 +247,9 @@ class Bench:
         if self.running is not None:
             procs.stop(self.running.proc)
             self.running = None
+        if self.sidecar is not None:
+            procs.stop(self.sidecar)
+            self.sidecar = None
 
     def backlog(self, count: int) -> int:
         """``count`` pending CALL_UPDATED deliveries, held by a disabled endpoint, on a fresh
@@ -271,7 +282,7 @@ class Bench:
 
     def pids(self) -> list[int]:
         assert self.running is not None
-        return self.running.workers
+        return self.running.workers + ([self.sidecar.pid] if self.sidecar is not None else [])
 
     def close(self) -> None:
         self.stop_server()
@@ -805,6 +816,10 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="py-spy on a further drain")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-pin", action="store_true")
+    parser.add_argument(
+        "--deliverer", choices=["workers", "process"], default="workers",
+        help="where `serve` delivers from: its workers, or one process beside them",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
     if args.receiver:
@@ -818,6 +833,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "no_pin": args.no_pin,
+        "deliverer": args.deliverer,
         "calls": args.calls,
     }
     created = False

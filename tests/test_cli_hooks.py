@@ -288,3 +288,90 @@ def test_hooks_run_is_a_deliverer_of_its_own(store: Store) -> None:
     assert b"delivering webhooks (Ctrl-C stops)" in err
     assert issued.secret.encode() not in err
     assert process.returncode == 0, err
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+    return ") Z " not in stat  # a zombie is gone
+
+
+def test_serve_delivers_from_one_process_beside_its_workers(store: Store) -> None:
+    """The default: `serve` starts `hooks run` as a child; the workers deliver nothing, the
+    child does, and it stops with `serve` (or when `serve` dies without stopping it)."""
+    shop = Shop(store)
+    port = _free_port()
+    with Receiver(always(200)) as receiver:
+        issued = shop.hook(receiver.url, ["AFTER_CALL_FINISH"])
+        env = {**os.environ, "CALLTRACK_HOOKS_ALLOW_HOSTS": "127.0.0.1",
+               "CALLTRACK_DATABASE_URL": store.settings.database_url}  # fmt: skip
+        env.pop("CALLTRACK_HOOKS_DELIVERER", None)
+        serve = subprocess.Popen(
+            [CALLTRACK, "serve", "--port", str(port), "--workers", "2"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: len(_children(serve.pid, "hooks")) == 1, "the deliverer started")
+            [deliverer] = _children(serve.pid, "hooks")
+            call = shop.call()
+            [hit] = receiver.wait_for(1).values()
+            wait_until(lambda: store.hook_stats(issued.endpoint.id).delivered_day == 1, "recorded")
+            assert (hit.call_id, hit.event) == (call, "AFTER_CALL_FINISH")
+            serve.send_signal(signal.SIGTERM)
+            serve.wait(timeout=30)
+            wait_until(lambda: not _alive(deliverer), "the deliverer stopped with serve")
+        finally:
+            if serve.poll() is None:
+                os.killpg(serve.pid, signal.SIGKILL)
+                serve.wait()
+
+
+def test_a_deliverer_whose_serve_was_killed_stops_by_itself(store: Store) -> None:
+    env = {**os.environ, "CALLTRACK_DATABASE_URL": store.settings.database_url}
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, subprocess; "
+         f"p = subprocess.Popen([{str(CALLTRACK)!r}, 'hooks', 'run', '--parent', "
+         "str(os.getpid())]); print(p.pid, flush=True); import time; time.sleep(60)"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert child.stdout is not None
+        deliverer = int(child.stdout.readline())
+        time.sleep(1.5)
+        assert _alive(deliverer)  # its parent lives: it delivers
+        child.kill()  # SIGKILL: no chance to stop its deliverer
+        child.wait()
+        wait_until(lambda: not _alive(deliverer), "the orphaned deliverer stopped")
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+
+
+def _children(pid: int, word: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and word.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

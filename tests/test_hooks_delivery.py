@@ -45,7 +45,12 @@ NUMBER = "74950000001"
 CALLER = "74991234567"
 # 0.1 s, 0.2 s, then every 0.3 s for about 9 s: enough for every test's receiver to recover.
 SCHEDULE = ",".join(["0.1", "0.2", *["0.3"] * 30])
-HOOKS = {"hooks_schedule": SCHEDULE, "hooks_timeout": 1.0, "hooks_allow_hosts": "127.0.0.1"}
+HOOKS = {
+    "hooks_schedule": SCHEDULE,
+    "hooks_timeout": 1.0,
+    "hooks_allow_hosts": "127.0.0.1",
+    "hooks_deliverer": "workers",  # the app's own deliverer, where a test serves the app
+}
 DEADLINE = 20.0  # seconds any wait may take before the test fails (not a timing claim)
 
 Reply = int | tuple[int, dict[str, str]] | Literal["close", "slow"]

@@ -12,6 +12,7 @@ from calltrack.errors import CalltrackError
 from calltrack.hooks.schedule import parse_schedule
 
 DEFAULT_DATABASE_URL = "sqlite:///calltrack.db"
+HOOKS_DELIVERERS = ("workers", "process", "off")
 
 
 class ConfigError(CalltrackError, ValueError):
@@ -58,6 +59,10 @@ class Settings:
     hooks_timeout: float = 10.0
     hooks_schedule: str = ""
     hooks_disable_after: float = 3 * 86400.0
+    # Where webhooks are sent from: "process" (`serve` runs one deliverer process beside its
+    # workers), "workers" (a deliverer inside every worker, woken by the requests that write
+    # deliveries), "off" (this server sends none: `calltrack hooks run` does, elsewhere).
+    hooks_deliverer: str = "process"
     # Days the v4 changes feed keeps deletes; a cursor older than what was pruned gets 410.
     changes_days: int = 30
 
@@ -110,6 +115,10 @@ class Settings:
             raise ConfigError("CALLTRACK_SWEEP_SECONDS: must be positive")
         if self.changes_days < 1:
             raise ConfigError("CALLTRACK_CHANGES_DAYS: must be at least 1")
+        if self.hooks_deliverer not in HOOKS_DELIVERERS:
+            raise ConfigError(
+                f"CALLTRACK_HOOKS_DELIVERER: expected one of {', '.join(HOOKS_DELIVERERS)}"
+            )
         if self.hooks_concurrency < 1:
             raise ConfigError("CALLTRACK_HOOKS_CONCURRENCY: must be at least 1")
         if self.hooks_timeout <= 0:
@@ -155,6 +164,7 @@ _FIELDS: dict[str, type] = {
     "hooks_timeout": float,
     "hooks_schedule": str,
     "hooks_disable_after": float,
+    "hooks_deliverer": str,
     "changes_days": int,
 }
 

@@ -135,7 +135,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     async with anyio.create_task_group() as background:
         background.start_soon(housekeeping, service)
         background.start_soon(telephony_sweeper, service)
-        background.start_soon(service.deliverer.run)
+        if service.settings.hooks_deliverer == "workers":
+            background.start_soon(service.deliverer.run)
         yield
         background.cancel_scope.cancel()
     if service.owns_store:

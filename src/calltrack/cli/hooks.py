@@ -4,6 +4,7 @@ on its own (every `calltrack serve` process runs one too)."""
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ import click
 
 from calltrack.cli.base import Context, command_context, emit, fail, json_option
 from calltrack.hooks import EVENTS, METHODS
-from calltrack.hooks.deliverer import Answer, Deliverer, Sender
+from calltrack.hooks.deliverer import UNWOKEN_POLL_SECONDS, Answer, Deliverer, Sender
 from calltrack.hooks.payload import render
 from calltrack.hooks.targets import AllowList, RefusedTarget, check_url
 from calltrack.model import CallRecord, format_local, prepare
@@ -220,10 +221,12 @@ def hooks_group() -> None:
 
 
 @hooks_group.command("run")
+@click.option("--parent", type=int, hidden=True,
+              help="Stop when this process is gone (`serve` runs its deliverer so).")  # fmt: skip
 @click.pass_context
-def hooks_run(click_ctx: click.Context) -> None:
+def hooks_run(click_ctx: click.Context, parent: int | None) -> None:
     """Send webhook deliveries until stopped (Ctrl-C), beside or instead of the ones every
-    `calltrack serve` process runs; as many may run as you like."""
+    `calltrack serve` runs; as many may run as you like, on any hosts."""
     ctx = command_context(click_ctx, False)
     logging.basicConfig(level=ctx.settings.log_level.upper(), format="%(asctime)s %(message)s")
     ctx.store.ensure_ready()
@@ -234,7 +237,12 @@ def hooks_run(click_ctx: click.Context) -> None:
         async def in_thread(func: Any, *args: object) -> Any:
             return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
 
-        await Deliverer(ctx.store, ctx.settings, in_thread).run()
+        async with anyio.create_task_group() as tasks:
+            deliverer = Deliverer(ctx.store, ctx.settings, in_thread, UNWOKEN_POLL_SECONDS)
+            tasks.start_soon(deliverer.run)
+            while parent is None or os.getppid() == parent:  # orphans go too
+                await anyio.sleep(1)
+            tasks.cancel_scope.cancel()
 
     click.echo("delivering webhooks (Ctrl-C stops)", err=True)
     try:

@@ -7,6 +7,8 @@ message on stderr and exit code 1. With ``--json`` the last line of output is on
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -321,18 +323,30 @@ def run_server(ctx: Context, host: str, port: int, workers: int) -> None:
     os.environ["CALLTRACK_DATABASE_URL"] = settings.database_url
     if ctx.as_json:
         emit(ctx, {"url": f"http://{host}:{port}/api/", "workers": workers}, "")
-    uvicorn.run(
-        "calltrack.api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,  # ours redacts keys; see calltrack.api.app.AccessLogMiddleware
-        log_config=log_config(settings.log_level),
-        timeout_keep_alive=30,
-        limit_concurrency=1000,
-        http=BoundedHttpToolsProtocol,
-    )
+    deliverer = None
+    if settings.hooks_deliverer == "process":
+        # One deliverer beside the workers, so that deliveries never share a worker's
+        # interpreter with the pages it serves (bench/RESULTS.md, webhook deliveries).
+        command = [sys.executable, "-m", "calltrack", "hooks", "run", "--parent", str(os.getpid())]
+        deliverer = subprocess.Popen(command, env={**os.environ})  # noqa: S603
+        os.environ["CALLTRACK_HOOKS_DELIVERER"] = "off"  # the workers serve only
+    try:
+        uvicorn.run(
+            "calltrack.api.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            access_log=False,  # ours redacts keys; see calltrack.api.app.AccessLogMiddleware
+            log_config=log_config(settings.log_level),
+            timeout_keep_alive=30,
+            limit_concurrency=1000,
+            http=BoundedHttpToolsProtocol,
+        )
+    finally:
+        if deliverer is not None:
+            deliverer.terminate()
+            deliverer.wait(timeout=15)
 
 
 @main.command()

@@ -38,6 +38,9 @@ InThread = Callable[..., Awaitable[Any]]
 
 USER_AGENT: Final = f"calltrack-webhooks/{__version__}"
 POLL_SECONDS: Final = 0.5
+# A deliverer no request can wake (`calltrack hooks run`, the one `serve` starts) looks
+# this often: a cheap indexed read, and a call's delivery within a tenth of a second.
+UNWOKEN_POLL_SECONDS: Final = 0.1
 # A claim's lease outlasts the attempt's timeout by this much, plus twice the store's
 # timeout (rendering a payload, recording the attempt): until it runs out, no other
 # deliverer sends the delivery.
@@ -154,7 +157,14 @@ def outcome(
 class Deliverer:
     """The outbox's sender in one process."""
 
-    def __init__(self, store: Store, settings: Settings, in_thread: InThread) -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        in_thread: InThread,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:
+        self._poll = poll_seconds
         self._store = store
         self._settings = settings
         self._in_thread = in_thread
@@ -191,7 +201,7 @@ class Deliverer:
     async def _idle(self) -> bool:
         """Wait for a wake or a poll; whether the poll passed."""
         timed_out = True
-        with anyio.move_on_after(POLL_SECONDS):
+        with anyio.move_on_after(self._poll):
             await self._wake.wait()
             timed_out = False
         self._wake = anyio.Event()
@@ -258,7 +268,9 @@ class Deliverer:
     async def _recorder(self) -> None:
         """Write attempts in batches, then bring the calls' ``hooks`` up to date."""
         disable_after_ms = int(self._settings.hooks_disable_after * 1000)
-        unshown = False  # statuses recorded, not shown yet: an import held the calls
+        # Statuses recorded but not shown yet (an import held the calls, or a process died
+        # between recording and showing them): at the start too, once.
+        unshown = True
         while True:
             with anyio.move_on_after(SHOW_RETRY_SECONDS if unshown else math.inf):
                 await self._results_ready.wait()
