@@ -30,7 +30,6 @@ import os
 import resource
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -213,7 +212,6 @@ class Bench:
         self.secrets: dict[str, str] = {}
         self.hooks: dict[str, int] = {}
         self.running: servers.Running | None = None
-        self.sidecar: subprocess.Popen[bytes] | None = None  # `hooks run`, with --deliverer process
         self.round = 0
 
     def hook(self, path: str, event: str) -> None:
@@ -232,14 +230,10 @@ class Bench:
 
     def start_server(self) -> servers.Running:
         server = servers.calltrack_server(f"calltrack-{self.backend}", self.url, {}, 2)
-        server.env = dict(ENV)
+        # `serve` delivers from one process beside its workers (its default), or from
+        # inside each worker (--deliverer workers).
+        server.env = {**ENV, "CALLTRACK_HOOKS_DELIVERER": self.args.deliverer}
         cpus = None if self.args.no_pin else SERVER_CPUS
-        if self.args.deliverer == "process":  # the workers serve; one process delivers
-            server.env["CALLTRACK_HOOKS_DELIVERER"] = "off"
-            cmd = [data.CALLTRACK, "--database", self.url, "hooks", "run"]
-            self.sidecar = procs.start(
-                procs.pinned(cmd, cpus), self.work / f"deliverer-{self.backend}.log", env=ENV
-            )
         self.running = servers.launch(server, 2, cpus, self.work / f"serve-{self.backend}.log")
         return self.running
 
@@ -247,9 +241,6 @@ class Bench:
         if self.running is not None:
             procs.stop(self.running.proc)
             self.running = None
-        if self.sidecar is not None:
-            procs.stop(self.sidecar)
-            self.sidecar = None
 
     def backlog(self, count: int) -> int:
         """``count`` pending CALL_UPDATED deliveries, held by a disabled endpoint, on a fresh
@@ -281,8 +272,12 @@ class Bench:
         return int(endpoint["pending"])
 
     def pids(self) -> list[int]:
+        """The server's processes that work: its workers, and its deliverer process."""
         assert self.running is not None
-        return self.running.workers + ([self.sidecar.pid] if self.sidecar is not None else [])
+        master = self.running.proc.pid
+        return self.running.workers + [
+            pid for pid in procs.group_pids(master) if b"hooks" in _cmdline(pid)
+        ]
 
     def close(self) -> None:
         self.stop_server()
@@ -290,6 +285,13 @@ class Bench:
 
 
 ENV = {"CALLTRACK_HOOKS_ALLOW_HOSTS": "127.0.0.1"}
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:  # gone
+        return []
 
 
 def _calltrack(url: str, *args: str, env: dict[str, str] | None = None) -> dict[str, object]:
@@ -817,8 +819,9 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument(
-        "--deliverer", choices=["workers", "process"], default="workers",
-        help="where `serve` delivers from: its workers, or one process beside them",
+        "--deliverer", choices=["process", "workers"], default="process",
+        help="where `serve` delivers from: one process beside its workers (its default), or "
+        "inside each worker",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
