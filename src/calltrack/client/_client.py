@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import date, datetime
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Final, Literal, Self, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
@@ -47,6 +47,7 @@ DEFAULT_TIMEZONE: Final = "Europe/Moscow"
 MAX_PAGE: Final = 999_999_999  # the contract's page number has at most 9 digits
 
 log = logging.getLogger("calltrack.client")
+_T = TypeVar("_T")
 
 
 class _HideKeys(logging.Filter):
@@ -400,8 +401,8 @@ class Client:
 
     def _v4_get(self, url: str, params: dict[str, str], what: str) -> bytes:
         """The body of a JSON GET of v4, retried as the v3 pages are."""
-        attempt = 0
-        while True:
+
+        def attempt() -> bytes:
             try:
                 try:
                     response = self._http.get(
@@ -413,24 +414,12 @@ class Client:
                     raise _Retry(failed) from None
                 self._feed_ok(response, what, streamed=False)
                 return response.content
-            except _Retry as retry:
-                if attempt >= self.retries:
-                    raise retry.error from None
-                delay = self.delay(attempt, retry.retry_after)
-                log.warning(
-                    "%s: %s; retrying in %.1f s (retry %d of %d)",
-                    what,
-                    retry.error,
-                    delay,
-                    attempt + 1,
-                    self.retries,
-                )
-                self._sleep(delay)
-                attempt += 1
             except httpx2.TransportError as exc:
                 raise ConnectionFailed(f"{what} from {self.v4_endpoint}: {exc}") from None
             except httpx2.HTTPError as exc:
                 raise InvalidResponse(f"{what} from {self.v4_endpoint}: {exc}") from None
+
+        return self._retrying(what, attempt)
 
     def _feed_ok(self, response: httpx2.Response, what: str, *, streamed: bool) -> bool:
         """True for a 200; False when a stream was refused (ask for JSON pages instead);
@@ -503,24 +492,29 @@ class Client:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _fetch(self, url: str, what: str) -> list[CallRecord]:
-        attempt = 0
+        return self._retrying(what, lambda: self._attempt(url, what))
+
+    def _retrying(self, what: str, attempt: Callable[[], _T]) -> _T:
+        """``attempt()``, again after each transient failure (``_Retry``), up to ``retries``
+        times, waiting as ``delay`` says."""
+        tries = 0
         while True:
             try:
-                return self._attempt(url, what)
+                return attempt()
             except _Retry as retry:
-                if attempt >= self.retries:
+                if tries >= self.retries:
                     raise retry.error from None
-                delay = self.delay(attempt, retry.retry_after)
+                delay = self.delay(tries, retry.retry_after)
                 log.warning(
                     "%s: %s; retrying in %.1f s (retry %d of %d)",
                     what,
                     retry.error,
                     delay,
-                    attempt + 1,
+                    tries + 1,
                     self.retries,
                 )
                 self._sleep(delay)
-                attempt += 1
+                tries += 1
 
     def _attempt(self, url: str, what: str) -> list[CallRecord]:
         try:
