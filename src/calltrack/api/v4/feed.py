@@ -93,22 +93,18 @@ def read(
 
 
 def render(change: Change, cursor: bytes, zone: ZoneInfo, fields: tuple[str, ...] | None) -> bytes:
-    head = (
-        b'{"cursor":"'
-        + cursor
-        + (
-            b'","op":"upsert","universalId":'
-            if change.body is not None
-            else b'","op":"delete","universalId":'
-        )
-        + _encode(change.universal_id)
-        + b',"changedAt":"'
-        + _when(change.changed_at, zone)
-        + b'"'
-    )
+    # One join: the stored body is copied once into the line (``+`` copied it three times).
+    op = b'","op":"upsert","universalId":' if change.body is not None else _DELETE
+    head = (b'{"cursor":"', cursor, op, _encode(change.universal_id), b',"changedAt":"')
+    when = _when(change.changed_at, zone)
     if change.body is None:
-        return head + b"}"
-    return head + b',"call":' + call_json(change.body, fields) + b"}"
+        return b"".join((*head, when, b'"}'))
+    if fields is None:
+        return b"".join((*head, when, b'","call":{', change.body, b"}"))
+    return b"".join((*head, when, b'","call":', call_json(change.body, fields), b"}"))
+
+
+_DELETE = b'","op":"delete","universalId":'
 
 
 def call_json(body: bytes, fields: tuple[str, ...] | None) -> bytes:
@@ -152,4 +148,6 @@ def _when(at: int, zone: ZoneInfo) -> bytes:
 
 
 def joined(lines: Iterable[bytes]) -> bytes:
-    return b"".join(line + b"\n" for line in lines)
+    """The lines, each ended by a newline (one copy of each, not two)."""
+    text = b"\n".join(lines)
+    return text + b"\n" if text else b""
