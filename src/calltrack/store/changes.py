@@ -49,24 +49,33 @@ class ChangeQueries(CallQueries):
         if not owners or limit < 1:
             return []
         upper = "" if through is None else " AND change_seq <= ?"
-        blob = "BYTEA" if self.dialect == "postgres" else "BLOB"
+        postgres = self.dialect == "postgres"
+        blob = "BYTEA" if postgres else "BLOB"
         parts: list[str] = []
         params: list[object] = []
         for owner in owners:
             bounds = [owner, after] + ([] if through is None else [through])
-            parts.append(
-                "SELECT * FROM (SELECT change_seq, universal_id, account_id, changed_at, body "
-                f"FROM calls WHERE account_id = ? AND change_seq > ?{upper} "
-                "ORDER BY change_seq LIMIT ?) AS c"
-            )
-            params += [*bounds, limit]
+            selects = [
+                "SELECT change_seq, universal_id, account_id, changed_at, body FROM calls "
+                f"WHERE account_id = ? AND change_seq > ?{upper}"
+            ]
             if deletes:
-                parts.append(
-                    "SELECT * FROM (SELECT change_seq, universal_id, account_id, deleted_at, "
+                selects.append(
+                    "SELECT change_seq, universal_id, account_id, deleted_at, "
                     f"CAST(NULL AS {blob}) FROM call_tombstones WHERE account_id = ? "
-                    f"AND change_seq > ?{upper} ORDER BY change_seq LIMIT ?) AS t"
+                    f"AND change_seq > ?{upper}"
                 )
-                params += [*bounds, limit]
+            for select in selects:
+                if postgres:
+                    # Each part an index range cut at the limit: PostgreSQL then merges them
+                    # (a bare UNION ALL would be scanned whole and sorted).
+                    parts.append(f"SELECT * FROM ({select} ORDER BY change_seq LIMIT ?) AS p")
+                    params += [*bounds, limit]
+                else:
+                    # SQLite merges the parts' index order itself; a subquery with its own
+                    # LIMIT made it sort every batch, bodies and all (half the read's cost).
+                    parts.append(select)
+                    params += bounds
         sql = " UNION ALL ".join(parts) + " ORDER BY 1 LIMIT ?"
         self.ensure_ready()
         with self._connect() as conn:
@@ -214,7 +223,11 @@ class CallListQueries(ChangeQueries):
             position = ""
             extra: list[object] = []
             if after is not None:
-                position = f" AND (call_time {compare} ? OR (call_time = ? AND id {compare} ?))"
+                # The first condition starts the index range at the cursor (else every page
+                # scanned all the pages before it); the second skips what it has shown.
+                position = (
+                    f" AND call_time {compare}= ? AND (call_time {compare} ? OR id {compare} ?)"
+                )
                 extra = [after[0], after[0], after[1]]
             parts.append(
                 "SELECT * FROM (SELECT call_time, id, body FROM calls WHERE account_id = ?"

@@ -152,16 +152,20 @@ async def calls(request: Request) -> Response:
     if order not in ("callTime", "-callTime"):
         raise bad_parameter("order", "expected callTime or -callTime")
     descending = order == "-callTime"
-    after = _position(params.get("cursor"))
+    position = _position(params.get("cursor"))
     store = service.store
-    total = await service.in_thread(store.count_filtered, caller.owners, where)
+    if position is None:
+        total = await service.in_thread(store.count_filtered, caller.owners, where)
+        after = None
+    else:
+        total, after = position[2], (position[0], position[1])
 
     if not streamed:
         rows = await service.in_thread(
             store.filtered_calls, caller.owners, where, after, limit + 1, descending
         )
         shown = rows[:limit]
-        following = _position_text(shown[-1][0], shown[-1][1]) if len(rows) > limit else None
+        following = _position_text(shown[-1][0], shown[-1][1], total) if len(rows) > limit else None
         body = (
             b'{"calls":['
             + b",".join(feed.call_json(row[2], fields) for row in shown)
@@ -174,20 +178,20 @@ async def calls(request: Request) -> Response:
         return Response(body, media_type=JSON)
 
     async def lines() -> AsyncIterator[bytes]:
-        position, left = after, limit
+        place, left = after, limit
         while True:
             batch = min(left, STREAM_BATCH)
             rows = await service.in_thread(
-                store.filtered_calls, caller.owners, where, position, batch + 1, descending
+                store.filtered_calls, caller.owners, where, place, batch + 1, descending
             )
             shown = rows[:batch]
             left -= len(shown)
             if shown:
-                position = (shown[-1][0], shown[-1][1])
+                place = (shown[-1][0], shown[-1][1])
                 yield b"".join(feed.call_json(row[2], fields) + b"\n" for row in shown)
             if len(rows) <= batch or left <= 0:
                 more = len(rows) > batch
-                following = _position_text(*position) if more and position else None
+                following = _position_text(*place, total) if more and place else None
                 yield b'{"next":' + _encode(following) + b',"total":' + str(total).encode() + b"}\n"
                 return
 
@@ -334,12 +338,14 @@ _POSITION_PREFIX: Final = "k1."
 _SIGNED_NUMBER_RE: Final = re.compile(r"-?[0-9]{1,18}")
 
 
-def _position_text(call_time: int, call_id: int) -> str:
-    raw = f"{call_time}.{call_id}".encode()
+def _position_text(call_time: int, call_id: int, total: int) -> str:
+    """A keyset cursor: after (call_time, id), and the ``total`` the first page counted
+    (counting every page cost more than reading it)."""
+    raw = f"{call_time}.{call_id}.{total}".encode()
     return _POSITION_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _position(text: str | None) -> tuple[int, int] | None:
+def _position(text: str | None) -> tuple[int, int, int] | None:
     if text is None:
         return None
     body = text.removeprefix(_POSITION_PREFIX)
@@ -347,10 +353,13 @@ def _position(text: str | None) -> tuple[int, int] | None:
         if body == text:
             raise ValueError
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("ascii")
-        call_time, call_id = raw.split(".")
-        if not (_SIGNED_NUMBER_RE.fullmatch(call_time) and _SIGNED_NUMBER_RE.fullmatch(call_id)):
+        parts = raw.split(".")
+        if len(parts) != 3 or not all(_SIGNED_NUMBER_RE.fullmatch(part) for part in parts):
             raise ValueError  # past BIGINT: the driver overflows (was a 500)
-        return int(call_time), int(call_id)
+        call_time, call_id, total = (int(part) for part in parts)
+        if total < 0:
+            raise ValueError
+        return call_time, call_id, total
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise bad_parameter("cursor", "not a cursor of this list") from None
 
