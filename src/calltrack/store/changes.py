@@ -12,7 +12,7 @@ pruned; ``changes_pruned_through`` then says which cursors can no longer be serv
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from calltrack.store.calls import CallQueries
 from calltrack.store.core import Connection, unix_now
@@ -214,21 +214,24 @@ class CallListQueries(ChangeQueries):
         """
         if not owners or limit < 1:
             return []
-        conditions, params = where.where()
         direction = "DESC" if descending else "ASC"
         compare = "<" if descending else ">"
+        position = ""
+        extra: list[object] = []
+        if after is not None:
+            # The window itself starts at the cursor, so the index range does (a second
+            # bound beside the window's was only a filter: every page scanned the pages
+            # before it); the condition skips what the cursor's second showed.
+            if descending:
+                where = replace(where, end=min(where.end, after[0]))
+            else:
+                where = replace(where, start=max(where.start, after[0]))
+            position = f" AND (call_time {compare} ? OR id {compare} ?)"
+            extra = [after[0], after[1]]
+        conditions, params = where.where()
         parts: list[str] = []
         values: list[object] = []
         for owner in owners:
-            position = ""
-            extra: list[object] = []
-            if after is not None:
-                # The first condition starts the index range at the cursor (else every page
-                # scanned all the pages before it); the second skips what it has shown.
-                position = (
-                    f" AND call_time {compare}= ? AND (call_time {compare} ? OR id {compare} ?)"
-                )
-                extra = [after[0], after[0], after[1]]
             parts.append(
                 "SELECT * FROM (SELECT call_time, id, body FROM calls WHERE account_id = ?"
                 f"{conditions}{position} ORDER BY call_time {direction}, id {direction} "
