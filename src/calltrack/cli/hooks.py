@@ -22,6 +22,8 @@ from calltrack.model import CallRecord, format_local, prepare
 from calltrack.store.hooks import HookEndpoint
 
 EVENT_CHOICE = click.Choice(EVENTS, case_sensitive=False)
+# The scheduling priority of the deliverer `serve` starts (a nice value; 0 is the workers').
+DELIVERER_NICENESS = 10
 
 
 @click.group()
@@ -230,6 +232,10 @@ def hooks_run(click_ctx: click.Context, parent: int | None) -> None:
     ctx = command_context(click_ctx, False)
     logging.basicConfig(level=ctx.settings.log_level.upper(), format="%(asctime)s %(message)s")
     ctx.store.ensure_ready()
+    if parent is not None:
+        # Beside `serve`'s workers, deliveries take the CPU that requests leave: a backlog
+        # draining at full speed took the pages' core (bench/RESULTS.md, webhooks).
+        os.nice(DELIVERER_NICENESS)
 
     async def run() -> None:
         limiter = anyio.CapacityLimiter(ctx.settings.db_pool_size)
