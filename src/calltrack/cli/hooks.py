@@ -23,7 +23,7 @@ from calltrack.store.hooks import HookEndpoint
 
 EVENT_CHOICE = click.Choice(EVENTS, case_sensitive=False)
 # The scheduling priority of the deliverer `serve` starts (a nice value; 0 is the workers').
-DELIVERER_NICENESS = 10
+DELIVERER_NICENESS = 19
 
 
 @click.group()
