@@ -35,7 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
+import httpx2
 import msgspec
 import pytest
 
@@ -123,7 +123,7 @@ def check(reads: list[list[Seen]], truth: dict[str, dict[str, Any]]) -> list[str
 class HttpFeed:
     """``GET /api/v4/calls/changes`` of a live server, JSON or NDJSON."""
 
-    http: httpx.Client
+    http: httpx2.Client
     key: str
     scope: str | None = None
     after: str | None = None
@@ -233,7 +233,7 @@ def test_each_change_is_seen_exactly_once_while_writer_processes_commit(
             writer("delete", alpha, "a", alpha_key),
             writer("telephony", alpha, "t"),
         ]
-        with httpx.Client(base_url=server.base, timeout=60) as http:
+        with httpx2.Client(base_url=server.base, timeout=60) as http:
             user = Reader(HttpFeed(http, alpha_key, "withRole"))
             role = Reader(HttpFeed(http, role_key))
             rng = random.Random()
