@@ -232,7 +232,7 @@ def hooks_run(click_ctx: click.Context, parent: int | None) -> None:
     ctx = command_context(click_ctx, False)
     logging.basicConfig(level=ctx.settings.log_level.upper(), format="%(asctime)s %(message)s")
     ctx.store.ensure_ready()
-    if parent is not None:
+    if parent is not None and hasattr(os, "nice"):  # Unix
         # Beside `serve`'s workers, deliveries take the CPU that requests leave: a backlog
         # draining at full speed took the pages' core (bench/RESULTS.md, webhooks).
         os.nice(DELIVERER_NICENESS)
