@@ -32,7 +32,7 @@ def test_a_bad_campaign_status_or_unknown_campaign_exits_1(tmp_path: Path) -> No
     code, _, err = run(db, "campaign", "status", "a", "99", "paused")
     assert code == 1
     assert "no campaign 99" in err
-    assert run(db, "campaign", "add", "a", "1", "x", "--status", "deleted")[0] == 2  # click usage
+    assert run(db, "campaign", "add", "a", "1", "x", "--status", "deleted")[0] == 1  # a bad choice
 
 
 def test_phones_are_added_listed_and_removed(tmp_path: Path) -> None:

@@ -158,21 +158,21 @@ def test_hook_add_refuses_a_url_naming_the_problem(store: Store) -> None:
 
 def test_hook_add_refuses_unknown_events_accounts_and_methods(store: Store) -> None:
     Shop(store)
-    # An unknown event or method is click's usage error (exit code 2), as every choice of
+    # An unknown event or method is click's usage error, exit code 1 as every bad input of
     # the CLI is; the message names it and what is expected.
     result = CliRunner().invoke(main, ["--database", store.settings.database_url, "hook", "add",
                                        "shop", PUBLIC, "--event", "CALL_ENDED"])  # fmt: skip
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "'CALL_ENDED' is not one of" in result.stderr
     assert "before_call_start" in result.stderr.lower()
     assert "call_updated" in result.stderr.lower()
     result = CliRunner().invoke(main, ["--database", store.settings.database_url, "hook", "add",
                                        "shop", PUBLIC, "--event", "CALL_UPDATED", "--method",
                                        "PATCH"])  # fmt: skip
-    assert (result.exit_code, "'PATCH' is not one of" in result.stderr) == (2, True)
+    assert (result.exit_code, "'PATCH' is not one of" in result.stderr) == (1, True)
     result = CliRunner().invoke(main, ["--database", store.settings.database_url, "hook", "add",
                                        "shop", PUBLIC])  # fmt: skip
-    assert (result.exit_code, "Missing option '--event'" in result.stderr) == (2, True)
+    assert (result.exit_code, "Missing option '--event'" in result.stderr) == (1, True)
     assert "nobody" in failed(store, "hook", "add", "nobody", PUBLIC, "--event", "CALL_UPDATED")
     assert store.hooks() == []
 

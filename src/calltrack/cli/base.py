@@ -68,11 +68,16 @@ def fail(message: str) -> NoReturn:
 
 
 class CalltrackGroup(click.Group):
-    """Turns library errors from any command into ``error: ...`` and exit code 1."""
+    """Turns library errors from any command into ``error: ...`` and exit code 1, and a bad
+    option or argument of any command into click's message naming it, also with exit code 1
+    (click's own is 2)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.exit_code = 1
+            raise
         except StoreUnavailable as exc:
             fail(f"the database is not reachable: {exc}")
         except CalltrackError as exc:
