@@ -67,6 +67,12 @@ def fail(message: str) -> NoReturn:
     sys.exit(1)
 
 
+class BadInput(click.UsageError):
+    """A bad option or argument: click's message, with this CLI's exit code for bad input."""
+
+    exit_code = 1
+
+
 class CalltrackGroup(click.Group):
     """Turns library errors from any command into ``error: ...`` and exit code 1, and a bad
     option or argument of any command into click's message naming it, also with exit code 1
@@ -76,8 +82,7 @@ class CalltrackGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as exc:
-            exc.exit_code = 1
-            raise
+            raise BadInput(exc.format_message(), exc.ctx) from None
         except StoreUnavailable as exc:
             fail(f"the database is not reachable: {exc}")
         except CalltrackError as exc:
