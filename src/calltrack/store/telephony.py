@@ -19,7 +19,7 @@ from calltrack.hashing import hash_secret
 from calltrack.model import StoredCall
 from calltrack.store.core import Connection, unix_now
 from calltrack.store.hooks import HookQueries
-from calltrack.store.tracking import HeldSession, SourceRule, TrackingQueries, _rules
+from calltrack.store.tracking import HeldAt, SourceRule, TrackingQueries, held_at, rules_of
 
 PROVIDERS: Final = ("generic", "zadarma")
 
@@ -89,9 +89,7 @@ class RecordFacts:
     earlier: list[tuple[int, int]]  # (call_time, talk seconds) of the caller's other calls
     number: NumberInfo | None  # the called number, if a campaign of the account has it
     rules: list[SourceRule]  # the campaign's rules, for a static number
-    held: HeldSession | None  # the session that held a dynamic number when the call started
-    pages: int  # that session's page views up to the start
-    last_page: str  # and the URL of the last of them
+    held: HeldAt | None  # who held a dynamic number when the call started, with its pages
 
 
 _STATE_COLUMNS: Final = ", ".join(f.name for f in fields(CallState))
@@ -295,28 +293,11 @@ class TelephonyQueries(HookQueries, TrackingQueries):
                 (account_id, caller, start - unique_days * 86400, start, universal_id),
             ).fetchall()
             rules: list[SourceRule] = []
-            held: HeldSession | None = None
-            pages, last_page = 0, ""
+            held: HeldAt | None = None
             if number is not None and number.kind != "dynamic":
-                rules = _rules(conn, account_id, number.campaign_id)
+                rules = rules_of(conn, account_id, number.campaign_id)
             elif number is not None:
-                # holder_at's query (the latest hold from before the start, if it lasted past
-                # it), with the session's page views up to the start.
-                found = conn.execute(
-                    "SELECT s.id, s.visitor_id, s.campaign_id, s.started_at, s.ordinal, "
-                    "s.source, s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent, "
-                    "(SELECT count(*) FROM page_views v WHERE v.session_id = s.id "
-                    "AND v.viewed_at <= ?), "
-                    "(SELECT v.url FROM page_views v WHERE v.session_id = s.id "
-                    "AND v.viewed_at <= ? ORDER BY v.viewed_at DESC, v.id DESC LIMIT 1) "
-                    "FROM (SELECT session_id, held_until FROM holds WHERE account_id = ? "
-                    "AND number = ? AND held_from <= ? ORDER BY held_from DESC, id DESC "
-                    "LIMIT 1) h JOIN sessions s ON s.id = h.session_id WHERE h.held_until > ?",
-                    (start, start, account_id, number.number, start, start),
-                ).fetchone()
-                if found is not None:
-                    held = HeldSession(*found[:13])
-                    pages, last_page = int(found[13]), "" if found[14] is None else str(found[14])
+                held = held_at(conn, account_id, number.number, start)
         return RecordFacts(
             unique_days,
             target_seconds,
@@ -324,8 +305,6 @@ class TelephonyQueries(HookQueries, TrackingQueries):
             number,
             rules,
             held,
-            pages,
-            last_page,
         )
 
     def number_owners(self, number: str) -> list[int]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -105,6 +105,15 @@ class HeldSession:
     rs: str
     ip: str
     user_agent: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldAt:
+    """Who held a number at an instant: the session, and its page views up to then."""
+
+    session: HeldSession
+    pages: int
+    last_page: str  # the URL of the last of them ("" for none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +417,7 @@ class TrackingQueries(StoreCore):
                 return None
             campaign = _campaign(row)
             ids = (campaign.account_id, campaign.campaign_id)
-            return HitCampaign(campaign, _rules(conn, *ids), _numbers(conn, *ids))
+            return HitCampaign(campaign, rules_of(conn, *ids), _numbers(conn, *ids))
 
     def campaign_numbers(self, account_id: int, campaign_id: int) -> list[tuple[str, str]]:
         """(number, kind) of the campaign's tracking numbers, in the order they were added."""
@@ -470,7 +479,7 @@ class TrackingQueries(StoreCore):
     def rules(self, account_id: int, campaign_id: int) -> list[SourceRule]:
         self.ensure_ready()
         with self._connect() as conn:
-            return _rules(conn, account_id, campaign_id)
+            return rules_of(conn, account_id, campaign_id)
 
     def remove_rule(self, account_id: int, rule_id: int) -> None:
         self.ensure_ready()
@@ -509,14 +518,6 @@ class TrackingQueries(StoreCore):
 
     # -- hits -------------------------------------------------------------------------------
 
-    def _live_transaction(self, quick: bool = False) -> AbstractContextManager[Connection]:
-        """A transaction for hits and telephony events: PostgreSQL runs them beside imports
-        (row locks keep them apart); SQLite serializes every write, and ``quick`` there gives
-        up soon instead of waiting out an import."""
-        return self._transaction()
-
-    row_locks: bool = False  # SELECT ... FOR UPDATE (SKIP LOCKED) exists
-
     @contextmanager
     def tracking_transaction(self) -> Iterator[TrackingTx]:
         self.ensure_ready()
@@ -534,19 +535,12 @@ class TrackingQueries(StoreCore):
 
     # -- reading what hits left -------------------------------------------------------------
 
-    def holder_at(self, account_id: int, number: str, at: int) -> HeldSession | None:
-        """The session that held the account's ``number`` at instant ``at``, if any."""
+    def holder_at(self, account_id: int, number: str, at: int) -> HeldAt | None:
+        """The session that held the account's ``number`` at instant ``at``, if any, with
+        its page views up to then."""
         self.ensure_ready()
         with self._connect() as conn:
-            row = conn.execute(
-                "SELECT s.id, s.visitor_id, s.campaign_id, s.started_at, s.ordinal, s.source, "
-                "s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent "
-                "FROM (SELECT session_id, held_until FROM holds WHERE account_id = ? "
-                "AND number = ? AND held_from <= ? ORDER BY held_from DESC, id DESC LIMIT 1) h "
-                "JOIN sessions s ON s.id = h.session_id WHERE h.held_until > ?",
-                (account_id, number, at, at),
-            ).fetchone()
-        return None if row is None else HeldSession(*row)
+            return held_at(conn, account_id, number, at)
 
     def pool_stats(self, account_id: int, campaign_id: int, now: int | None = None) -> PoolStats:
         now = unix_now() if now is None else now
@@ -607,7 +601,27 @@ class TrackingQueries(StoreCore):
             raise NotFound(f"the account has no campaign {campaign_id}")
 
 
-def _rules(conn: Connection, account_id: int, campaign_id: int) -> list[SourceRule]:
+def held_at(conn: Connection, account_id: int, number: str, at: int) -> HeldAt | None:
+    """The latest hold of ``number`` from before ``at``, if it lasted past it: its session
+    with the page views up to ``at``, in one query (one index seek however old ``at`` is)."""
+    row = conn.execute(
+        "SELECT s.id, s.visitor_id, s.campaign_id, s.started_at, s.ordinal, "
+        "s.source, s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent, "
+        "(SELECT count(*) FROM page_views v WHERE v.session_id = s.id "
+        "AND v.viewed_at <= ?), "
+        "(SELECT v.url FROM page_views v WHERE v.session_id = s.id "
+        "AND v.viewed_at <= ? ORDER BY v.viewed_at DESC, v.id DESC LIMIT 1) "
+        "FROM (SELECT session_id, held_until FROM holds WHERE account_id = ? "
+        "AND number = ? AND held_from <= ? ORDER BY held_from DESC, id DESC "
+        "LIMIT 1) h JOIN sessions s ON s.id = h.session_id WHERE h.held_until > ?",
+        (at, at, account_id, number, at, at),
+    ).fetchone()
+    if row is None:
+        return None
+    return HeldAt(HeldSession(*row[:13]), int(row[13]), "" if row[14] is None else str(row[14]))
+
+
+def rules_of(conn: Connection, account_id: int, campaign_id: int) -> list[SourceRule]:
     rows = conn.execute(
         "SELECT id, position, utm_source, utm_medium, utm_campaign, referrer, "
         "source_type, number FROM source_rules WHERE account_id = ? AND campaign_id = ? "

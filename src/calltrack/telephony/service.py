@@ -252,9 +252,9 @@ def context(store: Store, settings: Settings, state: CallState) -> CallContext:
     )
     if number.kind != "dynamic":
         return replace(base, rule_source=_static_rule(known.rules, number.number))
-    held = known.held
-    if held is None:
+    if known.held is None:
         return base
+    held = known.held.session
     visit = Visit(
         source=_decode(held.source),
         landing_url=held.landing_url,
@@ -264,8 +264,8 @@ def context(store: Store, settings: Settings, state: CallState) -> CallContext:
         rs=held.rs,
         ip=held.ip,
         user_agent=held.user_agent,
-        pages=known.pages,
-        last_page=known.last_page,
+        pages=known.held.pages,
+        last_page=known.held.last_page,
         visits=held.ordinal,
     )
     if settings.geoip_db and (geo := enrich.geoip(held.ip, settings.geoip_db)) is not None:
