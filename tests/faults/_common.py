@@ -259,6 +259,22 @@ class Driver:
 # -- processes --------------------------------------------------------------------------------
 
 
+def tracebacks_in(log: Path) -> list[str]:
+    """Each traceback in a server log: its exception line, where it was raised and the line
+    logged before it (what was being done)."""
+    lines = log.read_text(errors="replace").splitlines()
+    found = []
+    for i, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            rest = lines[i + 1 :]
+            end = next((n for n, x in enumerate(rest) if x and not x.startswith(" ")), len(rest))
+            frames = [x.strip() for x in rest[:end] if x.strip().startswith("File ")]
+            what = rest[end] if end < len(rest) else "?"
+            before = lines[i - 1] if i else ""
+            found.append(f"{what[:200]} at {frames[-1] if frames else '?'} after {before[:200]!r}")
+    return found
+
+
 def stop_group(process: subprocess.Popen[bytes], grace: float = 15.0) -> None:
     """SIGTERM the process group of ``process``, then SIGKILL it if it lingers."""
     if process.poll() is not None:

@@ -955,7 +955,7 @@ def run(
             sender.join(timeout=120)
             for server in servers.current:
                 server.stop()
-        errors = [error for s in servers.started for error in tracebacks_in(s.log)]
+        errors = [error for s in servers.started for error in common.tracebacks_in(s.log)]
 
     if pbx.pending:
         problems.append(f"{pbx.pending} PBX events never got a 200")
@@ -1043,22 +1043,6 @@ def pbx_export(port: int, key: str, first: int) -> list[dict[str, Any]] | str:
     from tests.faults.pbx_retry import export
 
     return export(port, key, first)
-
-
-def tracebacks_in(log: Path) -> list[str]:
-    """Each traceback in a server log: its exception line, where it was raised and the line
-    logged before it (what was being done)."""
-    lines = log.read_text(errors="replace").splitlines()
-    found = []
-    for i, line in enumerate(lines):
-        if line.startswith("Traceback"):
-            rest = lines[i + 1 :]
-            end = next((n for n, x in enumerate(rest) if x and not x.startswith(" ")), len(rest))
-            frames = [x.strip() for x in rest[:end] if x.strip().startswith("File ")]
-            what = rest[end] if end < len(rest) else "?"
-            before = lines[i - 1] if i else ""
-            found.append(f"{what[:200]} at {frames[-1] if frames else '?'} after {before[:200]!r}")
-    return found
 
 
 if __name__ == "__main__":

@@ -351,17 +351,6 @@ def compare(
     return problems
 
 
-def tracebacks_in(log: Path) -> list[str]:
-    """The exception line ending each traceback in a server log."""
-    lines = log.read_text(errors="replace").splitlines()
-    found = []
-    for i, line in enumerate(lines):
-        if line.startswith("Traceback"):
-            ending = (x for x in lines[i + 1 :] if x and not x.startswith((" ", "Traceback")))
-            found.append(next(ending, "?")[:300])
-    return found
-
-
 def visit(port: int, site_key: str, index: int) -> tuple[str, dict[str, str]]:
     """A visit with utm tags of its own: the pool number it was lent and its utm."""
     utm = {"utm_source": f"src{index}", "utm_medium": "cpc", "utm_campaign": f"camp{index}"}
@@ -464,7 +453,7 @@ def run(
         time.sleep(SETTLE_SECONDS)
         final = export(pbx.server.port, key, first)
         pbx.server.stop()
-        errors = [error for s in started for error in tracebacks_in(s.log)]
+        errors = [error for s in started for error in common.tracebacks_in(s.log)]
 
     problems: list[str] = []
     if pbx.pending:
