@@ -377,18 +377,7 @@ class Client:
             except _Retry as retry:
                 if progressed:
                     attempt = 0  # the stream got somewhere: go on from its last change
-                if attempt >= self.retries:
-                    raise retry.error from None
-                delay = self.delay(attempt, retry.retry_after)
-                log.warning(
-                    "%s: %s; retrying in %.1f s (retry %d of %d)",
-                    what,
-                    retry.error,
-                    delay,
-                    attempt + 1,
-                    self.retries,
-                )
-                self._sleep(delay)
+                self._wait_to_retry(what, retry, attempt)
                 attempt += 1
                 continue
             attempt = 0
@@ -502,19 +491,23 @@ class Client:
             try:
                 return attempt()
             except _Retry as retry:
-                if tries >= self.retries:
-                    raise retry.error from None
-                delay = self.delay(tries, retry.retry_after)
-                log.warning(
-                    "%s: %s; retrying in %.1f s (retry %d of %d)",
-                    what,
-                    retry.error,
-                    delay,
-                    tries + 1,
-                    self.retries,
-                )
-                self._sleep(delay)
+                self._wait_to_retry(what, retry, tries)
                 tries += 1
+
+    def _wait_to_retry(self, what: str, retry: _Retry, tries: int) -> None:
+        """Wait before retry number ``tries + 1``, saying so; the error once none is left."""
+        if tries >= self.retries:
+            raise retry.error from None
+        delay = self.delay(tries, retry.retry_after)
+        log.warning(
+            "%s: %s; retrying in %.1f s (retry %d of %d)",
+            what,
+            retry.error,
+            delay,
+            tries + 1,
+            self.retries,
+        )
+        self._sleep(delay)
 
     def _attempt(self, url: str, what: str) -> list[CallRecord]:
         try:
