@@ -59,7 +59,8 @@ class Service:
     # threads then never open SQLite connections of their own for reads (each one maps up to
     # 64 MiB of the file and caches 16 MiB, which counts in the worker's memory).
     reads_inline: bool
-    # Sends the webhook outbox (started with the app, woken by requests that wrote to it).
+    # Sends the webhook outbox: run by the app with CALLTRACK_HOOKS_DELIVERER=workers, and
+    # woken by the requests that wrote to it (else `serve` runs one in a process of its own).
     deliverer: Deliverer
 
     async def in_thread(self, func: Callable[..., _T], *args: object) -> _T:

@@ -54,6 +54,9 @@ TOUCH_EVERY_SECONDS = 60
 LAYOUT_TTL_SECONDS = 24 * 3600
 
 
+# The meta key of the newest change number pruned from the changes feed (store.changes).
+PRUNED_CHANGES_KEY = "changes_pruned_through"
+
 # Which webhooks a write of calls announces: None for imports (nothing), "put" for call/put
 # (CALL_UPDATED for calls that changed), "live" for records of live calls (AFTER_CALL_FINISH
 # for new ones, CALL_UPDATED for changed ones).
@@ -204,8 +207,8 @@ class CallQueries(StoreCore):
             "SELECT max(seq) FROM (SELECT max(change_seq) AS seq FROM calls "
             "UNION ALL SELECT max(change_seq) AS seq FROM call_tombstones "
             # deletes pruned from the changes feed (store.changes) still count
-            "UNION ALL SELECT CAST(value AS BIGINT) FROM meta "
-            "WHERE key = 'changes_pruned_through') AS changes"
+            "UNION ALL SELECT CAST(value AS BIGINT) FROM meta WHERE key = ?) AS changes",
+            (PRUNED_CHANGES_KEY,),
         ).fetchone()
         return int(row[0] or 0)
 

@@ -14,10 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from calltrack.store.calls import CallQueries
+from calltrack.store.calls import PRUNED_CHANGES_KEY, CallQueries
 from calltrack.store.core import Connection, unix_now
-
-PRUNED_KEY = "changes_pruned_through"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +111,16 @@ class ChangeQueries(CallQueries):
             # Recorded with the rows' going: change numbers never go back (``_last_change``
             # counts it), and cursors before it are told they expired.
             through = max(int(row[0]), _pruned_through(conn))
-            conn.execute("DELETE FROM meta WHERE key = ?", (PRUNED_KEY,))
-            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (PRUNED_KEY, str(through)))
+            conn.execute("DELETE FROM meta WHERE key = ?", (PRUNED_CHANGES_KEY,))
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)", (PRUNED_CHANGES_KEY, str(through))
+            )
             conn.execute("DELETE FROM call_tombstones WHERE deleted_at < ?", (cutoff,))
             return int(row[1])
 
 
 def _pruned_through(conn: Connection) -> int:
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (PRUNED_KEY,)).fetchone()
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (PRUNED_CHANGES_KEY,)).fetchone()
     return 0 if row is None else int(row[0])
 
 
