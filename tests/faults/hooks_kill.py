@@ -864,8 +864,6 @@ def run(
         plan = phase_plan(rng, duration * 0.85)  # within the calls: deliveries to meet them
         gone_at = duration * rng.uniform(0.45, 0.65)  # the 410 episode
         kill_moments = [rng.uniform(0.5, duration) for _ in range(kills)]
-        slow = next(at for at, phase in plan if phase == "slow")
-        kill_moments.append(slow + rng.uniform(0.2, 0.6))  # attempts in flight for sure
         sender = threading.Thread(target=pbx.run, args=(pbx.began + duration + 90,))
         sender.start()
         kill_log: list[dict[str, Any]] = []
@@ -902,6 +900,7 @@ def run(
             steps: list[tuple[float, str, str]] = [(at, "phase", p) for at, p in plan]
             steps.append((gone_at, "gone", ""))
             planned = "ok"
+            killed_in_slow_phase = False
             for at, kind, what in sorted(steps):
                 timeline.wait(at)
                 step_began = time.monotonic()
@@ -912,6 +911,15 @@ def run(
                         timeline.shift += time.monotonic() - step_began
                     planned = what
                     receiver.set_phase(what)
+                    if what == "slow" and not killed_in_slow_phase:
+                        # One kill for sure while an attempt is in flight: in this phase
+                        # and not at a moment drawn in advance, which a 410 episode or a
+                        # quiet spell can move past every attempt (the receiver holds a
+                        # slow request until its sender gives up, so it is still open).
+                        wait_until(lambda: receiver.busy() > 0, PHASE_WAIT, 0.005)
+                        kill_one("slow phase")
+                        killed_in_slow_phase = True
+                        timeline.shift += time.monotonic() - step_began
                     continue
                 gone = disable_and_enable(pbx, receiver, store, database, env, endpoint, kill_one)
                 receiver.set_phase(planned)  # the plan goes on
