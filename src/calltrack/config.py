@@ -65,6 +65,12 @@ class Settings:
     hooks_deliverer: str = "process"
     # Days the v4 changes feed keeps deletes; a cursor older than what was pruned gets 410.
     changes_days: int = 30
+    # The console's session cookies: the key that signs them ("" = one kept in the database,
+    # made on first use, so every worker and host shares it), and hours a sign-in lasts.
+    console_secret: str = ""
+    console_session_hours: float = 12.0
+    # Failed console sign-ins one client IP may make in 15 minutes.
+    console_sign_in_limit: int = 10
 
     @property
     def zone(self) -> ZoneInfo:
@@ -129,6 +135,10 @@ class Settings:
             parse_schedule(self.hooks_schedule)
         except ValueError as exc:
             raise ConfigError(f"CALLTRACK_HOOKS_SCHEDULE: {exc}") from exc
+        if self.console_session_hours <= 0:
+            raise ConfigError("CALLTRACK_CONSOLE_SESSION_HOURS: must be positive")
+        if self.console_sign_in_limit < 1:
+            raise ConfigError("CALLTRACK_CONSOLE_SIGN_IN_LIMIT: must be at least 1")
         if self.hit_limit < 0:
             raise ConfigError("CALLTRACK_HIT_LIMIT: must be 0 (off) or more")
         try:
@@ -166,6 +176,9 @@ _FIELDS: dict[str, type] = {
     "hooks_disable_after": float,
     "hooks_deliverer": str,
     "changes_days": int,
+    "console_secret": str,
+    "console_session_hours": float,
+    "console_sign_in_limit": int,
 }
 
 

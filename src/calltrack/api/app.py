@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from calltrack.api.answers import Answer
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     settings = settings or Settings.from_env()
     owns_store = store is None
     store = store or open_store(settings)
-    routes = [
+    routes: list[BaseRoute] = [
         Route(path, api, methods=["GET", "HEAD", "POST", "PUT", "DELETE"])
         for path in ("/api/", "/api", "/api/index.php")
     ]
@@ -98,8 +98,12 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     if settings.demo_site:
         routes.append(Route("/demo/", tracking.demo_site, methods=["GET", "HEAD"]))
         routes.append(Route("/demo/{page}", tracking.demo_site, methods=["GET", "HEAD"]))
+    import calltrack.console.routes  # its pages use this module's helpers
+
+    routes += calltrack.console.routes.routes()
     routes.append(Route("/", home, methods=["GET", "HEAD"]))
     app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.console = calltrack.console.routes.console()
     limiter = anyio.CapacityLimiter(settings.db_pool_size)
     # The deliverer's store calls get threads of their own, fewer: a backlog of deliveries
     # must not take the threads that requests wait for.

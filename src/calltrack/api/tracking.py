@@ -48,7 +48,7 @@ async def snippet(request: Request) -> Response:
     if campaign is None:
         return reply(request, b"/* unknown site key */\n", 404, media_type="text/javascript")
     hit_url = str(request.url_for("hit"))
-    if request.headers.get("x-forwarded-proto") == "https" and _from_proxy(
+    if request.headers.get("x-forwarded-proto") == "https" and from_trusted_proxy(
         request, service.settings
     ):
         hit_url = "https:" + hit_url.split(":", 1)[1]
@@ -175,7 +175,7 @@ def _json(
     return reply(request, msgspec.json.encode(payload), status, headers, JSON)
 
 
-def _from_proxy(request: Request, settings: Settings) -> bool:
+def from_trusted_proxy(request: Request, settings: Settings) -> bool:
     if not settings.trusted_proxies.strip():  # the common case: no parsing on every hit
         return False
     peer = request.client.host if request.client else ""
@@ -189,7 +189,7 @@ def _from_proxy(request: Request, settings: Settings) -> bool:
 def client_ip(request: Request, settings: Settings) -> str:
     """The peer's address, or the first X-Forwarded-For hop when the peer is a trusted proxy."""
     peer = request.client.host if request.client else ""
-    if _from_proxy(request, settings):
+    if from_trusted_proxy(request, settings):
         first = request.headers.get("x-forwarded-for", "").split(",")[0].strip()
         try:
             return str(ip_address(first))

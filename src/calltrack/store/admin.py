@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Final
 
 from calltrack.errors import AdminError, Conflict, NotFound
 from calltrack.store.core import Connection, StoreCore, unix_now
 from calltrack.store.records import Account, Grant, KeyInfo, ResolvedKey, Role
+
+# A key with its grant's state and grantor; the caller adds the condition that finds it.
+_RESOLVE_KEY: Final = (
+    "SELECT k.id, k.account_id, k.grant_id, r.grantor_id, k.revoked_at, g.revoked_at "
+    "FROM api_keys k LEFT JOIN grants g ON g.id = k.grant_id "
+    "LEFT JOIN roles r ON r.id = g.role_id WHERE "
+)
+
+
+def _active_key(row: Any) -> ResolvedKey | None:
+    if row is None or row[4] is not None or row[5] is not None:
+        return None  # unknown, revoked, or its grant revoked
+    return ResolvedKey(row[0], row[1], row[2], row[3])
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,15 +132,55 @@ class AdminQueries(StoreCore):
         """The active key with this hash, or None (unknown, revoked, or its grant revoked)."""
         self.ensure_ready()
         with self._connect() as conn:
+            row = conn.execute(_RESOLVE_KEY + "k.key_hash = ?", (key_hash,)).fetchone()
+        return _active_key(row)
+
+    def resolve_key_id(self, key_id: int) -> ResolvedKey | None:
+        """The active key with this id, or None (unknown, revoked, or its grant revoked): a
+        console session names its key by id, and is checked on every request."""
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(_RESOLVE_KEY + "k.id = ?", (key_id,)).fetchone()
+        return _active_key(row)
+
+    def shared_secret(self, name: str, make: Callable[[], str]) -> str:
+        """A secret every worker and host shares (the console's cookie key): kept in ``meta``,
+        made by ``make`` on first use; the first writer wins a race."""
+        meta_key = "secret:" + name
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (meta_key,)).fetchone()
+        if row is not None:
+            return str(row[0])
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (meta_key, make()),
+            )
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (meta_key,)).fetchone()
+        return str(row[0])
+
+    def count_sign_in_failure(self, ip: str, window_start: int) -> int:
+        """Count a failed console sign-in from ``ip`` in the window from ``window_start``: the
+        window's count so far. Kept with the snippet's per-IP counts (pruned after an hour)."""
+        self.ensure_ready()
+        with self._transaction() as conn:
             row = conn.execute(
-                "SELECT k.id, k.account_id, k.grant_id, r.grantor_id, k.revoked_at, g.revoked_at "
-                "FROM api_keys k LEFT JOIN grants g ON g.id = k.grant_id "
-                "LEFT JOIN roles r ON r.id = g.role_id WHERE k.key_hash = ?",
-                (key_hash,),
+                "INSERT INTO hit_counts (ip, window_start, hits) VALUES (?, ?, 1) "
+                "ON CONFLICT (ip, window_start) DO UPDATE SET hits = hit_counts.hits + 1 "
+                "RETURNING hits",
+                ("sign-in " + ip, window_start),
             ).fetchone()
-        if row is None or row[4] is not None or row[5] is not None:
-            return None
-        return ResolvedKey(row[0], row[1], row[2], row[3])
+        return int(row[0])
+
+    def sign_in_failures(self, ip: str, window_start: int) -> int:
+        self.ensure_ready()
+        with self._connect() as conn:
+            row = conn.execute(
+                "SELECT hits FROM hit_counts WHERE ip = ? AND window_start = ?",
+                ("sign-in " + ip, window_start),
+            ).fetchone()
+        return 0 if row is None else int(row[0])
 
     def count_hit(self, key_id: int, window_start: int) -> int:
         """Count one request of a key in the rate window starting at ``window_start``.
