@@ -105,7 +105,7 @@ async def changes(request: Request) -> Response:
     caller = await _caller(request)  # the key first: 401 before any 400
     params = request.query_params
     streamed = _wants_ndjson(request)
-    limit = _limit(params.get("limit"), FEED_LIMIT, streamed)
+    limit = parse_limit(params.get("limit"), FEED_LIMIT, streamed)
     fields = _fields(params.get("fields"))
     after: FeedCursor | None = None
     if params.get("after") is not None:
@@ -145,14 +145,14 @@ async def calls(request: Request) -> Response:
     service = _service(request)
     zone = service.settings.zone
     streamed = _wants_ndjson(request)
-    limit = _limit(params.get("limit"), CALLS_LIMIT, streamed)
-    where = _filter(params, zone)
+    limit = parse_limit(params.get("limit"), CALLS_LIMIT, streamed)
+    where = call_filter(params, zone)
     fields = _fields(params.get("fields"))
     order = params.get("order", "callTime")
     if order not in ("callTime", "-callTime"):
         raise bad_parameter("order", "expected callTime or -callTime")
     descending = order == "-callTime"
-    position = _position(params.get("cursor"))
+    position = parse_position(params.get("cursor"))
     store = service.store
     if position is None:
         total = await service.in_thread(store.count_filtered, caller.owners, where)
@@ -165,7 +165,7 @@ async def calls(request: Request) -> Response:
             store.filtered_calls, caller.owners, where, after, limit + 1, descending
         )
         shown = rows[:limit]
-        following = _position_text(shown[-1][0], shown[-1][1], total) if len(rows) > limit else None
+        following = position_text(shown[-1][0], shown[-1][1], total) if len(rows) > limit else None
         body = (
             b'{"calls":['
             + b",".join(feed.call_json(row[2], fields) for row in shown)
@@ -191,7 +191,7 @@ async def calls(request: Request) -> Response:
                 yield b"".join(feed.call_json(row[2], fields) + b"\n" for row in shown)
             if len(rows) <= batch or left <= 0:
                 more = len(rows) > batch
-                following = _position_text(*place, total) if more and place else None
+                following = position_text(*place, total) if more and place else None
                 yield b'{"next":' + _encode(following) + b',"total":' + str(total).encode() + b"}\n"
                 return
 
@@ -218,7 +218,7 @@ async def stats(request: Request) -> Response:
     params = request.query_params
     service = _service(request)
     zone = service.settings.zone
-    where = _filter(params, zone)
+    where = call_filter(params, zone)
     by = tuple(part for part in (params.get("by") or "").split(",") if part)
     if len(by) > 2 or len(set(by)) != len(by) or any(name not in BY_NAMES for name in by):
         raise bad_parameter("by", f"one or two of {', '.join(BY_NAMES)}, different")
@@ -252,7 +252,7 @@ def _wants_ndjson(request: Request) -> bool:
     return NDJSON in request.headers.get("accept", "")
 
 
-def _limit(text: str | None, bounds: tuple[int, int, int], streamed: bool) -> int:
+def parse_limit(text: str | None, bounds: tuple[int, int, int], streamed: bool) -> int:
     default, largest_json, largest_stream = bounds
     largest = largest_stream if streamed else largest_json
     if text is None:
@@ -273,7 +273,7 @@ def _fields(text: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def _filter(params: Any, zone: ZoneInfo) -> CallFilter:
+def call_filter(params: Any, zone: ZoneInfo) -> CallFilter:
     start = _instant(params.get("from"), zone, "from", end_of_day=False)
     end = _instant(params.get("to"), zone, "to", end_of_day=True)
     if start is not None and end is not None and end < start:
@@ -338,14 +338,14 @@ _POSITION_PREFIX: Final = "k1."
 _SIGNED_NUMBER_RE: Final = re.compile(r"-?[0-9]{1,18}")
 
 
-def _position_text(call_time: int, call_id: int, total: int) -> str:
+def position_text(call_time: int, call_id: int, total: int) -> str:
     """A keyset cursor: after (call_time, id), and the ``total`` the first page counted
     (counting every page cost more than reading it)."""
     raw = f"{call_time}.{call_id}.{total}".encode()
     return _POSITION_PREFIX + base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _position(text: str | None) -> tuple[int, int, int] | None:
+def parse_position(text: str | None) -> tuple[int, int, int] | None:
     if text is None:
         return None
     body = text.removeprefix(_POSITION_PREFIX)
