@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import click
 
-from calltrack.cli.base import Context, command_context, emit, fail, json_option
+from calltrack.cli.base import command_context, emit, fail, json_option
 from calltrack.hooks import EVENTS, METHODS
-from calltrack.hooks.deliverer import UNWOKEN_POLL_SECONDS, Answer, Deliverer, Sender
-from calltrack.hooks.payload import render
-from calltrack.hooks.targets import AllowList, RefusedTarget, check_url
-from calltrack.model import CallRecord, format_local, prepare
+from calltrack.hooks.deliverer import UNWOKEN_POLL_SECONDS, Deliverer
+from calltrack.hooks.endpoints import add_endpoint, send_test
+from calltrack.hooks.targets import RefusedTarget
 from calltrack.store.hooks import HookEndpoint
 
 EVENT_CHOICE = click.Choice(EVENTS, case_sensitive=False)
@@ -52,10 +49,9 @@ def hook_add(
     ctx = command_context(click_ctx, as_json)
     owner = ctx.store.find_account(account_ref)
     try:
-        check_url(url, AllowList.parse(ctx.settings.hooks_allow_hosts))
+        issued = add_endpoint(ctx.store, ctx.settings, owner.id, url, events, method)
     except RefusedTarget as exc:
         fail(f"URL: {exc}")
-    issued = ctx.store.add_hook(owner.id, url, [e.upper() for e in events], method.upper())
     endpoint = issued.endpoint
     emit(
         ctx,
@@ -159,15 +155,8 @@ def hook_test(click_ctx: click.Context, hook_id: int, as_json: bool) -> None:
     ctx = command_context(click_ctx, as_json)
     endpoint = ctx.store.hook(hook_id)
     keys = ctx.store.hook_secrets(hook_id)
-    event = endpoint.events[0]
-    payload = render(event, _sample_record(ctx), endpoint.method)
-    message_id = "msg_test_" + secrets.token_urlsafe(12)
-
-    async def send() -> Answer:
-        async with Sender(ctx.settings) as sender:
-            return await sender.send(endpoint.url, endpoint.method, message_id, payload, keys)
-
-    answer = anyio.run(send)
+    sent = anyio.run(send_test, ctx.settings, endpoint, keys)
+    event, message_id, answer = sent.event, sent.message_id, sent.answer
     body = answer.body.decode("utf-8", "replace")
     result = {
         "id": hook_id,
@@ -184,7 +173,7 @@ def hook_test(click_ctx: click.Context, hook_id: int, as_json: bool) -> None:
     if body:
         text += f"\n{body[:500]}"
     emit(ctx, result, text)
-    if not 200 <= answer.status < 300:
+    if not sent.ok:
         raise SystemExit(1)
 
 
@@ -268,21 +257,6 @@ def _described(endpoint: HookEndpoint) -> dict[str, Any]:
         "disabled_reason": endpoint.disabled_reason,
         "rotating_until": endpoint.rotating_until or None,
     }
-
-
-def _sample_record(ctx: Context) -> bytes:
-    """A made-up call, as a delivery carries one (universalId starts with ``test-``)."""
-    record = CallRecord(
-        universalId="test-" + secrets.token_hex(8),
-        serviceType="calltracking",
-        status="success",
-        callTime=format_local(int(time.time()), ctx.settings.zone),
-        clientNumber="79161234567",
-        callerIdToClient="74950000000",
-        duration=130,
-        utm_source="test",
-    )
-    return b"{" + prepare(record, ctx.settings.zone).body
 
 
 def _ms(value: object) -> str:

@@ -12,7 +12,7 @@ from calltrack.cli.base import (
     server_option,
 )
 from calltrack.cli.catalog import phone_number
-from calltrack.store.telephony import PROVIDERS, TelephonyEndpoint
+from calltrack.store.telephony import PROVIDERS
 from calltrack.telephony.service import simulate_call
 
 
@@ -34,7 +34,7 @@ def telephony_add(
     ctx = command_context(click_ctx, as_json)
     owner = ctx.store.find_account(account_ref)
     issued = ctx.store.add_telephony_endpoint(owner.id, provider)
-    url = events_url(server, issued.endpoint)
+    url = issued.endpoint.events_url(server)
     how = (
         f"Authorization: Bearer {issued.secret}"
         if provider == "generic"
@@ -61,7 +61,7 @@ def telephony_list(click_ctx: click.Context, account_ref: str, server: str, as_j
         {
             "id": e.id,
             "provider": e.provider,
-            "url": events_url(server, e),
+            "url": e.events_url(server),
             "hint": e.hint,
             "state": "revoked" if e.revoked_at else "active",
         }
@@ -86,13 +86,6 @@ def telephony_remove(
     owner = ctx.store.find_account(account_ref)
     ctx.store.revoke_telephony_endpoint(owner.id, endpoint_id)
     emit(ctx, {"id": endpoint_id, "revoked": True}, f"telephony endpoint {endpoint_id} revoked")
-
-
-def events_url(server: str, endpoint: TelephonyEndpoint) -> str:
-    base = server.rstrip("/")
-    if endpoint.provider == "zadarma":
-        return f"{base}/telephony/zadarma/{endpoint.endpoint}"
-    return f"{base}/telephony/generic"
 
 
 @click.group()

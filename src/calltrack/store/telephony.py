@@ -35,6 +35,13 @@ class TelephonyEndpoint:
     created_at: int
     revoked_at: int | None
 
+    def events_url(self, server: str) -> str:
+        """Where the PBX posts its events, on this service reached at ``server``."""
+        base = server.rstrip("/")
+        if self.provider == "zadarma":
+            return f"{base}/telephony/zadarma/{self.endpoint}"
+        return f"{base}/telephony/generic"
+
 
 @dataclass(frozen=True, slots=True)
 class IssuedEndpoint:

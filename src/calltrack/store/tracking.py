@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from calltrack.errors import Conflict, NotFound
 from calltrack.store.catalog import CAMPAIGN_STATUSES
@@ -21,6 +21,10 @@ SOURCE_TYPES: Final = ("ad", "organic", "referral", "social", "direct")
 # Sessions, page views and holds are kept this long past the account's unique window: a call
 # is attributed when it ends, and unique flags look back that far.
 PRUNE_MARGIN_SECONDS: Final = 7 * 86400
+# The account settings' ranges (from 0): how far back a call's number is looked up for an
+# earlier call, and the talk that makes a call target.
+UNIQUE_DAYS_MAX: Final = 3650
+TARGET_SECONDS_MAX: Final = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +128,40 @@ class PoolStats:
     exhausted_hits: int  # over the last 24 hours
 
     @property
-    def advice(self) -> str:
+    def advice_kind(self) -> Literal["no_pool", "add", "enough"]:
+        """What the advice says, for wording it in any language: no dynamic numbers; add
+        numbers (to ``wanted`` in all: the peak passed 75% of the pool or a visitor got the
+        stub); or the pool is large enough."""
         if self.size == 0:
-            return "the campaign has no dynamic numbers: add some with `phone add --dynamic`"
+            return "no_pool"
         if self.peak_held > 0.75 * self.size or self.exhausted_hits:
-            wanted = max(self.size + 1, -(-self.peak_held * 4 // 3))
-            return f"the peak passed 75% of the pool: add numbers (about {wanted} in all)"
+            return "add"
+        return "enough"
+
+    @property
+    def wanted(self) -> int:
+        """The pool size to grow to when the advice is "add": the peak at 75% of it."""
+        return max(self.size + 1, -(-self.peak_held * 4 // 3))
+
+    @property
+    def advice(self) -> str:
+        kind = self.advice_kind
+        if kind == "no_pool":
+            return "the campaign has no dynamic numbers: add some with `phone add --dynamic`"
+        if kind == "add":
+            return f"the peak passed 75% of the pool: add numbers (about {self.wanted} in all)"
         return "the pool is large enough"
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignSetup:
+    """A campaign as the console shows it: its settings, tracking numbers as (number, kind)
+    in the order they were added, source rules in the order they are tried, and its pool."""
+
+    campaign: TrackingCampaign  # site_key "" when none was made yet
+    numbers: list[tuple[str, str]]
+    rules: list[SourceRule]
+    pool: PoolStats
 
 
 def new_id() -> str:
@@ -147,8 +178,9 @@ _CAMPAIGN_COLUMNS = (
 def _campaign(row: Sequence[Any]) -> TrackingCampaign:
     account_id, campaign_id, name, site, status, site_key, hold, stub, fmt, replace, selector = row
     numbers = tuple(n for n in str(replace).split(",") if n)
+    key = site_key or ""  # a campaign made outside the CLI has none until its first snippet
     return TrackingCampaign(
-        account_id, campaign_id, name, site, status, site_key, hold, stub, fmt, numbers, selector
+        account_id, campaign_id, name, site, status, key, hold, stub, fmt, numbers, selector
     )
 
 
@@ -503,10 +535,12 @@ class TrackingQueries(StoreCore):
     def set_account_settings(
         self, account_id: int, unique_days: int | None, target_seconds: int | None
     ) -> AccountSettings:
-        if unique_days is not None and not 0 <= unique_days <= 3650:
-            raise Conflict("unique days must be between 0 (every call unique) and 3650")
-        if target_seconds is not None and not 0 <= target_seconds <= 86400:
-            raise Conflict("target seconds must be between 0 and 86400")
+        if unique_days is not None and not 0 <= unique_days <= UNIQUE_DAYS_MAX:
+            raise Conflict(
+                f"unique days must be between 0 (every call unique) and {UNIQUE_DAYS_MAX}"
+            )
+        if target_seconds is not None and not 0 <= target_seconds <= TARGET_SECONDS_MAX:
+            raise Conflict(f"target seconds must be between 0 and {TARGET_SECONDS_MAX}")
         self.ensure_ready()
         with self._transaction() as conn:
             conn.execute(
@@ -544,34 +578,36 @@ class TrackingQueries(StoreCore):
 
     def pool_stats(self, account_id: int, campaign_id: int, now: int | None = None) -> PoolStats:
         now = unix_now() if now is None else now
-        since = now - 86400
         self.ensure_ready()
         with self._connect() as conn:
-            numbers = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT number FROM phones WHERE account_id = ? AND campaign_id = ? "
-                    "AND kind = 'dynamic'",
-                    (account_id, campaign_id),
-                ).fetchall()
-            ]
-            held_now = conn.execute(
-                "SELECT count(*) FROM phones WHERE account_id = ? AND campaign_id = ? "
-                "AND kind = 'dynamic' AND held_until > ?",
-                (account_id, campaign_id, now),
-            ).fetchone()[0]
-            holds = conn.execute(
-                "SELECT h.held_from, h.held_until FROM holds h JOIN phones p "
-                "ON p.account_id = h.account_id AND p.number = h.number "
-                "WHERE h.account_id = ? AND p.campaign_id = ? AND h.held_until >= ?",
-                (account_id, campaign_id, since),
+            return _pool_stats(conn, account_id, now, campaign_id).get(campaign_id, NO_POOL)
+
+    def campaign_setups(self, account_id: int, now: int | None = None) -> list[CampaignSetup]:
+        """Every campaign of the account with its numbers, rules and pool (as ``pool_stats``
+        at ``now``), by campaign id: six queries on one connection however many campaigns."""
+        now = unix_now() if now is None else now
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT {_CAMPAIGN_COLUMNS} FROM campaigns WHERE account_id = ? "
+                "ORDER BY campaign_id",
+                (account_id,),
             ).fetchall()
-            exhausted = conn.execute(
-                "SELECT coalesce(sum(hits), 0) FROM exhausted_hits WHERE account_id = ? "
-                "AND campaign_id = ? AND minute >= ?",
-                (account_id, campaign_id, since),
-            ).fetchone()[0]
-        return PoolStats(len(numbers), int(held_now), _peak(holds, since), int(exhausted))
+            if not rows:
+                return []
+            numbers = _numbers_by_campaign(conn, account_id)
+            rules = _rules_by_campaign(conn, account_id)
+            pools = _pool_stats(conn, account_id, now)
+        setups = []
+        for row in rows:
+            campaign = _campaign(row)
+            key = campaign.campaign_id
+            setups.append(
+                CampaignSetup(
+                    campaign, numbers.get(key, []), rules.get(key, []), pools.get(key, NO_POOL)
+                )
+            )
+        return setups
 
     def prune_tracking(self, now: int | None = None) -> None:
         """Forget sessions, page views, holds and visitors older than their account's unique
@@ -622,22 +658,93 @@ def held_at(conn: Connection, account_id: int, number: str, at: int) -> HeldAt |
 
 
 def rules_of(conn: Connection, account_id: int, campaign_id: int) -> list[SourceRule]:
+    return _rules_by_campaign(conn, account_id, campaign_id).get(campaign_id, [])
+
+
+def _rules_by_campaign(
+    conn: Connection, account_id: int, campaign_id: int | None = None
+) -> dict[int, list[SourceRule]]:
+    """The source rules of the account's campaigns (or of one), each list by position."""
+    only, params = _only("campaign_id", campaign_id)
     rows = conn.execute(
-        "SELECT id, position, utm_source, utm_medium, utm_campaign, referrer, "
-        "source_type, number FROM source_rules WHERE account_id = ? AND campaign_id = ? "
-        "ORDER BY position",
-        (account_id, campaign_id),
+        "SELECT campaign_id, id, position, utm_source, utm_medium, utm_campaign, referrer, "
+        f"source_type, number FROM source_rules WHERE account_id = ?{only} "
+        "ORDER BY campaign_id, position",
+        (account_id, *params),
     ).fetchall()
-    return [SourceRule(*row) for row in rows]
+    found: dict[int, list[SourceRule]] = {}
+    for row in rows:
+        found.setdefault(int(row[0]), []).append(SourceRule(*row[1:]))
+    return found
 
 
 def _numbers(conn: Connection, account_id: int, campaign_id: int) -> list[tuple[str, str]]:
+    return _numbers_by_campaign(conn, account_id, campaign_id).get(campaign_id, [])
+
+
+def _numbers_by_campaign(
+    conn: Connection, account_id: int, campaign_id: int | None = None
+) -> dict[int, list[tuple[str, str]]]:
+    """(number, kind) of the account's campaigns (or of one), in the order they were added."""
+    only, params = _only("campaign_id", campaign_id)
     rows = conn.execute(
-        "SELECT number, kind FROM phones WHERE account_id = ? AND campaign_id = ? "
+        f"SELECT campaign_id, number, kind FROM phones WHERE account_id = ?{only} "
         "ORDER BY created_at, id",
-        (account_id, campaign_id),
+        (account_id, *params),
     ).fetchall()
-    return [(str(row[0]), str(row[1])) for row in rows]
+    found: dict[int, list[tuple[str, str]]] = {}
+    for row in rows:
+        found.setdefault(int(row[0]), []).append((str(row[1]), str(row[2])))
+    return found
+
+
+NO_POOL: Final = PoolStats(0, 0, 0, 0)
+
+
+def _pool_stats(
+    conn: Connection, account_id: int, now: int, campaign_id: int | None = None
+) -> dict[int, PoolStats]:
+    """The pools of the account's campaigns (or of one) that have dynamic numbers, holds or
+    stub hits: size, held at ``now``, and the peak held and the stub hits of the 24 hours
+    before; three queries."""
+    since = now - 86400
+    only, params = _only("campaign_id", campaign_id)
+    sizes = conn.execute(
+        "SELECT campaign_id, count(*), sum(CASE WHEN held_until > ? THEN 1 ELSE 0 END) "
+        f"FROM phones WHERE account_id = ? AND kind = 'dynamic'{only} GROUP BY campaign_id",
+        (now, account_id, *params),
+    ).fetchall()
+    held_only, _ = _only("p.campaign_id", campaign_id)
+    holds: dict[int, list[tuple[int, int]]] = {}
+    for campaign, held_from, held_until in conn.execute(
+        "SELECT p.campaign_id, h.held_from, h.held_until FROM holds h JOIN phones p "
+        "ON p.account_id = h.account_id AND p.number = h.number "
+        f"WHERE h.account_id = ? AND h.held_until >= ?{held_only}",
+        (account_id, since, *params),
+    ).fetchall():
+        holds.setdefault(int(campaign), []).append((int(held_from), int(held_until)))
+    exhausted = conn.execute(
+        "SELECT campaign_id, coalesce(sum(hits), 0) FROM exhausted_hits WHERE account_id = ? "
+        f"AND minute >= ?{only} GROUP BY campaign_id",
+        (account_id, since, *params),
+    ).fetchall()
+    size = {int(row[0]): (int(row[1]), int(row[2] or 0)) for row in sizes}
+    stub_hits = {int(row[0]): int(row[1]) for row in exhausted}
+    return {
+        campaign: PoolStats(
+            *size.get(campaign, (0, 0)),
+            _peak(holds.get(campaign, []), since),
+            stub_hits.get(campaign, 0),
+        )
+        for campaign in {*size, *holds, *stub_hits}
+    }
+
+
+def _only(column: str, campaign_id: int | None) -> tuple[str, tuple[int, ...]]:
+    """The condition (and its parameter) that narrows a query to one campaign, if given."""
+    if campaign_id is None:
+        return "", ()
+    return f" AND {column} = ?", (campaign_id,)
 
 
 def _setting_changes(
