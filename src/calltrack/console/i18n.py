@@ -7,7 +7,7 @@ switch in the page header) or else the best of ``Accept-Language``; English othe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Final
 
 LANGUAGES: Final = ("en", "ru")
@@ -97,8 +97,12 @@ class Catalog:
                     raise ValueError(f"console message {key!r} is defined twice")
                 self._messages[key] = texts
 
-    def keys(self) -> list[str]:
-        return list(self._messages)
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._messages)
+
+    def texts(self, key: str) -> tuple[str, str]:
+        """The message in each language, in the order of ``LANGUAGES``."""
+        return self._messages[key]
 
     def translator(self, language: str) -> Translate:
         index = LANGUAGES.index(language)
