@@ -42,16 +42,11 @@ SNIPPET_MAX_AGE = 300
 
 async def snippet(request: Request) -> Response:
     """The snippet with its campaign's settings, cacheable for five minutes."""
-    service = service_of(request)
     key = str(request.path_params["site_key"])
     campaign = await _campaign(request, key)
     if campaign is None:
         return reply(request, b"/* unknown site key */\n", 404, media_type="text/javascript")
-    hit_url = str(request.url_for("hit"))
-    if request.headers.get("x-forwarded-proto") == "https" and from_trusted_proxy(
-        request, service.settings
-    ):
-        hit_url = "https:" + hit_url.split(":", 1)[1]
+    hit_url = public_url(request, str(request.url_for("hit")))
     body = render_snippet(
         SnippetConfig(
             k=campaign.site_key,
@@ -184,6 +179,16 @@ def from_trusted_proxy(request: Request, settings: Settings) -> bool:
     except ValueError:
         return False
     return any(address in network for network in settings.proxy_networks)
+
+
+def public_url(request: Request, url: str) -> str:
+    """A URL of this server as browsers reach it: https when a trusted proxy says the request
+    came over https (the proxy ends TLS and talks to us over http)."""
+    if request.headers.get("x-forwarded-proto") == "https" and from_trusted_proxy(
+        request, service_of(request).settings
+    ):
+        return "https:" + url.split(":", 1)[1]
+    return url
 
 
 def client_ip(request: Request, settings: Settings) -> str:

@@ -3,7 +3,6 @@ account settings that make a call unique or target."""
 
 from __future__ import annotations
 
-import html
 from functools import partial
 
 import click
@@ -12,6 +11,7 @@ from calltrack.cli.base import command_context, emit, fail, json_option, server_
 from calltrack.cli.catalog import campaign, checked, phone_number
 from calltrack.store.tracking import SOURCE_TYPES, SourceRule
 from calltrack.tracking.rules import check_condition, normalise_domain
+from calltrack.tracking.snippet import snippet_tag
 
 
 @click.group()
@@ -109,8 +109,7 @@ def campaign_snippet(
     ctx = command_context(click_ctx, as_json)
     owner = ctx.store.find_account(account_ref)
     saved = ctx.store.configure_campaign(owner.id, campaign_id)  # gives it a site key if new
-    src = f"{server.rstrip('/')}/t/{saved.site_key}.js"
-    tag = f'<script async src="{html.escape(src)}"></script>'
+    src, tag = snippet_tag(server, saved.site_key)
     emit(ctx, {"site_key": saved.site_key, "src": src, "tag": tag}, tag)
 
 

@@ -9,6 +9,7 @@ U+2028, U+2029) written as a ``\\uXXXX`` escape, so even a selector such as
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 from dataclasses import asdict, dataclass
 from functools import cache
@@ -73,6 +74,13 @@ def config_json(config: SnippetConfig) -> str:
 def render_snippet(config: SnippetConfig) -> bytes:
     """snippet.js with ``config`` in place of its token, UTF-8 encoded."""
     return _template().replace(TOKEN, config_json(config), 1).encode("utf-8")
+
+
+def snippet_tag(server: str, site_key: str) -> tuple[str, str]:
+    """The snippet's URL on ``server`` (the address browsers reach this service at) and the
+    ``<script>`` tag that loads it, to paste into every page of the campaign's site."""
+    src = f"{server.rstrip('/')}/t/{site_key}.js"
+    return src, f'<script async src="{html.escape(src)}"></script>'
 
 
 def snippet_etag(body: bytes) -> str:
