@@ -1,0 +1,349 @@
+"""The console (/console/) in Chromium against a real `calltrack serve`, on SQLite and PostgreSQL.
+
+A known data set (tests/browser/console_data.py) is imported into the server's database; every
+number a page shows is checked against counts made in Python from the records imported. The
+tests sign in, read the overview's counts and the chart drawn from them, switch to Russian and
+back, sign out; check the session cookie's flags and that forms without their CSRF token are
+refused; show a data set whose every text field is markup and script, which must stay text
+(no dialog, no console error, no injected element); and sign in with a role key, which sees
+its grantor's calls and no settings.
+
+Screenshots: with ``CALLTRACK_SCREENSHOTS=1`` the SQLite runs write docs/console/*.png (one
+1024x768 viewport each, English, the demo data set) for the README; otherwise nothing is
+written, so a test run leaves the tree as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from calltrack.store import Store
+from tests.browser import console_data as data
+from tests.browser.conftest import ContextFactory, LiveServers
+from tests.conftest import StoreFactory
+from tests.faults._common import Server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, ConsoleMessage, Dialog, Expect, Page, Response
+
+SESSION_COOKIE = "calltrack_console"
+SESSION_HOURS = 12  # CALLTRACK_CONSOLE_SESSION_HOURS' default
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+TAKE_SHOTS = os.environ.get("CALLTRACK_SCREENSHOTS", "") == "1"
+
+
+@dataclass
+class Console:
+    """A running server over a store holding a data set."""
+
+    server: Server
+    store: Store
+    shop: data.Shop
+    backend: str
+
+    def url(self, path: str = "/console/") -> str:
+        return self.server.base + path
+
+
+def start(make_store: StoreFactory, backend: str, live_server: LiveServers, fill: Any) -> Console:
+    store = make_store()
+    shop = fill(store)
+    server = live_server.calltrack(store.settings.database_url)
+    return Console(server, store, shop, backend)
+
+
+@pytest.fixture
+def demo(make_store: StoreFactory, backend: str, live_server: LiveServers) -> Console:
+    """The demo-like data set behind a real server, on this test's store."""
+    return start(make_store, backend, live_server, data.demo_shop)
+
+
+@pytest.fixture
+def hostile(make_store: StoreFactory, backend: str, live_server: LiveServers) -> Console:
+    """The hostile data set behind a real server, on this test's store."""
+    return start(make_store, backend, live_server, data.hostile_shop)
+
+
+@dataclass
+class Watch:
+    """What a page did that it must not: dialogs opened, console errors, failed scripts."""
+
+    dialogs: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def attach(self, page: Page) -> Page:
+        def on_dialog(dialog: Dialog) -> None:
+            self.dialogs.append(f"{dialog.type}: {dialog.message}")
+            dialog.dismiss()
+
+        def on_console(message: ConsoleMessage) -> None:
+            # An error status is logged as "Failed to load resource": those of pages (a 401
+            # for a wrong key, a 403) are the tests' own doing; on_response judges the rest.
+            if message.type == "error" and not message.text.startswith("Failed to load"):
+                self.errors.append(message.text)
+
+        def on_response(response: Response) -> None:
+            kind = response.request.resource_type
+            if response.status >= 400 and kind != "document" and "favicon" not in response.url:
+                self.errors.append(f"{response.status} for {kind} {response.url}")
+
+        page.on("dialog", on_dialog)
+        page.on("console", on_console)
+        page.on("response", on_response)
+        page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        return page
+
+    def clean(self) -> None:
+        assert self.dialogs == [], self.dialogs
+        assert self.errors == [], self.errors
+
+
+def new_page(context: BrowserContext) -> tuple[Page, Watch]:
+    watch = Watch()
+    return watch.attach(context.new_page()), watch
+
+
+def sign_in(page: Page, expect: Expect, console: Console, key: str, path: str = "/") -> None:
+    """Opens a console page signed out, is sent to the sign-in form, signs in, comes back."""
+    page.goto(console.url("/console" + path))
+    expect(page).to_have_url(re.compile(r"/console/sign-in\?next="))
+    page.fill("input[name=key]", key)
+    page.click("form[action='/console/sign-in'] button[type=submit]")
+    expect(page).to_have_url(console.url("/console" + path))
+
+
+def shot(page: Page, console: Console, name: str) -> None:
+    """docs/console/NAME.png, when asked for (CALLTRACK_SCREENSHOTS=1) and on SQLite only."""
+    if not TAKE_SHOTS or console.backend != "sqlite":
+        return
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=False, animations="disabled")
+
+
+def shown_counts(page: Page) -> dict[str, tuple[str, str]]:
+    """The overview's counts: name -> (value shown, the previous period's, in its title)."""
+    found: dict[str, tuple[str, str]] = {}
+    for box in page.locator("[data-count]").all():
+        name = box.get_attribute("data-count") or ""
+        value = box.locator(".value").inner_text().strip()
+        before = box.locator(".change").get_attribute("title") or ""
+        found[name] = (value, before)
+    return found
+
+
+def expected_counts(console: Console, days: int) -> dict[str, tuple[str, str]]:
+    """What the overview of the last ``days`` days must show, from the records imported."""
+    last = data.today(console.store.settings.zone)
+    first = last - timedelta(days=days - 1)
+    now = data.counts(data.in_days(console.shop.calls, first, last))
+    before = data.counts(
+        data.in_days(console.shop.calls, first - timedelta(days=days), first - timedelta(1))
+    )
+    return {name: (data.thousands(now[name]), str(before[name])) for name in data.COUNTS}
+
+
+def check_chart(page: Page, expect: Expect, console: Console, days: int) -> None:
+    """The chart's data are the records' calls per day and source; uPlot drew them."""
+    last = data.today(console.store.settings.zone)
+    first = last - timedelta(days=days - 1)
+    chart = json.loads(page.locator("#chart-data").text_content() or "null")
+    assert chart["days"] == [(first + timedelta(n)).isoformat() for n in range(days)]
+    wanted = data.per_day_and_source(console.shop.calls, first, last)
+    named = [s for s in chart["series"] if not s.get("other")]
+    assert 0 < len(named) <= 8
+    for series in named:  # each named source: its own calls on each day
+        assert series["values"] == wanted[series["name"]], series["name"]
+    totals = [sum(values[n] for values in wanted.values()) for n in range(days)]
+    drawn = [sum(s["values"][n] for s in chart["series"]) for n in range(days)]
+    assert drawn == totals  # the rest is "other", so every call is in a bar
+    rest = set(wanted) - {s["name"] for s in named}
+    assert any(s.get("other") for s in chart["series"]) == bool(rest)
+    holder = page.locator("#chart")
+    expect(holder).to_have_attribute("data-drawn", str(len(chart["series"])))
+    expect(holder.locator("canvas").first).to_be_visible()
+    legend = holder.locator(".u-legend").inner_text()
+    for series in named:
+        assert series["name"] in legend
+
+
+# -- signing in, the overview, the languages, signing out ---------------------------------------
+
+
+def test_sign_in_overview_language_and_sign_out(
+    demo: Console, browser_context: BrowserContext, expect: Expect
+) -> None:
+    page, watch = new_page(browser_context)
+    page.goto(demo.url("/console/"))
+    expect(page).to_have_url(re.compile(r"/console/sign-in\?next=%2Fconsole%2F$"))
+    expect(page.locator("h1")).to_have_text("Sign in")
+    shot(page, demo, "sign-in")
+
+    # A wrong key: refused, still on the form.
+    page.fill("input[name=key]", "0123456789abcdef")
+    page.click("form[action='/console/sign-in'] button[type=submit]")
+    expect(page.locator(".problem")).to_have_text("The key is unknown or revoked.")
+    assert not [c for c in browser_context.cookies() if c["name"] == SESSION_COOKIE]
+
+    page.fill("input[name=key]", demo.shop.key)
+    page.click("form[action='/console/sign-in'] button[type=submit]")
+    expect(page).to_have_url(demo.url("/console/"))
+    expect(page.locator("h1")).to_have_text("Overview")
+    expect(page.locator("header .who")).to_have_text("Account Demo shop")
+    assert shown_counts(page) == expected_counts(demo, 7)  # 7 days unless asked
+    check_chart(page, expect, demo, 7)
+    shot(page, demo, "overview")
+
+    page.click("a.chip[href='/console/?period=30d']")
+    expect(page).to_have_url(demo.url("/console/?period=30d"))
+    assert shown_counts(page) == expected_counts(demo, 30)
+    check_chart(page, expect, demo, 30)
+    top = page.locator(".top-table").first.locator("tbody tr").first.locator("td")
+    last = data.today(demo.store.settings.zone)
+    month = data.in_days(demo.shop.calls, last - timedelta(29), last)
+    per_source = data.per_day_and_source(month, last - timedelta(29), last)
+    best = max(sum(v) for v in per_source.values())
+    assert top.nth(1).inner_text() == data.thousands(best)  # the top source's calls
+
+    # Russian, and back: the same numbers under other words, the period kept.
+    page.click("header .languages a[hreflang=ru]")
+    expect(page).to_have_url(demo.url("/console/?period=30d"))
+    expect(page.locator("html")).to_have_attribute("lang", "ru")
+    expect(page.locator("h1")).to_have_text("Обзор")
+    expect(page.locator("header nav a").first).to_have_text("Обзор")
+    expect(page.locator("[data-count=calls] .label")).to_have_text("Звонки")
+    assert shown_counts(page) == expected_counts(demo, 30)
+    check_chart(page, expect, demo, 30)
+    page.click("header .languages a[hreflang=en]")
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    expect(page.locator("h1")).to_have_text("Overview")
+
+    page.click("form.sign-out button[type=submit]")
+    expect(page).to_have_url(demo.url("/console/sign-in"))
+    assert not [c for c in browser_context.cookies() if c["name"] == SESSION_COOKIE]
+    page.goto(demo.url("/console/?period=30d"))
+    expect(page).to_have_url(re.compile(r"/console/sign-in\?next=%2Fconsole%2F%3Fperiod%3D30d$"))
+    watch.clean()
+
+
+def test_the_session_cookie_is_http_only_strict_and_expires(
+    demo: Console, browser_context: BrowserContext, expect: Expect
+) -> None:
+    page, watch = new_page(browser_context)
+    before = time.time()
+    sign_in(page, expect, demo, demo.shop.key)
+    cookies = {c["name"]: c for c in browser_context.cookies()}
+    session = cookies[SESSION_COOKIE]
+    assert session["httpOnly"] is True
+    assert session["sameSite"] == "Strict"
+    assert session["path"] == "/console"
+    assert session["secure"] is False  # plain http here; https sets Secure
+    lifetime = SESSION_HOURS * 3600
+    assert before + lifetime - 5 <= session["expires"] <= time.time() + lifetime + 5
+    assert demo.shop.key not in session["value"]  # the key's id is in it, never the key
+    assert SESSION_COOKIE not in page.evaluate("document.cookie")  # scripts cannot read it
+    assert "calltrack_console_form" not in cookies  # the sign-in form's nonce is gone
+    watch.clean()
+
+
+def test_forms_without_their_csrf_token_are_refused(
+    demo: Console, make_context: ContextFactory, expect: Expect
+) -> None:
+    context = make_context()
+    page, _ = new_page(context)
+    # The sign-in form without its token (or with a forged one) signs nobody in.
+    for token in (None, "0" * 64):
+        page.goto(demo.url("/console/sign-in"))
+        strip_csrf(page, "form[action='/console/sign-in']", token)
+        page.fill("input[name=key]", demo.shop.key)
+        with page.expect_response(demo.url("/console/sign-in")) as answer:
+            page.click("form[action='/console/sign-in'] button[type=submit]")
+        assert answer.value.status == 403
+        expect(page.locator(".problem")).to_have_text("The form expired; please sign in again.")
+        assert not [c for c in context.cookies() if c["name"] == SESSION_COOKIE]
+
+    # Signed in: the sign-out form without its token (or with another session's) does nothing.
+    sign_in(page, expect, demo, demo.shop.key)
+    other, _ = new_page(make_context())
+    sign_in(other, expect, demo, demo.shop.key)
+    foreign = other.locator("form.sign-out input[name=csrf]").get_attribute("value")
+    for token in (None, foreign):
+        page.goto(demo.url("/console/"))
+        strip_csrf(page, "form.sign-out", token)
+        with page.expect_response(demo.url("/console/sign-out")) as answer:
+            page.click("form.sign-out button[type=submit]")
+        assert answer.value.status == 403
+        expect(page.locator(".problem")).to_contain_text("The form was not sent from this console")
+        page.goto(demo.url("/console/"))
+        expect(page).to_have_url(demo.url("/console/"))  # still signed in
+    # The same POST from outside a page (no form at all) is refused too.
+    refused = context.request.post(demo.url("/console/sign-out"), form={"x": "1"})
+    assert refused.status == 403
+
+
+def strip_csrf(page: Page, form: str, token: str | None) -> None:
+    """Removes the form's CSRF field, or puts ``token`` in it."""
+    field = page.locator(f"{form} input[name=csrf]")
+    if token is None:
+        field.evaluate("input => input.remove()")
+    else:
+        field.evaluate("(input, token) => { input.value = token; }", token)
+
+
+# -- hostile data --------------------------------------------------------------------------------
+
+
+def no_injection(page: Page, watch: Watch) -> None:
+    """No element a payload carries exists, no dialog opened, no console error (a CSP refusal
+    of an inline script would be one)."""
+    assert page.locator("[id^='xss-']").count() == 0
+    assert page.locator("main script").count() == page.locator("main script#chart-data").count()
+    watch.clean()
+
+
+def test_hostile_data_shows_as_text_on_the_overview(
+    hostile: Console, browser_context: BrowserContext, expect: Expect
+) -> None:
+    page, watch = new_page(browser_context)
+    sign_in(page, expect, hostile, hostile.shop.key)
+    expect(page.locator("header .who")).to_have_text(f"Account {data.HOSTILE_NAME}")
+    chart = json.loads(page.locator("#chart-data").text_content() or "null")
+    sources = {data.source(r) for r in hostile.shop.calls}
+    assert {s["name"] for s in chart["series"]} == sources  # the JSON kept the markup as data
+    expect(page.locator("#chart")).to_have_attribute("data-drawn", str(len(sources)))
+    tables = page.locator(".top-table")
+    for index, name in enumerate(("utm_source", "ctCampaignName", "utm_campaign")):
+        cell = tables.nth(index).locator("tbody tr").first.locator("td").first
+        expect(cell).to_have_text(data.payload(name))
+    assert data.payload("utm_source") in page.locator("#chart .u-legend").inner_text()
+    no_injection(page, watch)
+    # In Russian too (other templates' strings around the same values).
+    page.click("header .languages a[hreflang=ru]")
+    expect(page.locator("html")).to_have_attribute("lang", "ru")
+    expect(page.locator("header .who")).to_have_text(f"Аккаунт {data.HOSTILE_NAME}")
+    no_injection(page, watch)
+
+
+# -- a role key -----------------------------------------------------------------------------------
+
+
+def test_a_role_key_sees_the_grantors_calls_and_no_settings(
+    demo: Console, browser_context: BrowserContext, expect: Expect
+) -> None:
+    page, watch = new_page(browser_context)
+    sign_in(page, expect, demo, demo.shop.role_key)
+    expect(page.locator("header .who")).to_have_text("read-only: calls of Demo shop")
+    links = page.locator("header nav a")
+    expect(links).to_have_text(["Overview", "Calls", "Campaigns"])
+    expect(page.locator("header nav a[href='/console/settings']")).to_have_count(0)
+    assert shown_counts(page) == expected_counts(demo, 7)  # the shop's, not the agency's
+    check_chart(page, expect, demo, 7)
+    watch.clean()
