@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -363,6 +364,23 @@ def test_demo_creates_three_accounts_and_prints_requests_and_keys_that_answer(db
             answer = http.get(f"/api/?json/v3/{key}/call/get/{window}")
             assert answer.status_code == 200
             assert len(answer.json()) == counts[name], name
+
+
+def test_demo_ends_on_the_console_that_its_printed_key_signs_in_to(db: str) -> None:
+    from tests.helpers_console import sign_in
+
+    text = run(db, "demo", "--no-serve", "--calls", "300").stdout.rstrip().splitlines()
+    assert text[-1].strip() == "/console/"  # the last line: where a newcomer goes
+    shown = ok(db, "demo", "--no-serve", "--calls", "300")  # new keys for the same calls
+    console = shown["console"]
+    assert console["sign_in_key"] == shown["keys"]["demo-dealer"]
+    assert re.search(r"sign in with demo-dealer's key [a-z0-9]{16} ", text[-2]), text[-2]
+    with api_over(db) as http:
+        sign_in(http, console["sign_in_key"], console["path"] + "?period=30d")
+        page = http.get(console["path"], params={"period": "30d"})
+        assert page.status_code == 200
+        assert "Account demo-dealer" in page.text
+        assert 'id="chart-data"' in page.text  # the demo's calls reach today
 
 
 def test_each_demo_role_key_shows_exactly_the_calls_its_label_names(db: str) -> None:

@@ -56,6 +56,7 @@ DEMO_SITE_PATH = "/demo/?utm_source=yandex&utm_medium=cpc&utm_campaign=demo"
 GRANTEE = "demo-agency"  # the dealer and the clinic each grant it a role over their calls
 GRANTORS = ("demo-dealer", "demo-clinic")
 ROLE_NAME = "agency-reporting"
+CONSOLE_PATH = "/console/"
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +132,10 @@ class DemoResult:
             "demo_site": {"site_key": self.site_key, "path": DEMO_SITE_PATH}
             | ({} if base_url is None else {"url": base_url + DEMO_SITE_PATH}),
         }
+        dealer = GRANTORS[0]
+        result["console"] = {"path": CONSOLE_PATH, "sign_in_key": self.keys[dealer]} | (
+            {} if base_url is None else {"url": base_url + CONSOLE_PATH}
+        )
         if base_url is None:
             result["serve"] = serve_command
         return result
@@ -172,6 +177,14 @@ class DemoResult:
             lines += ["", "Open these while this serves (Ctrl-C stops it):"]
         lines += [
             f"  {e.method}, {e.shows}:\n    {base_url or ''}{e.path}" for e in self.examples()
+        ]
+        # Last, so that it is what a newcomer sees when the server's log starts below it.
+        dealer = GRANTORS[0]
+        lines += [
+            "",
+            f"The console: open this and sign in with {dealer}'s key {self.keys[dealer]}"
+            f" (a role key of {GRANTEE} opens a read-only console of its grantor's calls):",
+            f"  {base_url or ''}{CONSOLE_PATH}",
         ]
         return "\n".join(lines)
 

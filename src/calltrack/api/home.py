@@ -20,6 +20,7 @@ URL_FORM: Final = "/api/?{format}/v3/{apikey}/{entity}/{method}/{page}/{from}/{t
 EXAMPLE: Final = "/api/?json/v3/YOUR_API_KEY/call/get/0/2020-05-01/2020-05-31"
 # Relative, so that it still leads to the health check behind a proxy that adds a prefix.
 HEALTH_LINK: Final = "healthz"
+CONSOLE_LINK: Final = "console/"
 DOCS: Final = "docs/api.md"
 
 
@@ -64,6 +65,8 @@ same.</p>
 <ul>{entities}</ul>
 <h2>More</h2>
 <ul>
+<li><a href="{escape(CONSOLE_LINK)}">Console</a>: the calls, campaigns and settings in a
+browser (sign in with an API key).</li>
 <li><a href="{escape(HEALTH_LINK)}">Health check</a>: <code>ok</code> while the database
 answers.</li>
 <li>Documentation: <code>{escape(DOCS)}</code> in the calltrack repository, the complete
