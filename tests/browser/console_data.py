@@ -137,6 +137,14 @@ def hostile_shop(store: Store, *, now: datetime | None = None) -> Shop:
     key = access.issue_user_key(store, shop.id)
     calls = hostile_calls(now)
     _load(store, shop.id, calls)
+    # A role named with markup granted to an account named so, and one such account's role
+    # granted to this one: the settings page shows all three names.
+    grantee = store.create_account(payload("grantee"))
+    role = store.create_role(shop.id, payload("role"))
+    access.issue_role_key(store, store.create_grant(role.id, grantee.id))
+    grantor = store.create_account(payload("grantor"))
+    theirs = store.create_role(grantor.id, payload("their-role"))
+    store.create_grant(theirs.id, shop.id)
     return Shop(shop.id, HOSTILE_NAME, key, calls)
 
 

@@ -19,6 +19,8 @@ import json
 import os
 import re
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -33,7 +35,15 @@ from tests.conftest import StoreFactory
 from tests.faults._common import Server
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, ConsoleMessage, Dialog, Expect, Page, Response
+    from playwright.sync_api import (
+        BrowserContext,
+        ConsoleMessage,
+        Dialog,
+        Expect,
+        Locator,
+        Page,
+        Response,
+    )
 
 SESSION_COOKIE = "calltrack_console"
 SESSION_HOURS = 12  # CALLTRACK_CONSOLE_SESSION_HOURS' default
@@ -79,9 +89,16 @@ class Watch:
 
     dialogs: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    confirmed: list[str] = field(default_factory=list)  # the questions a test said yes to
+    confirm_next: bool = False
 
     def attach(self, page: Page) -> Page:
         def on_dialog(dialog: Dialog) -> None:
+            if dialog.type == "confirm" and self.confirm_next:
+                self.confirm_next = False
+                self.confirmed.append(dialog.message)
+                dialog.accept()
+                return
             self.dialogs.append(f"{dialog.type}: {dialog.message}")
             dialog.dismiss()
 
@@ -325,6 +342,14 @@ def test_hostile_data_shows_as_text_on_the_overview(
         expect(cell).to_have_text(data.payload(name))
     assert data.payload("utm_source") in page.locator("#chart .u-legend").inner_text()
     no_injection(page, watch)
+    # Settings: roles named with markup, granted to and by accounts named with markup.
+    page.goto(hostile.url("/console/settings"))
+    roles = page.locator("#roles")
+    expect(roles.locator(".settings-card h3")).to_have_text(f"Role 1: {data.payload('role')}")
+    expect(roles.locator("tr[data-grant] td").first).to_contain_text(data.payload("grantee"))
+    expect(roles).to_contain_text(data.payload("grantor"))
+    no_injection(page, watch)
+    page.goto(hostile.url("/console/"))
     # In Russian too (other templates' strings around the same values).
     page.click("header .languages a[hreflang=ru]")
     expect(page.locator("html")).to_have_attribute("lang", "ru")
@@ -346,4 +371,111 @@ def test_a_role_key_sees_the_grantors_calls_and_no_settings(
     expect(page.locator("header nav a[href='/console/settings']")).to_have_count(0)
     assert shown_counts(page) == expected_counts(demo, 7)  # the shop's, not the agency's
     check_chart(page, expect, demo, 7)
+    for path in ("/console/settings", "/console/settings/hooks/1/log"):
+        answer = page.goto(demo.url(path))
+        assert answer is not None and answer.status == 403, path
+        expect(page.locator(".problem")).to_have_text(
+            "A role key opens a read-only console: settings need a user key."
+        )
+    # Nor may it post a settings form, even with its own session's token.
+    token = page.locator("form.sign-out input[name=csrf]").get_attribute("value") or ""
+    refused = page.request.post(
+        demo.url("/console/settings/keys/issue"), form={"csrf": token}, max_redirects=0
+    )
+    assert refused.status == 403
+    assert "settings need a user key" in refused.text()  # refused as a role key, not for CSRF
     watch.clean()
+
+
+# -- settings: keys issued and revoked, a role granted --------------------------------------------
+
+
+def api_status(console: Console, key: str) -> int:
+    """The status /api/v4/calls answers ``key``."""
+    answer = urllib.request.Request(
+        console.url("/api/v4/calls?limit=1"), headers={"Authorization": f"Bearer {key}"}
+    )
+    try:
+        with urllib.request.urlopen(answer, timeout=10) as done:
+            return int(done.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def key_row(page: Page, key: str) -> Locator:
+    """The keys table's row of ``key`` (shown by its first four characters)."""
+    return page.locator("#keys tr[data-key]").filter(
+        has=page.locator(f"code:text-is('{key[:4]}…')")
+    )
+
+
+def test_settings_issue_and_revoke_a_key_and_grant_a_role(
+    demo: Console, make_context: ContextFactory, expect: Expect
+) -> None:
+    page, watch = new_page(make_context())
+    sign_in(page, expect, demo, demo.shop.key)
+    page.click("header nav a[href='/console/settings']")
+    expect(page).to_have_url(demo.url("/console/settings"))
+    expect(page.locator("h1")).to_have_text("Settings")
+    shot(page, demo, "settings")
+
+    # The tracking settings: saved, and shown again.
+    page.fill("#tracking input[name=unique_days]", "30")
+    page.fill("#tracking input[name=target_seconds]", "90")
+    page.click("#tracking button[type=submit]")
+    expect(page.locator("#tracking input[name=unique_days]")).to_have_value("30")
+    expect(page.locator("#tracking input[name=target_seconds]")).to_have_value("90")
+
+    # A new user key, shown once with a copy button; it opens the API and the console.
+    page.click("#keys form[action='/console/settings/keys/issue'] button")
+    secret = page.locator("#secret")
+    expect(secret).to_have_text(re.compile(r"^[a-z0-9]{16}$"))
+    new_key = secret.inner_text()
+    expect(page.locator("button[data-copy=secret]")).to_be_visible()
+    assert api_status(demo, new_key) == 200
+    elsewhere, _ = new_page(make_context())
+    sign_in(elsewhere, expect, demo, new_key)
+    page.goto(demo.url("/console/settings"))
+    expect(page.locator("#secret")).to_have_count(0)  # never shown again
+    assert new_key not in page.content()
+
+    # Revoked (after the page's question): refused by the API, its session ended, no sign-in.
+    row = key_row(page, new_key)
+    expect(row).to_contain_text("active")
+    watch.confirm_next = True
+    row.locator("button", has_text="Revoke").click()
+    expect(key_row(page, new_key)).to_contain_text("revoked")
+    assert len(watch.confirmed) == 1 and new_key[:4] in watch.confirmed[0]
+    assert api_status(demo, new_key) == 401
+    elsewhere.goto(demo.url("/console/"))
+    expect(elsewhere).to_have_url(re.compile(r"/console/sign-in\?next="))
+    elsewhere.fill("input[name=key]", new_key)
+    elsewhere.click("form[action='/console/sign-in'] button[type=submit]")
+    expect(elsewhere.locator(".problem")).to_have_text("The key is unknown or revoked.")
+    assert api_status(demo, demo.shop.key) == 200  # the others still work
+
+    # A role granted to the agency: its key, shown once, opens a read-only console of ours.
+    page.fill("#roles input[name=name]", "auditors")
+    page.click("#roles form[action='/console/settings/roles/add'] button")
+    card = page.locator("#roles .settings-card").filter(has_text="auditors")
+    card.locator("input[name=grantee]").fill("Agency")
+    card.locator("button", has_text="Grant").click()
+    expect(page.locator("#secret")).to_have_text(re.compile(r"^[a-z0-9]{16}$"))
+    role_key = page.locator("#secret").inner_text()
+    agency, agency_watch = new_page(make_context())
+    sign_in(agency, expect, demo, role_key)
+    expect(agency.locator("header .who")).to_have_text("read-only: calls of Demo shop")
+    # Its grant revoked: the role key's session ends.
+    page.goto(demo.url("/console/settings"))
+    grant = (
+        page.locator("#roles .settings-card").filter(has_text="auditors").locator("tr[data-grant]")
+    )
+    watch.confirm_next = True
+    grant.locator("button", has_text="Revoke").click()
+    expect(
+        page.locator("#roles .settings-card").filter(has_text="auditors").locator("tr[data-grant]")
+    ).to_contain_text("revoked")
+    agency.reload()
+    expect(agency).to_have_url(re.compile(r"/console/sign-in\?next="))
+    watch.clean()
+    agency_watch.clean()
