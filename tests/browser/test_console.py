@@ -373,7 +373,8 @@ def test_a_role_key_sees_the_grantors_calls_and_no_settings(
     check_chart(page, expect, demo, 7)
     for path in ("/console/settings", "/console/settings/hooks/1/log"):
         answer = page.goto(demo.url(path))
-        assert answer is not None and answer.status == 403, path
+        assert answer is not None
+        assert answer.status == 403, path
         expect(page.locator(".problem")).to_have_text(
             "A role key opens a read-only console: settings need a user key."
         )
@@ -445,7 +446,8 @@ def test_settings_issue_and_revoke_a_key_and_grant_a_role(
     watch.confirm_next = True
     row.locator("button", has_text="Revoke").click()
     expect(key_row(page, new_key)).to_contain_text("revoked")
-    assert len(watch.confirmed) == 1 and new_key[:4] in watch.confirmed[0]
+    assert len(watch.confirmed) == 1
+    assert new_key[:4] in watch.confirmed[0]
     assert api_status(demo, new_key) == 401
     elsewhere.goto(demo.url("/console/"))
     expect(elsewhere).to_have_url(re.compile(r"/console/sign-in\?next="))
