@@ -289,3 +289,17 @@ def test_an_account_without_campaigns_is_told_how_to_make_one(
     assert "no campaigns yet" in answer.text
     assert "<section" not in answer.text
     assert http.head("/console/campaigns").status_code == 200
+
+
+@pytest.mark.parametrize(("peer", "scheme"), [("10.0.0.5", "https"), ("192.0.2.7", "http")])
+def test_the_tag_names_https_only_when_a_trusted_proxy_says_so(
+    make_client: MakeClient, peer: str, scheme: str
+) -> None:
+    first, store = make_client(trusted_proxies="10.0.0.0/8")
+    _account, key, tracked = shop(store)
+    with TestClient(first.app, base_url="http://calls.example", client=(peer, 5000)) as http:
+        sign_in(http, key)
+        page = http.get("/console/campaigns", headers={"x-forwarded-proto": "https"}).text
+    expected = cli_snippet_tag(store, "shop", 1, f"{scheme}://calls.example")
+    assert snippet_shown(campaign_html(page, 1), 1) == expected
+    assert tracked.site_key in expected
