@@ -28,6 +28,7 @@ from calltrack.store.core import Connection, batched, unix_now
 KEEP_SECONDS: Final = 30 * 86400
 # After a rotation the previous secret signs too, for this long.
 ROTATION_OVERLAP_SECONDS: Final = 24 * 3600
+_CLOCK_MARGIN_MS: Final = 3_600_000
 
 Outcome = Literal["delivered", "retry", "failed", "gone"]
 _record = msgspec.json.Decoder(CallRecord)
@@ -94,6 +95,32 @@ class HookStats:
     delivered_day: int
     delay_p50_ms: int | None  # from the change to a 2xx, deliveries of the last day
     delay_p99_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class CallAttempt:
+    attempted_at: int  # unix ms
+    status: int  # 0: no HTTP answer
+    duration_ms: int
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallDelivery:
+    """One event of a call sent (or to be sent) to one endpoint, with its attempts."""
+
+    id: int
+    url: str
+    method: str
+    event: str
+    message_id: str
+    state: str  # pending, delivered, failed, cancelled
+    created_at: int  # unix ms
+    next_at: int  # unix ms: the next try of a pending delivery
+    done_at: int | None  # unix ms
+    last_status: int
+    last_error: str
+    attempts: tuple[CallAttempt, ...]  # oldest first (kept 30 days)
 
 
 @dataclass(frozen=True, slots=True)
@@ -608,6 +635,57 @@ class HookQueries(CallQueries):
         return [
             LoggedAttempt(
                 int(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), int(r[5]), str(r[6])
+            )
+            for r in rows
+        ]
+
+    def call_deliveries(
+        self, owners: Sequence[int], universal_id: str, limit: int = 200
+    ) -> list[CallDelivery]:
+        """The webhook deliveries of a call of one of ``owners`` (oldest first, at most
+        ``limit``) with their attempts; none for a call of anyone else."""
+        if not owners:
+            return []
+        marks = ", ".join("?" * len(owners))
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT d.id, e.url, e.method, d.event, d.message_id, d.state, d.created_at, "
+                "d.next_at, d.done_at, d.last_status, d.last_error FROM hook_deliveries d "
+                "JOIN hook_endpoints e ON e.id = d.endpoint_id "
+                f"WHERE d.universal_id = ? AND d.account_id IN ({marks}) ORDER BY d.id LIMIT ?",
+                (universal_id, *owners, limit),
+            ).fetchall()
+            # hook_attempts has no index by delivery: its endpoint's, over the delivery's
+            # lifetime (an hour either side for clocks of other hosts), finds them.
+            found = conn.execute(
+                "SELECT a.delivery_id, a.attempted_at, a.status, a.duration_ms, a.error "
+                "FROM hook_deliveries d JOIN hook_attempts a ON a.endpoint_id = d.endpoint_id "
+                "AND a.attempted_at >= d.created_at - ? "
+                "AND a.attempted_at <= coalesce(d.done_at + ?, ?) AND a.delivery_id = d.id "
+                f"WHERE d.universal_id = ? AND d.account_id IN ({marks}) "
+                "ORDER BY a.attempted_at, a.id",
+                (_CLOCK_MARGIN_MS, _CLOCK_MARGIN_MS, 2**62, universal_id, *owners),
+            ).fetchall()
+        attempts: dict[int, list[CallAttempt]] = {}
+        for a in found:
+            attempts.setdefault(int(a[0]), []).append(
+                CallAttempt(int(a[1]), int(a[2]), int(a[3]), str(a[4]))
+            )
+        return [
+            CallDelivery(
+                id=int(r[0]),
+                url=str(r[1]),
+                method=str(r[2]),
+                event=str(r[3]),
+                message_id=str(r[4]),
+                state=str(r[5]),
+                created_at=int(r[6]),
+                next_at=int(r[7]),
+                done_at=None if r[8] is None else int(r[8]),
+                last_status=int(r[9]),
+                last_error=str(r[10]),
+                attempts=tuple(attempts.get(int(r[0]), ())),
             )
             for r in rows
         ]
