@@ -249,13 +249,16 @@ def render(
     return HTMLResponse(body, status, headers=SECURITY_HEADERS)
 
 
-def error_page(request: Request, visitor: Visitor | None, status: int, message: str) -> Response:
-    return render(request, visitor, "error.html", status, message=message)
+def error_page(
+    request: Request, visitor: Visitor | None, status: int, message: str, **values: object
+) -> Response:
+    """A page that says what went wrong: a message key, with the values it names."""
+    return render(request, visitor, "error.html", status, message=message, values=values)
 
 
 def unavailable(request: Request) -> Response:
     service = service_of(request)
-    answer = render(request, None, "error.html", 503, message="error.unavailable")
+    answer = error_page(request, None, 503, "error.unavailable")
     answer.headers["retry-after"] = str(service.settings.retry_after)
     return answer
 
