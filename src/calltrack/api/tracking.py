@@ -181,12 +181,19 @@ def from_trusted_proxy(request: Request, settings: Settings) -> bool:
     return any(address in network for network in settings.proxy_networks)
 
 
-def public_url(request: Request, url: str) -> str:
-    """A URL of this server as browsers reach it: https when a trusted proxy says the request
-    came over https (the proxy ends TLS and talks to us over http)."""
-    if request.headers.get("x-forwarded-proto") == "https" and from_trusted_proxy(
+def via_https(request: Request) -> bool:
+    """Whether the browser reached us over https: directly, or through a trusted proxy that
+    says so (the proxy ends TLS and talks to us over http)."""
+    if request.url.scheme == "https":
+        return True
+    return request.headers.get("x-forwarded-proto") == "https" and from_trusted_proxy(
         request, service_of(request).settings
-    ):
+    )
+
+
+def public_url(request: Request, url: str) -> str:
+    """A URL of this server as browsers reach it (https when it was reached over https)."""
+    if via_https(request) and url.startswith("http:"):
         return "https:" + url.split(":", 1)[1]
     return url
 

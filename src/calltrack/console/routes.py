@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 
 from calltrack import access
 from calltrack.api.app import service_of
-from calltrack.api.tracking import client_ip, from_trusted_proxy
+from calltrack.api.tracking import client_ip, via_https
 from calltrack.console import calls, campaigns, i18n, overview, settings
 from calltrack.console.session import (
     COOKIE,
@@ -108,7 +108,7 @@ async def _sign_in_page(
         path=PATH,
         httponly=True,
         samesite="strict",
-        secure=_https(request),
+        secure=via_https(request),
     )
     return answer
 
@@ -146,7 +146,7 @@ async def sign_in(request: Request) -> Response:
         path=PATH,
         httponly=True,
         samesite="strict",
-        secure=_https(request),
+        secure=via_https(request),
     )
     answer.delete_cookie(SIGN_IN_COOKIE, path=PATH)
     return answer
@@ -188,17 +188,9 @@ async def choose_language(request: Request) -> Response:
             max_age=LANGUAGE_COOKIE_SECONDS,
             path=PATH,
             samesite="lax",
-            secure=_https(request),
+            secure=via_https(request),
         )
     return answer
-
-
-def _https(request: Request) -> bool:
-    if request.url.scheme == "https":
-        return True
-    return request.headers.get("x-forwarded-proto") == "https" and from_trusted_proxy(
-        request, service_of(request).settings
-    )
 
 
 def _now() -> int:

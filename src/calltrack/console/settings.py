@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 
 from calltrack import access
 from calltrack.api.app import service_of
+from calltrack.api.tracking import public_url
 from calltrack.console.session import COOKIE, PATH
 from calltrack.console.web import Visitor, action, error_page, form_of, page, render
 from calltrack.errors import Conflict, NotFound
@@ -782,10 +783,7 @@ async def add_telephony(request: Request, visitor: Visitor) -> Response:
 def _server(request: Request) -> str:
     """Where this service is reached, as the browser reached it (https behind a trusted
     proxy that says so)."""
-    from calltrack.console.routes import _https  # routes imports this module
-
-    scheme = "https" if _https(request) else request.url.scheme
-    return f"{scheme}://{request.url.netloc}"
+    return public_url(request, f"{request.url.scheme}://{request.url.netloc}")
 
 
 @action()
