@@ -9,6 +9,7 @@ from the records as imported, never from the service.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -22,11 +23,46 @@ from calltrack.demo_data import generate_calls
 from calltrack.importer import import_bytes
 from calltrack.model import CallRecord, source_of
 from calltrack.store import Store
+from calltrack.tracking.hits import HitBody, Visit, record_hit
 
 Record = dict[str, Any]
 COUNTS: Final = ("calls", "answered", "unique", "target", "uniqueTarget")
 DEMO_CALLS: Final = 1200
 DEMO_DAYS: Final = 60
+
+
+@dataclass
+class Campaign:
+    """A campaign set up in the store, and what its section must show."""
+
+    id: int
+    name: str
+    site: str
+    numbers: list[tuple[str, str]]  # (number, kind) in the order added
+    rules: list[tuple[str, str]]  # (utm_source, number shown: "" for the pool)
+    visitors: int  # visits that asked for a number just now
+    site_key: str = ""
+
+    @property
+    def pool(self) -> int:
+        return sum(kind == "dynamic" for _, kind in self.numbers)
+
+    @property
+    def held(self) -> int:
+        return min(self.visitors, self.pool)
+
+    @property
+    def exhausted(self) -> int:
+        """Visits that got the stub: the pool was all held."""
+        return self.visitors - self.held if self.pool else 0
+
+    @property
+    def advice(self) -> str:
+        """The contract's advice: no pool; add numbers once the peak passes 75% of the pool
+        or a visitor got the stub; else enough."""
+        if not self.pool:
+            return "no_pool"
+        return "add" if self.held > 0.75 * self.pool or self.exhausted else "enough"
 
 
 @dataclass
@@ -40,6 +76,7 @@ class Shop:
     role_key: str = ""  # the agency's role key to the shop's calls
     agency_key: str = ""  # the agency's own user key
     other_calls: tuple[Record, ...] = ()  # another account's: never shown here
+    campaigns: tuple[Campaign, ...] = ()
 
 
 def _load(store: Store, account: int, calls: list[Record]) -> None:
@@ -64,7 +101,53 @@ def demo_shop(store: Store, *, now: datetime | None = None) -> Shop:
     other = store.create_account("Other")
     other_calls = list(generate_calls(200, seed=17, days=DEMO_DAYS, now=now, id_prefix="2"))
     _load(store, other.id, other_calls)
-    return Shop(shop.id, "Demo shop", key, calls, role_key, agency_key, tuple(other_calls))
+    campaigns = tuple(setup_campaigns(store, shop.id, calls))
+    return Shop(
+        shop.id, "Demo shop", key, calls, role_key, agency_key, tuple(other_calls), campaigns
+    )
+
+
+def setup_campaigns(store: Store, account: int, calls: list[Record]) -> list[Campaign]:
+    """The three campaigns the calls name most, with numbers, rules and visits: the first
+    with its pool all held and one visit more (advice: add), the second with room to spare,
+    the third with a static number only (no pool)."""
+    named: dict[int, tuple[str, str]] = {}
+    seen: dict[int, int] = defaultdict(int)
+    for call in calls:
+        if call["ctCampaignId"]:
+            named.setdefault(call["ctCampaignId"], (call["ctCampaignName"], call["site"]))
+            seen[call["ctCampaignId"]] += 1
+    ranked = sorted(seen, key=lambda c: (-seen[c], c))[:3]
+    plans = (  # (dynamic numbers, static numbers, visits)
+        (4, 1, 5),
+        (6, 0, 2),
+        (0, 1, 0),
+    )
+    made = []
+    now = int(time.time())
+    for index, (campaign_id, (dynamic, static, visits)) in enumerate(
+        zip(ranked, plans, strict=True)
+    ):
+        name, site = named[campaign_id]
+        url = f"https://{site}"
+        store.add_campaign(account, campaign_id, name, url, "active")
+        numbers = [(f"7495{index}00{n:04d}", "dynamic") for n in range(dynamic)]
+        numbers += [(f"7495{index}10{n:04d}", "static") for n in range(static)]
+        for number, kind in numbers:
+            store.add_phone(account, number, campaign_id, "74951112233", kind)
+        rules = [("yandex", numbers[-1][0] if static else "")]
+        for utm_source, number in rules:
+            store.add_rule(account, campaign_id, utm_source=utm_source, number=number)
+        tracked = store.configure_campaign(
+            account, campaign_id, stub="74959999999", display_format="+7 (XXX) XXX-XX-XX"
+        )
+        for visit in range(visits):  # each a new visitor from nowhere: the pool lends one
+            hit = HitBody(k=tracked.site_key, u=url + "/")
+            record_hit(
+                store, tracked, hit, Visit(f"10.0.0.{visit}", "test", now, 0), store.settings.zone
+            )
+        made.append(Campaign(campaign_id, name, url, numbers, rules, visits, tracked.site_key))
+    return made
 
 
 # -- hostile data ------------------------------------------------------------------------------

@@ -3,10 +3,14 @@
 A known data set (tests/browser/console_data.py) is imported into the server's database; every
 number a page shows is checked against counts made in Python from the records imported. The
 tests sign in, read the overview's counts and the chart drawn from them, switch to Russian and
-back, sign out; check the session cookie's flags and that forms without their CSRF token are
-refused; show a data set whose every text field is markup and script, which must stay text
-(no dialog, no console error, no injected element); and sign in with a role key, which sees
-its grantor's calls and no settings.
+back, sign out; filter the calls, page through them, follow one to its page and download the
+filtered CSV, which must be what /api/v4/calls answers the same filters; read the campaigns'
+numbers, rules, pool and advice and copy a snippet tag; in settings issue a key, use it, revoke
+it and see it refused everywhere, grant a role and revoke the grant. They check the session
+cookie's flags and that forms without their CSRF token are refused; show a data set whose every
+text field is markup and script on every page, which must stay text (no dialog, no console
+error, no injected element); and sign in with a role key, which sees its grantor's calls and
+campaigns and no settings (no link; the URLs and forms answer 403).
 
 Screenshots: with ``CALLTRACK_SCREENSHOTS=1`` the SQLite runs write docs/console/*.png (one
 1024x768 viewport each, English, the demo data set) for the README; otherwise nothing is
@@ -15,11 +19,14 @@ written, so a test run leaves the tree as it was.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -342,6 +349,28 @@ def test_hostile_data_shows_as_text_on_the_overview(
         expect(cell).to_have_text(data.payload(name))
     assert data.payload("utm_source") in page.locator("#chart .u-legend").inner_text()
     no_injection(page, watch)
+    # The calls: the table's text columns, then each call's page, field by field.
+    page.click("header nav a[href='/console/calls']")
+    expect(page.locator("table.calls tbody tr[data-id]")).to_have_count(len(hostile.shop.calls))
+    first = page.locator("table.calls tbody tr[data-id]").first
+    expect(first.locator("td").nth(5)).to_contain_text(data.payload("utm_source"))
+    expect(first.locator("td").nth(6)).to_have_text(data.payload("ctCampaignName"))
+    expect(first.locator(".tag").first).to_have_text(data.payload("tag"))
+    no_injection(page, watch)
+    for call in hostile.shop.calls[:2]:
+        page.goto(hostile.url(f"/console/calls/{call['universalId']}"))
+        for name in (*data.text_fields(), "visitSite"):
+            expect(page.locator(f"dd[data-field={name}]")).to_have_text(data.payload(name))
+        expect(page.locator("dd[data-field=tags]")).to_contain_text(data.payload("tag"))
+        expect(page.locator("audio")).to_have_count(0)  # recordUrl is no web URL: no player
+        assert page.locator("main a[href^='javascript'], main [src^='javascript']").count() == 0
+        no_injection(page, watch)
+    # The campaign the import made from the calls, named with markup.
+    page.click("header nav a[href='/console/campaigns']")
+    expect(page.locator("section.campaign .campaign-name")).to_have_text(
+        data.payload("ctCampaignName")
+    )
+    no_injection(page, watch)
     # Settings: roles named with markup, granted to and by accounts named with markup.
     page.goto(hostile.url("/console/settings"))
     roles = page.locator("#roles")
@@ -371,6 +400,22 @@ def test_a_role_key_sees_the_grantors_calls_and_no_settings(
     expect(page.locator("header nav a[href='/console/settings']")).to_have_count(0)
     assert shown_counts(page) == expected_counts(demo, 7)  # the shop's, not the agency's
     check_chart(page, expect, demo, 7)
+    # The grantor's calls and campaigns, not the agency's own (it has none) nor another's.
+    page.click("header nav a[href='/console/calls']")
+    expect(page.locator(".calls-summary")).to_contain_text(
+        f"Calls found: {data.thousands(len(demo.shop.calls))}"
+    )
+    foreign = demo.shop.other_calls[0]["universalId"]
+    answer = page.goto(demo.url(f"/console/calls/{foreign}"))
+    assert answer is not None
+    assert answer.status == 404
+    own = demo.shop.calls[0]
+    page.goto(demo.url(f"/console/calls/{own['universalId']}"))
+    expect(page.locator("#record dd[data-field=clientNumber]")).to_have_text(own["clientNumber"])
+    page.click("header nav a[href='/console/campaigns']")
+    expect(page.locator("section.campaign[data-campaign]")).to_have_count(
+        len({r["ctCampaignId"] for r in demo.shop.calls if r["ctCampaignId"]})
+    )
     for path in ("/console/settings", "/console/settings/hooks/1/log"):
         answer = page.goto(demo.url(path))
         assert answer is not None
@@ -481,3 +526,202 @@ def test_settings_issue_and_revoke_a_key_and_grant_a_role(
     expect(agency).to_have_url(re.compile(r"/console/sign-in\?next="))
     watch.clean()
     agency_watch.clean()
+
+
+# -- calls: filtered, paged, one call, the CSV against the API -----------------------------------
+
+
+def api_calls(console: Console, key: str, **params: str) -> list[dict[str, Any]]:
+    """Every call /api/v4/calls gives ``key`` for ``params``, page after page."""
+    found: list[dict[str, Any]] = []
+    cursor = ""
+    while True:
+        query = {**params, "limit": "200", **({"cursor": cursor} if cursor else {})}
+        request = urllib.request.Request(
+            console.url("/api/v4/calls?" + urllib.parse.urlencode(query)),
+            headers={"Authorization": f"Bearer {key}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            body = json.loads(answer.read())
+        found += body["calls"]
+        cursor = body["next"]
+        if not cursor:
+            return found
+
+
+FREE_TEXT = {*data.text_fields(), "visitSite", "siteVisit"}  # what visitors and PBXs write
+
+
+def csv_cell(name: str, value: object) -> str:
+    """A record value as the CSV for Excel writes it: booleans true/false, lists JSON, free
+    text that a spreadsheet would run as a formula after a '."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = str(value)
+    formula = text.startswith(("=", "+", "-", "@", "\t", "\r"))
+    return "'" + text if formula and name in FREE_TEXT else text
+
+
+def read_csv(content: bytes) -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a CSV for Excel: UTF-8 with a byte order mark, ; between."""
+    assert content.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(io.StringIO(content[3:].decode("utf-8"), newline=""), delimiter=";"))
+    header = rows[0]
+    return header, [dict(zip(header, row, strict=True)) for row in rows[1:]]
+
+
+def row_ids(page: Page) -> list[str]:
+    return [
+        row.get_attribute("data-id") or ""
+        for row in page.locator("table.calls tbody tr[data-id]").all()
+    ]
+
+
+def test_calls_filtered_paged_a_call_and_the_csv_the_api_gives(
+    demo: Console, browser_context: BrowserContext, expect: Expect
+) -> None:
+    page, watch = new_page(browser_context)
+    calls = demo.shop.calls
+    sign_in(page, expect, demo, demo.shop.key, "/calls")
+    expect(page.locator("h1")).to_have_text("Calls")
+    expect(page.locator(".calls-summary")).to_contain_text(
+        f"Calls found: {data.thousands(len(calls))}"
+    )
+    newest = sorted(calls, key=lambda r: r["callTime"], reverse=True)
+    assert (
+        page.locator("table.calls tbody tr[data-id]").first.locator("td").first.inner_text()
+        == (newest[0]["callTime"])
+    )
+    shot(page, demo, "calls")
+
+    # Filters from the form land in the URL; the page counts what Python counts.
+    form = page.locator("form.filters")
+    form.locator("select[name=status]").select_option("success")
+    form.locator("select[name=serviceType]").select_option("calltracking")
+    form.locator("select[name=unique]").select_option("true")
+    form.locator("button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"status=success"))
+    page.wait_for_load_state()
+    for part in ("serviceType=calltracking", "unique=true"):
+        assert part in page.url
+    filters = {"status": "success", "serviceType": "calltracking", "unique": "true"}
+    wanted = [
+        r
+        for r in calls
+        if r["status"] == "success" and r["serviceType"] == "calltracking" and r["unique"]
+    ]
+    assert 50 < len(wanted) < len(calls)  # more than one page, fewer than all
+    expect(page.locator(".calls-summary")).to_contain_text(
+        f"Calls found: {data.thousands(len(wanted))}"
+    )
+    api = api_calls(demo, demo.shop.key, order="-callTime", **filters)
+    assert sorted(c["universalId"] for c in api) == sorted(r["universalId"] for r in wanted)
+    ids = [c["universalId"] for c in api]
+    times = {c["universalId"]: c["callTime"] for c in api}
+    first_page = row_ids(page)
+    assert first_page == ids[:50], [(i, times.get(i)) for i in first_page[:5]] + [
+        (i, times[i]) for i in ids[:5]
+    ]  # newest first, as the API orders them
+    page.click("nav.pager a[rel=next]")
+    expect(page).to_have_url(re.compile(r"cursor="))
+    assert "status=success" in page.url  # the filters kept across pages
+    rows = page.locator("table.calls tbody tr[data-id]")
+    expect(rows.first).to_have_attribute("data-id", ids[50])
+    assert row_ids(page) == ids[50:100]
+    page.go_back()
+    expect(rows.first).to_have_attribute("data-id", ids[0])
+
+    # A call's page: its record, its visit, its recording.
+    record = next(r for r in wanted if r["universalId"] == ids[0])
+    page.locator(f"table.calls tr[data-id='{ids[0]}'] td a").first.click()
+    expect(page).to_have_url(demo.url(f"/console/calls/{ids[0]}"))
+    expect(page.locator("h1")).to_contain_text(str(ids[0]))
+    for name in ("clientNumber", "managerNumber", "callTime", "ctCampaignName", "status"):
+        expect(page.locator(f"#record dd[data-field={name}]")).to_have_text(str(record[name]))
+    for name in ("utm_source", "referrer", "city", "userAgent"):
+        expect(page.locator(f"#visit dd[data-field={name}]")).to_have_text(str(record[name]) or "—")
+    expect(page.locator("audio")).to_have_attribute("src", str(record["recordUrl"]))
+    shot(page, demo, "call")
+    foreign = demo.shop.other_calls[0]["universalId"]
+    answer = page.goto(demo.url(f"/console/calls/{foreign}"))
+    assert answer is not None
+    assert answer.status == 404  # another account's call is not there
+    page.go_back()
+    page.go_back()
+
+    # The download of the filtered calls is the API's answer to the same filters.
+    expect(page).to_have_url(re.compile(r"/console/calls\?"))
+    with page.expect_download() as started:
+        page.click(".downloads a[href^='/console/calls.csv']")
+    download = started.value
+    assert download.suggested_filename.endswith(".csv")
+    header, lines = read_csv(Path(download.path()).read_bytes())
+    assert set(header) - {"page"} == set(api[0])
+    assert [line["universalId"] for line in lines] == ids
+    for line, call in zip(lines, api, strict=True):
+        assert {name: line[name] for name in call} == {
+            name: csv_cell(name, value) for name, value in call.items()
+        }, call["universalId"]
+    watch.clean()
+
+
+# -- campaigns: numbers, rules, the pool and its advice, the snippet tag ---------------------------
+
+
+def test_campaigns_show_numbers_rules_pool_advice_and_copy_the_snippet(
+    demo: Console, make_context: ContextFactory, expect: Expect
+) -> None:
+    context = make_context(permissions=["clipboard-read", "clipboard-write"])
+    page, watch = new_page(context)
+    sign_in(page, expect, demo, demo.shop.key)
+    page.click("header nav a[href='/console/campaigns']")
+    expect(page).to_have_url(demo.url("/console/campaigns"))
+    expect(page.locator("h1")).to_have_text("Campaigns")
+    sections = page.locator("section.campaign[data-campaign]")
+    named = {r["ctCampaignId"] for r in demo.shop.calls if r["ctCampaignId"]}  # made by import
+    shown = {int(s.get_attribute("data-campaign") or 0) for s in sections.all()}
+    assert shown == named
+    for campaign in demo.shop.campaigns:
+        section = page.locator(f"section.campaign[data-campaign='{campaign.id}']")
+        expect(section.locator(".campaign-name")).to_have_text(campaign.name)
+        expect(section.locator("dl.settings")).to_contain_text(campaign.site)
+        numbers = [
+            (row.get_attribute("data-number"), row.get_attribute("data-kind"))
+            for row in section.locator("table.numbers tbody tr").all()
+        ]
+        assert numbers == campaign.numbers
+        rules = section.locator("table.rules tbody tr")
+        expect(rules).to_have_count(len(campaign.rules))
+        for row, (utm_source, number) in zip(rules.all(), campaign.rules, strict=True):
+            expect(row.locator("td").nth(1)).to_have_text(utm_source)
+            expect(row.locator("td").last).to_have_text(number or "a pool number")
+        pool = {
+            name: section.locator(f"[data-pool={name}] .value").inner_text()
+            for name in ("size", "held_now", "peak", "exhausted")
+        }
+        assert pool == {
+            "size": str(campaign.pool),
+            "held_now": str(campaign.held),
+            "peak": str(campaign.held),
+            "exhausted": str(campaign.exhausted),
+        }, campaign.name
+        expect(section.locator("[data-advice]")).to_have_attribute("data-advice", campaign.advice)
+        tag = f'<script async src="{demo.server.base}/t/{campaign.site_key}.js"></script>'
+        expect(section.locator(f"#snippet-{campaign.id}")).to_have_text(tag)
+    full = demo.shop.campaigns[0]  # every number held and a visitor got the stub
+    wanted = max(full.pool + 1, -(-full.held * 4 // 3))  # the peak at 75% of the pool
+    advice = page.locator(f"section.campaign[data-campaign='{full.id}'] .advice")
+    expect(advice).to_contain_text(f"add numbers (about {wanted} in all)")
+    shot(page, demo, "campaigns")
+
+    # The copy button puts the tag on the clipboard.
+    first = demo.shop.campaigns[0]
+    button = page.locator(f"button[data-copy='snippet-{first.id}']")
+    expect(button).to_be_visible()  # the script shows it
+    button.click()
+    expect(button).to_have_attribute("data-copied", "true")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == f'<script async src="{demo.server.base}/t/{first.site_key}.js"></script>'
+    watch.clean()
