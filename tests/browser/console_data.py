@@ -108,16 +108,14 @@ def demo_shop(store: Store, *, now: datetime | None = None) -> Shop:
 
 
 def setup_campaigns(store: Store, account: int, calls: list[Record]) -> list[Campaign]:
-    """The three campaigns the calls name most, with numbers, rules and visits: the first
-    with its pool all held and one visit more (advice: add), the second with room to spare,
-    the third with a static number only (no pool)."""
+    """The first three campaigns the calls name (the import made them) set up with numbers,
+    rules and visits: the first with its pool all held and one visit more (advice: add), the
+    second with room to spare, the third with a static number only (no pool)."""
     named: dict[int, tuple[str, str]] = {}
-    seen: dict[int, int] = defaultdict(int)
     for call in calls:
         if call["ctCampaignId"]:
             named.setdefault(call["ctCampaignId"], (call["ctCampaignName"], call["site"]))
-            seen[call["ctCampaignId"]] += 1
-    ranked = sorted(seen, key=lambda c: (-seen[c], c))[:3]
+    ranked = sorted(named)[:3]  # the page's first three (it lists them by id)
     plans = (  # (dynamic numbers, static numbers, visits)
         (4, 1, 5),
         (6, 0, 2),

@@ -714,7 +714,7 @@ def test_campaigns_show_numbers_rules_pool_advice_and_copy_the_snippet(
     wanted = max(full.pool + 1, -(-full.held * 4 // 3))  # the peak at 75% of the pool
     advice = page.locator(f"section.campaign[data-campaign='{full.id}'] .advice")
     expect(advice).to_contain_text(f"add numbers (about {wanted} in all)")
-    shot(page, demo, "campaigns")
+    shot(page, demo, "campaigns")  # the first is the one with a full pool
 
     # The copy button puts the tag on the clipboard.
     first = demo.shop.campaigns[0]
