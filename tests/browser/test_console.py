@@ -308,6 +308,16 @@ def test_forms_without_their_csrf_token_are_refused(
         expect(page.locator(".problem")).to_contain_text("The form was not sent from this console")
         page.goto(demo.url("/console/"))
         expect(page).to_have_url(demo.url("/console/"))  # still signed in
+    # A settings form too: no key issued without the token.
+    keys = demo.store.list_keys(demo.shop.account)
+    for token in (None, foreign):
+        page.goto(demo.url("/console/settings"))
+        strip_csrf(page, "form[action='/console/settings/keys/issue']", token)
+        with page.expect_response(demo.url("/console/settings/keys/issue")) as answer:
+            page.click("form[action='/console/settings/keys/issue'] button")
+        assert answer.value.status == 403
+        expect(page.locator("#secret")).to_have_count(0)
+    assert demo.store.list_keys(demo.shop.account) == keys
     # The same POST from outside a page (no form at all) is refused too.
     refused = context.request.post(demo.url("/console/sign-out"), form={"x": "1"})
     assert refused.status == 403
