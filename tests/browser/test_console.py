@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import os
 import re
@@ -294,29 +295,26 @@ def test_forms_without_their_csrf_token_are_refused(
         expect(page.locator(".problem")).to_have_text("The form expired; please sign in again.")
         assert not [c for c in context.cookies() if c["name"] == SESSION_COOKIE]
 
-    # Signed in: the sign-out form without its token (or with another session's) does nothing.
+    # Signed in: the sign-out and a settings form without their token (or with another
+    # session's) do nothing: still signed in, no key issued.
     sign_in(page, expect, demo, demo.shop.key)
     other, _ = new_page(make_context())
     sign_in(other, expect, demo, demo.shop.key)
     foreign = other.locator("form.sign-out input[name=csrf]").get_attribute("value")
-    for token in (None, foreign):
-        page.goto(demo.url("/console/"))
-        strip_csrf(page, "form.sign-out", token)
-        with page.expect_response(demo.url("/console/sign-out")) as answer:
-            page.click("form.sign-out button[type=submit]")
+    keys = demo.store.list_keys(demo.shop.account)
+    forms = (
+        ("/console/", "/console/sign-out"),
+        ("/console/settings", "/console/settings/keys/issue"),
+    )
+    for (path, action), token in itertools.product(forms, (None, foreign)):
+        page.goto(demo.url(path))
+        strip_csrf(page, f"form[action='{action}']", token)
+        with page.expect_response(demo.url(action)) as answer:
+            page.click(f"form[action='{action}'] button[type=submit]")
         assert answer.value.status == 403
         expect(page.locator(".problem")).to_contain_text("The form was not sent from this console")
         page.goto(demo.url("/console/"))
         expect(page).to_have_url(demo.url("/console/"))  # still signed in
-    # A settings form too: no key issued without the token.
-    keys = demo.store.list_keys(demo.shop.account)
-    for token in (None, foreign):
-        page.goto(demo.url("/console/settings"))
-        strip_csrf(page, "form[action='/console/settings/keys/issue']", token)
-        with page.expect_response(demo.url("/console/settings/keys/issue")) as answer:
-            page.click("form[action='/console/settings/keys/issue'] button")
-        assert answer.value.status == 403
-        expect(page.locator("#secret")).to_have_count(0)
     assert demo.store.list_keys(demo.shop.account) == keys
     # The same POST from outside a page (no form at all) is refused too.
     refused = context.request.post(demo.url("/console/sign-out"), form={"x": "1"})
