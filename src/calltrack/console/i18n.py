@@ -83,6 +83,7 @@ MESSAGES: Final[Messages] = {
     "overview.utm_campaign": ("utm_campaign", "utm_campaign"),
     "overview.none": ("(none)", "(нет)"),
     "overview.new": ("new", "новое"),
+    "overview.day": ("Day", "День"),
 }
 
 

@@ -19,7 +19,7 @@
       running = running.map(function (sum, i) { return sum + s.values[i]; });
       return running.slice();
     });
-    var series = [{ label: "", value: function (u, i) { return i == null ? "" : days[i]; } }];
+    var series = [{ label: holder.dataset.day || "", value: function (u, i) { return i == null ? "" : days[i]; } }];
     var columns = [xs];
     for (var i = data.series.length - 1; i >= 0; i--) {
       var own = data.series[i];
