@@ -131,6 +131,7 @@ class PostgresStore(SqlStore):
         with self._connect() as conn:
             conn.execute("ANALYZE calls")
             conn.execute("ANALYZE call_tags")
+            conn.execute("ANALYZE call_counts")
 
     def close(self) -> None:
         self.pool.close()

@@ -1,0 +1,150 @@
+"""``call_counts`` (migration 10), kept by triggers, stays exactly what grouping the calls gives:
+after imports, updates that move a call to another quarter, group or status, deletes, and an
+import rolled back; and the stats and counts read from it equal those read from the calls."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from calltrack.errors import ImportRejected
+from calltrack.importer import import_bytes
+from calltrack.store import Store
+from calltrack.store.changes import CallFilter
+from calltrack.store.migrations import CALL_COUNTS_FILL
+from tests.conftest import StoreFactory, new_account
+from tests.helpers_calls import jsonl, record
+
+COUNTS = "calls, answered, unique_calls, target_calls, unique_target_calls, talk_seconds"
+BY = [(), ("day",), ("hour", "source"), ("campaign",), ("utm_campaign",), ("day", "source")]
+
+
+def calls_of(uid: str, minute: int, **fields: Any) -> dict[str, Any]:
+    """A call ``minute`` minutes after 2020-05-01 09:00, from one of a few sources."""
+    when = datetime(2020, 5, 1, 9) + timedelta(minutes=minute, seconds=minute % 60)
+    values: dict[str, Any] = {
+        "callTime": when.strftime("%Y-%m-%d %H:%M:%S"),
+        "clientNumber": str(79000000000 + minute % 7),
+        "duration": minute % 90,
+        "status": ("success", "fail")[minute % 2],
+        "utm_source": ("yandex", "google", "")[minute % 3],
+        "utm_campaign": ("spring", "", "brand")[minute % 3],
+        "unique": minute % 4 == 0,
+        "target": minute % 5 < 2,
+        "uniqueTarget": minute % 8 == 0,
+    }
+    return record(uid, **(values | fields))
+
+
+def stored_counts(store: Store) -> list[tuple[Any, ...]]:
+    with store._connect() as conn:
+        rows = conn.execute(
+            f"SELECT account_id, quarter, source, campaign_id, utm_campaign, {COUNTS} "
+            "FROM call_counts WHERE calls <> 0"
+        ).fetchall()
+    return sorted(tuple(int(v) if isinstance(v, int) else v for v in r) for r in rows)
+
+
+def grouped_calls(store: Store) -> list[tuple[Any, ...]]:
+    select = CALL_COUNTS_FILL[CALL_COUNTS_FILL.index("SELECT") :]
+    with store._connect() as conn:
+        rows = conn.execute(select).fetchall()
+    return sorted(tuple(int(v) if isinstance(v, int) else v for v in r) for r in rows)
+
+
+def assert_exact(store: Store, owners: tuple[int, ...]) -> None:
+    assert stored_counts(store) == grouped_calls(store)
+    day = 86400
+    start = 1588280400  # 2020-05-01 00:00 Moscow
+    windows = [
+        CallFilter(),
+        CallFilter(start=start, end=start + 2 * day - 1),  # whole days
+        CallFilter(start=start + 9 * 3600 + 7, end=start + day + 3 * 3600 + 61),  # mid-quarter
+        CallFilter(start=start + 9 * 3600 + 100, end=start + 9 * 3600 + 200),  # inside one
+    ]
+    for where in windows:
+        expected = store._stats_of_calls(owners, where, ())
+        assert store.count_filtered(owners, where) == sum(r.calls for r in expected)
+        for by in BY:
+            direct = sorted(store._stats_of_calls(owners, where, by), key=repr)
+            assert sorted(store.call_stats(owners, where, by), key=repr) == direct
+
+
+@pytest.fixture
+def store(make_store: StoreFactory) -> Store:
+    return make_store()
+
+
+def test_counts_follow_imports_updates_and_deletes(store: Store) -> None:
+    zone = store.settings.zone
+    a, _ = new_account(store, "a")
+    b, _ = new_account(store, "b")
+    first = [calls_of(f"a{n}", n * 7) for n in range(60)]
+    import_bytes(store, a, jsonl(first), zone)
+    import_bytes(store, b, jsonl([calls_of(f"b{n}", n * 5) for n in range(30)]), zone)
+    assert_exact(store, (a,))
+    assert_exact(store, (a, b))
+
+    # Updates: moved to another quarter and day, another status, source and utm campaign,
+    # and some unchanged (no write at all).
+    changed = [
+        calls_of(f"a{n}", n * 7 + 1000, utm_source="vk") if n % 3 == 0 else first[n]
+        for n in range(60)
+    ]
+    import_bytes(store, a, jsonl(changed), zone)
+    assert_exact(store, (a, b))
+
+    for n in range(0, 60, 4):
+        assert store.delete_call(a, f"a{n}") == 1
+    assert_exact(store, (a,))
+    assert_exact(store, (a, b))
+
+    # An import that fails half-way writes nothing: its counts roll back with its calls.
+    before = stored_counts(store)
+    broken = [calls_of(f"c{n}", n) for n in range(10)] + [{"callTime": "not a time"}]
+    with pytest.raises(ImportRejected):
+        import_bytes(store, a, jsonl(broken), zone)
+    assert stored_counts(store) == before
+    assert_exact(store, (a, b))
+
+
+def test_an_account_whose_calls_all_left_counts_nothing(store: Store) -> None:
+    zone = store.settings.zone
+    a, _ = new_account(store, "a")
+    import_bytes(store, a, jsonl([calls_of(f"a{n}", n) for n in range(5)]), zone)
+    for n in range(5):
+        store.delete_call(a, f"a{n}")
+    assert store.call_stats((a,), CallFilter(), ("day", "source")) == []
+    assert store.count_filtered((a,), CallFilter()) == 0
+    assert_exact(store, (a,))
+
+
+def test_stats_by_day_from_the_counts_equal_those_of_the_calls(store: Store) -> None:
+    zone = store.settings.zone
+    a, _ = new_account(store, "a")
+    import_bytes(store, a, jsonl([calls_of(f"a{n}", n * 37) for n in range(80)]), zone)
+    midnight = 1588280400  # 2020-05-01 00:00 Moscow
+    days = [(midnight + n * 86400, midnight + (n + 1) * 86400 - 1) for n in range(4)]
+    for by in [(), ("source",), ("campaign", "utm_campaign")]:
+        direct = [
+            (index, *row.keys, row.calls, row.answered, row.unique, row.talk_seconds)
+            for index, (start, end) in enumerate(days)
+            for row in store._stats_of_calls((a,), CallFilter(start=start, end=end), by)
+        ]
+        found = [
+            (*row.keys, row.calls, row.answered, row.unique, row.talk_seconds)
+            for row in store.stats_by_day((a,), days, by)
+        ]
+        assert sorted(found, key=repr) == sorted(direct, key=repr)
+        assert direct  # the calls span the days
+    # Days not of whole quarters are read from the calls: the same answer.
+    odd = [(start + 60, end) for start, end in days]
+    expected = [
+        (index, *row.keys, row.calls)
+        for index, (start, end) in enumerate(odd)
+        for row in store._stats_of_calls((a,), CallFilter(start=start, end=end), ("source",))
+    ]
+    found_odd = [(*r.keys, r.calls) for r in store.stats_by_day((a,), odd, ("source",))]
+    assert sorted(found_odd, key=repr) == sorted(expected, key=repr)
