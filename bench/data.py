@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -54,19 +55,23 @@ def ensure_file(dataset: Dataset, folder: Path) -> tuple[Path, float]:
         return path, 0.0
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    write_jsonl(path, generate_calls(dataset.count, seed=dataset.seed, days=DAYS, now=GENERATED_AT))
+    done.write_text(f"{dataset.count}\n")
+    return path, time.perf_counter() - started
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, object]]) -> None:
+    """Records as JSON Lines, 10,000 lines a write."""
     encode = msgspec.json.Encoder().encode
-    calls = generate_calls(dataset.count, seed=dataset.seed, days=DAYS, now=GENERATED_AT)
     chunk: list[bytes] = []
     with path.open("wb") as out:
-        for record in calls:
+        for record in records:
             chunk.append(encode(record))
             if len(chunk) == 10_000:
                 out.write(b"\n".join(chunk) + b"\n")
                 chunk.clear()
         if chunk:
             out.write(b"\n".join(chunk) + b"\n")
-    done.write_text(f"{dataset.count}\n")
-    return path, time.perf_counter() - started
 
 
 def calltrack(url: str, *args: str, timeout: float = 120.0) -> dict[str, object]:
