@@ -6,7 +6,9 @@ tests sign in, read the overview's counts and the chart drawn from them, switch 
 back, sign out; filter the calls, page through them, follow one to its page and download the
 filtered CSV, which must be what /api/v4/calls answers the same filters; read the campaigns'
 numbers, rules, pool and advice and copy a snippet tag; in settings issue a key, use it, revoke
-it and see it refused everywhere, grant a role and revoke the grant. They check the session
+it and see it refused everywhere, grant a role and revoke the grant; add a webhook and a
+telephony endpoint there, post a PBX's call to it and find the webhook's delivery (and its
+answer) on the call's page. They check the session
 cookie's flags and that forms without their CSRF token are refused; show a data set whose every
 text field is markup and script on every page, which must stay text (no dialog, no console
 error, no injected element); and sign in with a role key, which sees its grantor's calls and
@@ -75,7 +77,9 @@ class Console:
 def start(make_store: StoreFactory, backend: str, live_server: LiveServers, fill: Any) -> Console:
     store = make_store()
     shop = fill(store)
-    server = live_server.calltrack(store.settings.database_url)
+    # Webhooks may reach this machine's test sites (plain http on 127.0.0.1).
+    env = {"CALLTRACK_HOOKS_ALLOW_HOSTS": "127.0.0.1"}
+    server = live_server.calltrack(store.settings.database_url, env=env)
     return Console(server, store, shop, backend)
 
 
@@ -732,4 +736,84 @@ def test_campaigns_show_numbers_rules_pool_advice_and_copy_the_snippet(
     expect(button).to_have_attribute("data-copied", "true")
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == f'<script async src="{demo.server.base}/t/{first.site_key}.js"></script>'
+    watch.clean()
+
+
+# -- a call from the PBX: the endpoints made in settings, its webhook delivery on its page -------
+
+
+def post_json(url: str, body: dict[str, Any], secret: str) -> int:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return int(answer.status)
+
+
+def issued_secret(page: Page, expect: Expect) -> str:
+    """The secret a settings form just issued, shown once."""
+    secret = page.locator("#secret")
+    expect(secret).to_be_visible()
+    return secret.inner_text().strip()
+
+
+def test_a_pbx_call_through_endpoints_made_in_settings_shows_its_webhook_delivery(
+    demo: Console, browser_context: BrowserContext, live_server: LiveServers, expect: Expect
+) -> None:
+    crm = live_server.static({"/hook": "ok"})  # answers GET
+    page, watch = new_page(browser_context)
+    sign_in(page, expect, demo, demo.shop.key, "/settings")
+
+    # A webhook (GET, after the call) and a generic telephony endpoint, from the forms.
+    hooks = page.locator("form[action='/console/settings/hooks/add']")
+    hooks.locator("input[name=url]").fill(crm.url("/hook"))
+    hooks.locator("select[name=method]").select_option("GET")
+    expect(hooks.locator("input[name=event_AFTER_CALL_FINISH]")).to_be_checked()
+    hooks.locator("button[type=submit]").click()
+    issued_secret(page, expect)
+    expect(page.locator("#hooks tr[data-hook]")).to_contain_text(crm.url("/hook"))
+    endpoints = page.locator("form[action='/console/settings/telephony/add']")
+    endpoints.locator("select[name=provider]").select_option("generic")
+    endpoints.locator("button[type=submit]").click()
+    secret = issued_secret(page, expect)
+    events_url = page.locator("#secret-url").inner_text().strip()
+    assert events_url == demo.url("/telephony/generic")
+
+    # The PBX's events of one answered call of 130 s.
+    caller, start = "79161234567", int(time.time())
+    events = [
+        {"event": "call.started", "call_id": "pbx-1", "at": start, "caller": caller,
+         "called": "74951234567"},
+        {"event": "call.answered", "call_id": "pbx-1", "at": start + 1},
+        {"event": "call.ended", "call_id": "pbx-1", "at": start + 131, "talk_seconds": 130,
+         "disposition": "answered"},
+    ]  # fmt: skip
+    for event in events:
+        assert post_json(events_url, event, secret) == 200, event
+    deadline = time.monotonic() + 30
+    while not [seen for seen in crm.requests if seen.path.startswith("/hook")]:
+        assert time.monotonic() < deadline, "the webhook was never delivered"
+        time.sleep(0.2)
+
+    # The call is the newest; its page shows the delivery and its attempt.
+    page.goto(demo.url(f"/console/calls?q={caller}"))
+    rows = page.locator("table.calls tbody tr[data-id]")
+    expect(rows).to_have_count(1 + sum(caller in str(r["clientNumber"]) for r in demo.shop.calls))
+    expect(rows.first.locator("td").nth(1)).to_have_text(caller)
+    rows.first.locator("td a").first.click()
+    expect(page.locator("#record dd[data-field=duration]")).to_have_text("130")
+    delivery = page.locator("table.deliveries tr[data-delivery]")
+    deadline = time.monotonic() + 15  # the site has answered; the attempt is written after
+    while "delivered" not in (delivery.all_inner_texts() or [""])[0]:
+        assert time.monotonic() < deadline, delivery.all_inner_texts()
+        time.sleep(0.2)
+        page.reload()
+    expect(delivery).to_have_count(1)
+    expect(delivery).to_contain_text(crm.url("/hook"))
+    expect(delivery).to_contain_text("AFTER_CALL_FINISH")
+    expect(delivery).to_contain_text("delivered")
+    expect(delivery.locator("ol.attempts li")).to_contain_text("HTTP 200")
     watch.clean()
