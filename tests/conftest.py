@@ -26,7 +26,7 @@ DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 TABLES = (
     "accounts, roles, grants, api_keys, calls, page_bounds, meta, rate_hits, "
     "campaigns, phones, call_tags, call_tombstones, source_rules, visitors, sessions, "
-    "page_views, holds, hit_counts, exhausted_hits, call_counts, "
+    "page_views, holds, hit_counts, exhausted_hits, call_counts, call_filter_counts, "
     # Webhooks: hook_attempts has no foreign key, so no TRUNCATE ... CASCADE reaches it.
     "hook_endpoints, hook_deliveries, hook_attempts"
 )

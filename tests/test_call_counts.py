@@ -1,9 +1,11 @@
-"""``call_counts`` (migration 10), kept by triggers, stays exactly what grouping the calls gives:
-after imports, updates that move a call to another quarter, group or status, deletes, and an
-import rolled back; and the stats and counts read from it equal those read from the calls."""
+"""``call_counts`` and ``call_filter_counts`` (migrations 10 and 11), kept by triggers, stay
+exactly what grouping the calls gives: after imports, updates that move a call to another
+quarter, day, group or status, deletes, and an import rolled back; and the stats and counts read
+from them equal those read from the calls."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,11 +15,18 @@ from calltrack.errors import ImportRejected
 from calltrack.importer import import_bytes
 from calltrack.store import Store
 from calltrack.store.changes import CallFilter
-from calltrack.store.migrations import CALL_COUNTS_FILL
+from calltrack.store.migrations import CALL_COUNTS, CALL_FILTER_COUNTS, Counts
 from tests.conftest import StoreFactory, new_account
 from tests.helpers_calls import jsonl, record
 
-COUNTS = "calls, answered, unique_calls, target_calls, unique_target_calls, talk_seconds"
+FILTERS = [
+    CallFilter(status="success"),
+    CallFilter(utm_source="yandex", unique=True),
+    CallFilter(status="fail", utm_campaign="brand", target=False),
+    CallFilter(utm_medium="cpc", service_type="calltracking"),
+    CallFilter(campaign=0),
+    CallFilter(digits="79"),  # not counted: read from the calls
+]
 BY = [(), ("day",), ("hour", "source"), ("campaign",), ("utm_campaign",), ("day", "source")]
 
 
@@ -31,6 +40,7 @@ def calls_of(uid: str, minute: int, **fields: Any) -> dict[str, Any]:
         "status": ("success", "fail")[minute % 2],
         "utm_source": ("yandex", "google", "")[minute % 3],
         "utm_campaign": ("spring", "", "brand")[minute % 3],
+        "utm_medium": ("cpc", "", "social")[minute % 3],
         "unique": minute % 4 == 0,
         "target": minute % 5 < 2,
         "uniqueTarget": minute % 8 == 0,
@@ -38,24 +48,23 @@ def calls_of(uid: str, minute: int, **fields: Any) -> dict[str, Any]:
     return record(uid, **(values | fields))
 
 
-def stored_counts(store: Store) -> list[tuple[Any, ...]]:
+def stored_counts(store: Store, counts: Counts) -> list[tuple[Any, ...]]:
+    columns = counts.fill()[len(f"INSERT INTO {counts.table} (") :].split(")")[0]
     with store._connect() as conn:
-        rows = conn.execute(
-            f"SELECT account_id, quarter, source, campaign_id, utm_campaign, {COUNTS} "
-            "FROM call_counts WHERE calls <> 0"
-        ).fetchall()
+        rows = conn.execute(f"SELECT {columns} FROM {counts.table} WHERE calls <> 0").fetchall()
     return sorted(tuple(int(v) if isinstance(v, int) else v for v in r) for r in rows)
 
 
-def grouped_calls(store: Store) -> list[tuple[Any, ...]]:
-    select = CALL_COUNTS_FILL[CALL_COUNTS_FILL.index("SELECT") :]
+def grouped_calls(store: Store, counts: Counts) -> list[tuple[Any, ...]]:
+    select = counts.fill()[counts.fill().index("SELECT") :]
     with store._connect() as conn:
         rows = conn.execute(select).fetchall()
     return sorted(tuple(int(v) if isinstance(v, int) else v for v in r) for r in rows)
 
 
 def assert_exact(store: Store, owners: tuple[int, ...]) -> None:
-    assert stored_counts(store) == grouped_calls(store)
+    for counts in (CALL_COUNTS, CALL_FILTER_COUNTS):
+        assert stored_counts(store, counts) == grouped_calls(store, counts)
     day = 86400
     start = 1588280400  # 2020-05-01 00:00 Moscow
     windows = [
@@ -63,6 +72,7 @@ def assert_exact(store: Store, owners: tuple[int, ...]) -> None:
         CallFilter(start=start, end=start + 2 * day - 1),  # whole days
         CallFilter(start=start + 9 * 3600 + 7, end=start + day + 3 * 3600 + 61),  # mid-quarter
         CallFilter(start=start + 9 * 3600 + 100, end=start + 9 * 3600 + 200),  # inside one
+        CallFilter(start=start - 5 * day, end=start + 5 * day),  # whole UTC days and parts
     ]
     for where in windows:
         expected = store._stats_of_calls(owners, where, ())
@@ -70,6 +80,9 @@ def assert_exact(store: Store, owners: tuple[int, ...]) -> None:
         for by in BY:
             direct = sorted(store._stats_of_calls(owners, where, by), key=repr)
             assert sorted(store.call_stats(owners, where, by), key=repr) == direct
+        for condition in FILTERS:
+            chosen = replace(condition, start=where.start, end=where.end)
+            assert store.count_filtered(owners, chosen) == store._count_calls(owners, chosen)
 
 
 @pytest.fixture
@@ -102,11 +115,11 @@ def test_counts_follow_imports_updates_and_deletes(store: Store) -> None:
     assert_exact(store, (a, b))
 
     # An import that fails half-way writes nothing: its counts roll back with its calls.
-    before = stored_counts(store)
+    before = [stored_counts(store, CALL_COUNTS), stored_counts(store, CALL_FILTER_COUNTS)]
     broken = [calls_of(f"c{n}", n) for n in range(10)] + [{"callTime": "not a time"}]
     with pytest.raises(ImportRejected):
         import_bytes(store, a, jsonl(broken), zone)
-    assert stored_counts(store) == before
+    assert [stored_counts(store, CALL_COUNTS), stored_counts(store, CALL_FILTER_COUNTS)] == before
     assert_exact(store, (a, b))
 
 

@@ -6,6 +6,7 @@ primary key and ``{blob}`` the binary type of the backend.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 DIALECT_TYPES: Final = {
@@ -42,92 +43,146 @@ PAGE_BOUNDS_INDEX: Final = (
 # a URL's host), batch by batch: see ``core.StoreCore.ensure_ready``.
 FACETS_BACKFILL: Final = {"sqlite": "-- facets", "postgres": "-- facets"}
 
-# Migration 10: what the console's overview and v4's stats count, per quarter hour (every
-# zone's offset is a whole number of them, so a day of any zone is whole quarters), kept by
-# triggers: a month of 1M calls is read in tens of thousands of rows, not a third of a million.
-QUARTER: Final = 900
-CALL_COUNTS_TABLE: Final = """CREATE TABLE call_counts (
-    account_id BIGINT NOT NULL,
-    quarter BIGINT NOT NULL,
-    source TEXT NOT NULL,
-    campaign_id BIGINT NOT NULL,
-    utm_campaign TEXT NOT NULL,
-    calls BIGINT NOT NULL,
-    answered BIGINT NOT NULL,
-    unique_calls BIGINT NOT NULL,
-    target_calls BIGINT NOT NULL,
-    unique_target_calls BIGINT NOT NULL,
-    talk_seconds BIGINT NOT NULL,
-    PRIMARY KEY (account_id, quarter, source, campaign_id, utm_campaign))"""
-_KEY: Final = "account_id, quarter, source, campaign_id, utm_campaign"
-_SUMS: Final = ("calls", "answered", "unique_calls", "target_calls", "unique_target_calls",
-                "talk_seconds")  # fmt: skip
-# The columns of calls the counts depend on, besides account_id and call_time.
-_COUNTED: Final = ("source", "campaign_id", "utm_campaign", "status", "flags", "duration")
 
+@dataclass(frozen=True, slots=True)
+class Counts:
+    """A table of calls counted per group (migrations 10 and 11), kept by triggers on calls in
+    the transaction of every write of calls (imports, call/put, deletes, telephony, the
+    facets' backfill), so exact whoever writes; a group whose calls all left keeps its row,
+    at zero. PostgreSQL: one grouped upsert per statement, from its transition tables."""
 
-def _terms(row: str, sign: int) -> list[str]:
-    """The counts of one call (``row``: NEW or OLD, or a table's rows when summed)."""
-    one = "1" if sign > 0 else "-1"
-    return [
-        one,
-        f"CASE WHEN {row}status = 'success' THEN {one} ELSE 0 END",
-        f"CASE WHEN ({row}flags & 1) <> 0 THEN {one} ELSE 0 END",
-        f"CASE WHEN ({row}flags & 2) <> 0 THEN {one} ELSE 0 END",
-        f"CASE WHEN ({row}flags & 4) <> 0 THEN {one} ELSE 0 END",
-        f"{row}duration" if sign > 0 else f"-{row}duration",
-    ]
+    table: str
+    columns: str  # the table's columns after account_id and its time bucket, with types
+    bucket: int  # seconds of the time bucket: call_time / bucket * bucket
+    keys: tuple[str, ...]  # columns of calls that are columns of the table
+    sums: tuple[tuple[str, str], ...]  # (column, a call's value; {row} its row, NEW or OLD)
+    watched: tuple[str, ...]  # columns of calls the counts depend on (SQLite's UPDATE OF)
 
+    def create(self, dialect: str) -> str:
+        key = ", ".join(("account_id", self.time, *self.keys))
+        return (
+            f"CREATE TABLE {self.table} (account_id BIGINT NOT NULL, {self.time} BIGINT NOT "
+            f"NULL, {self.columns}, "
+            + ", ".join(f"{name} BIGINT NOT NULL" for name, _ in self.sums)
+            + f", PRIMARY KEY ({key}))"
+            + (" WITHOUT ROWID" if dialect == "sqlite" else "")
+        )
 
-def _key_values(row: str) -> str:
-    return (
-        f"{row}account_id, ({row}call_time / {QUARTER}) * {QUARTER}, {row}source, "
-        f"{row}campaign_id, {row}utm_campaign"
-    )
+    @property
+    def time(self) -> str:
+        return "quarter" if self.bucket == QUARTER else "day"  # migration 10's, 11's
 
+    def _columns(self) -> str:
+        return ", ".join(("account_id", self.time, *self.keys, *(n for n, _ in self.sums)))
 
-_ADD: Final = ", ".join(f"{name} = call_counts.{name} + excluded.{name}" for name in _SUMS)
-_UPSERT: Final = f"ON CONFLICT ({_KEY}) DO UPDATE SET {_ADD}"
-CALL_COUNTS_FILL: Final = (
-    f"INSERT INTO call_counts ({_KEY}, {', '.join(_SUMS)}) SELECT {_key_values('')}, "
-    + ", ".join(f"sum({term})" for term in _terms("", 1))
-    + " FROM calls GROUP BY 1, 2, 3, 4, 5"
-)
+    def _values(self, row: str, sign: int, summed: bool) -> str:
+        keys = [f"{row}account_id", f"({row}call_time / {self.bucket}) * {self.bucket}"]
+        keys += [f"{row}{name}" for name in self.keys]
+        sums = [
+            value.format(row=row) if sign > 0 else f"-({value.format(row=row)})"
+            for _, value in self.sums
+        ]
+        return ", ".join(keys + ([f"sum({v})" for v in sums] if summed else sums))
 
+    def _upsert(self) -> str:
+        added = ", ".join(f"{n} = {self.table}.{n} + excluded.{n}" for n, _ in self.sums)
+        key = ", ".join(("account_id", self.time, *self.keys))
+        return f"ON CONFLICT ({key}) DO UPDATE SET {added}"
 
-def _sqlite_count_trigger(name: str, event: str, *rows: tuple[str, int]) -> str:
-    steps = "".join(
-        f"INSERT INTO call_counts ({_KEY}, {', '.join(_SUMS)}) "
-        f"VALUES ({_key_values(row + '.')}, {', '.join(_terms(row + '.', sign))}) {_UPSERT}; "
-        for row, sign in rows
-    )
-    return f"CREATE TRIGGER call_counts_{name} {event} ON calls BEGIN {steps}END"
+    def _grouped(self, source: str, sign: int) -> str:
+        groups = ", ".join(str(n) for n in range(1, 3 + len(self.keys)))
+        return (
+            f"INSERT INTO {self.table} ({self._columns()}) SELECT "
+            f"{self._values('', sign, True)} FROM {source} GROUP BY {groups}"
+        )
 
+    def fill(self) -> str:
+        return self._grouped("calls", 1)
 
-def _postgres_add(table: str, sign: int) -> str:
-    """One statement per changed set of rows (COPY of a whole import: one grouped upsert)."""
-    return (
-        f"INSERT INTO call_counts ({_KEY}, {', '.join(_SUMS)}) SELECT {_key_values('')}, "
-        + ", ".join(f"sum({term})" for term in _terms("", sign))
-        + f" FROM {table} GROUP BY 1, 2, 3, 4, 5 {_UPSERT};"
-    )
+    def _sqlite_trigger(self, name: str, event: str, *rows: tuple[str, int]) -> str:
+        steps = "".join(
+            f"INSERT INTO {self.table} ({self._columns()}) "
+            f"VALUES ({self._values(row + '.', sign, False)}) {self._upsert()}; "
+            for row, sign in rows
+        )
+        return f"CREATE TRIGGER {self.table}_{name} {event} ON calls BEGIN {steps}END"
 
+    def _postgres_trigger(self, event: str, tables: str) -> str:
+        return (
+            f"CREATE TRIGGER {self.table}_{event.lower()} AFTER {event} ON calls "
+            f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {self.table}_change()"
+        )
 
-POSTGRES_COUNT_FUNCTION: Final = f"""CREATE FUNCTION call_counts_change() RETURNS trigger
+    def statements(self) -> list[Statement]:
+        """The migration: the table, filled from the stored calls, and its triggers."""
+        old, new = self._grouped("old_rows", -1), self._grouped("new_rows", 1)
+        function = f"""CREATE FUNCTION {self.table}_change() RETURNS trigger
     LANGUAGE plpgsql AS $$
     BEGIN
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN {_postgres_add("old_rows", -1)} END IF;
-        IF TG_OP IN ('UPDATE', 'INSERT') THEN {_postgres_add("new_rows", 1)} END IF;
+        IF TG_OP IN ('UPDATE', 'DELETE') THEN {old} {self._upsert()}; END IF;
+        IF TG_OP IN ('UPDATE', 'INSERT') THEN {new} {self._upsert()}; END IF;
         RETURN NULL;
     END $$"""
+        watched = ", ".join(("call_time", "account_id", *self.watched))
+        return [
+            {"sqlite": self.create("sqlite"), "postgres": self.create("postgres")},
+            # One pass over every stored call (1M: 7 s on SQLite), longer than a request's
+            # statement timeout: lifted for the rest of the upgrade's transaction.
+            {"postgres": "SET LOCAL statement_timeout = 0"},
+            self.fill(),
+            {"sqlite": self._sqlite_trigger("insert", "AFTER INSERT", ("NEW", 1)),
+             "postgres": function},
+            {"sqlite": self._sqlite_trigger("delete", "AFTER DELETE", ("OLD", -1)),
+             "postgres": self._postgres_trigger("INSERT", "NEW TABLE AS new_rows")},
+            {"sqlite": self._sqlite_trigger(
+                "update", f"AFTER UPDATE OF {watched} ", ("OLD", -1), ("NEW", 1)),
+             "postgres": self._postgres_trigger("DELETE", "OLD TABLE AS old_rows")},
+            {"postgres": self._postgres_trigger(
+                "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows")},
+        ]  # fmt: skip
 
 
-def _postgres_count_trigger(event: str, tables: str) -> str:
-    return (
-        f"CREATE TRIGGER call_counts_{event.lower()} AFTER {event} ON calls "
-        f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION call_counts_change()"
-    )
+def _when(condition: str) -> str:
+    return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
 
+
+QUARTER: Final = 900
+# Migration 10: what the console's overview and v4's stats count, per quarter hour (every
+# zone's offset is a whole number of them, so a day of any zone is whole quarters): a month
+# of 1M calls is tens of thousands of count rows, not a third of a million calls.
+CALL_COUNTS: Final = Counts(
+    table="call_counts",
+    columns="source TEXT NOT NULL, campaign_id BIGINT NOT NULL, utm_campaign TEXT NOT NULL",
+    bucket=QUARTER,
+    keys=("source", "campaign_id", "utm_campaign"),
+    sums=(
+        ("calls", "1"),
+        ("answered", _when("{row}status = 'success'")),
+        ("unique_calls", _when("({row}flags & 1) <> 0")),
+        ("target_calls", _when("({row}flags & 2) <> 0")),
+        ("unique_target_calls", _when("({row}flags & 4) <> 0")),
+        ("talk_seconds", "{row}duration"),
+    ),
+    watched=("source", "campaign_id", "utm_campaign", "status", "flags", "duration"),
+)
+
+# Migration 11: calls per day (UTC) and value of each of v4's equality filters, so a count of
+# the calls a filter of them selects (the calls page's total) reads whole days here and the
+# calls only for the parts of a day at either end of its window.
+DAY: Final = 86400
+FILTER_COLUMNS: Final = (
+    "status", "service_type", "campaign_id", "utm_source", "utm_medium", "utm_campaign", "flags",
+)  # fmt: skip
+CALL_FILTER_COUNTS: Final = Counts(
+    table="call_filter_counts",
+    columns="status TEXT NOT NULL, service_type TEXT NOT NULL, campaign_id BIGINT NOT NULL, "
+    "utm_source TEXT NOT NULL, utm_medium TEXT NOT NULL, utm_campaign TEXT NOT NULL, "
+    "flags INTEGER NOT NULL",
+    bucket=DAY,
+    keys=FILTER_COLUMNS,
+    sums=(("calls", "1"),),
+    watched=FILTER_COLUMNS,
+)
 
 MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
     (
@@ -593,37 +648,13 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
         10,
         "call counts per account, quarter hour, source, campaign and utm campaign",
         [
-            {"sqlite": CALL_COUNTS_TABLE + " WITHOUT ROWID", "postgres": CALL_COUNTS_TABLE},
-            # One pass over every stored call (1M: 7 s on SQLite), longer than a request's
-            # statement timeout: lifted for the rest of the upgrade's transaction.
-            {"postgres": "SET LOCAL statement_timeout = 0"},
-            CALL_COUNTS_FILL,
-            # Kept by the database itself, in the transaction of every write of calls
-            # (imports, call/put, deletes, telephony, the facets' backfill): exact whoever
-            # writes. A group whose calls all left keeps its row, at zero.
-            {
-                "sqlite": _sqlite_count_trigger("insert", "AFTER INSERT", ("NEW", 1)),
-                "postgres": POSTGRES_COUNT_FUNCTION,
-            },
-            {
-                "sqlite": _sqlite_count_trigger("delete", "AFTER DELETE", ("OLD", -1)),
-                "postgres": _postgres_count_trigger("INSERT", "NEW TABLE AS new_rows"),
-            },
-            {
-                "sqlite": _sqlite_count_trigger(
-                    "update",
-                    f"AFTER UPDATE OF call_time, account_id, {', '.join(_COUNTED)} ",
-                    ("OLD", -1),
-                    ("NEW", 1),
-                ),
-                "postgres": _postgres_count_trigger("DELETE", "OLD TABLE AS old_rows"),
-            },
-            {
-                "postgres": _postgres_count_trigger(
-                    "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"
-                )
-            },
+            *CALL_COUNTS.statements(),
         ],
+    ),
+    (
+        11,
+        "call counts per account, day and value of each of v4's equality filters",
+        CALL_FILTER_COUNTS.statements(),
     ),
 ]
 
