@@ -417,6 +417,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50, help="timed requests a page (50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed requests a page (5)")
     parser.add_argument("--later", type=int, default=10, help="the later calls page (10)")
+    parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--postgres-url", default=ADMIN_PG, help="an admin database's URL")
     parser.add_argument("--no-pin", action="store_true")
@@ -446,10 +447,11 @@ def main() -> None:
         try:
             step(f"generate {args.calls:,} calls up to {day} (cached in {args.out / 'data'})")
             path, results["generate_s"] = ensure_file(args.out / "data", args.calls, day)
-            lite = f"sqlite:///{work / 'console.db'}"
-            results["sqlite"] = run_store("sqlite", lite, path, work, args)
-            shutil.rmtree(work, ignore_errors=True)  # the SQLite files: disk for PostgreSQL
-            work.mkdir(exist_ok=True)
+            if not args.no_sqlite:
+                lite = f"sqlite:///{work / 'console.db'}"
+                results["sqlite"] = run_store("sqlite", lite, path, work, args)
+                shutil.rmtree(work, ignore_errors=True)  # the SQLite files: disk for PostgreSQL
+                work.mkdir(exist_ok=True)
             if not args.no_postgres and data.pg_reachable(args.postgres_url):
                 created = True
                 url = data.pg_create(args.postgres_url, PG_NAME)
