@@ -27,7 +27,17 @@ FILTERS = [
     CallFilter(campaign=0),
     CallFilter(digits="79"),  # not counted: read from the calls
 ]
-BY = [(), ("day",), ("hour", "source"), ("campaign",), ("utm_campaign",), ("day", "source")]
+BY = [
+    (),
+    ("day",),
+    ("hour", "source"),
+    ("campaign",),
+    ("utm_campaign",),
+    ("day", "source"),
+    ("campaign", "utm_campaign"),
+    ("utm_source",),
+    ("utm_medium", "utm_campaign"),
+]
 
 
 def calls_of(uid: str, minute: int, **fields: Any) -> dict[str, Any]:

@@ -136,8 +136,9 @@ def _top(rows: list[StatsRow], label: dict[str, str] | None = None) -> list[TopR
 
 
 def gather(store: Store, owners: tuple[int, ...], period: Period, zone: ZoneInfo) -> Overview:
-    """The overview's numbers (runs in a thread): three queries, each read from the counts the
-    store keeps per quarter hour (a month of 1M calls: about 45,000 count rows)."""
+    """The overview's numbers (runs in a thread): three queries over the counts the store
+    keeps: the chart's days by source from the quarter-hour counts (a month of 1M calls: about
+    45,000 rows), the top tables and the previous period from the daily ones (thousands)."""
     start, end = period.bounds(zone)
     where = CallFilter(start=start, end=end)
     days = period.each_day()

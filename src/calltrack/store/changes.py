@@ -213,7 +213,16 @@ COUNTED_BY: dict[str, str] = {
 }
 
 
-# A stats row's counts, summed from the calls or from ``call_counts``.
+# What ``call_filter_counts`` (migration 11) keeps per UTC day, as /stats names it: its column.
+DAILY_BY: dict[str, str] = {
+    "campaign": "campaign_id",
+    "utm_source": "utm_source",
+    "utm_medium": "utm_medium",
+    "utm_campaign": "utm_campaign",
+}
+
+# A stats row's counts, summed from the calls, from ``call_counts`` or from
+# ``call_filter_counts`` (whose rows each hold one status and one set of flags).
 _CALL_SUMS = (
     "count(*), sum(CASE WHEN status = 'success' THEN 1 ELSE 0 END), "
     "sum(CASE WHEN (flags & 1) <> 0 THEN 1 ELSE 0 END), "
@@ -223,6 +232,12 @@ _CALL_SUMS = (
 _COUNT_SUMS = (
     "sum(calls), sum(answered), sum(unique_calls), sum(target_calls), "
     "sum(unique_target_calls), sum(talk_seconds)"
+)
+_DAILY_SUMS = (
+    "sum(calls), sum(CASE WHEN status = 'success' THEN calls ELSE 0 END), "
+    "sum(CASE WHEN (flags & 1) <> 0 THEN calls ELSE 0 END), "
+    "sum(CASE WHEN (flags & 2) <> 0 THEN calls ELSE 0 END), "
+    "sum(CASE WHEN (flags & 4) <> 0 THEN calls ELSE 0 END), sum(talk_seconds)"
 )
 
 
@@ -342,11 +357,31 @@ class CallListQueries(ChangeQueries):
         A window alone, grouped by what ``call_counts`` keeps, is read from those counts (kept
         by triggers, migration 10) for its whole quarter hours, and from the calls for the
         parts of a quarter at either end: a month of 1M calls is tens of thousands of count
-        rows, not a third of a million calls.
+        rows, not a third of a million calls. Grouped by campaign or utm tags only (or not at
+        all), its whole UTC days come from ``call_filter_counts`` (migration 11): a month is
+        thousands of rows.
         """
         if not owners:
             return []
         self.ensure_ready()
+        if where.window_only() and set(by) <= set(DAILY_BY):
+            first_day = -(-where.start // DAY) * DAY  # the whole UTC days inside
+            last_day = (where.end + 1) // DAY * DAY - 1
+            if first_day <= last_day:
+                # Whole days from the daily counts (a month: thousands of rows, not the
+                # tens of thousands of its quarters); the parts at either end as below.
+                marks = ", ".join("?" * len(owners))
+                found = self._sums(
+                    [DAILY_BY[name] for name in by],
+                    _DAILY_SUMS,
+                    f"FROM call_filter_counts WHERE account_id IN ({marks}) "
+                    "AND day BETWEEN ? AND ?",
+                    (*owners, first_day, last_day - DAY + 1),
+                )
+                for start, end in ((where.start, first_day - 1), (last_day + 1, where.end)):
+                    if start <= end:
+                        found += self.call_stats(owners, CallFilter(start=start, end=end), by)
+                return _merged(found)
         if not where.window_only() or not set(by) <= set(COUNTED_BY):
             return self._stats_of_calls(owners, where, by)
         first = -(-where.start // QUARTER_HOUR) * QUARTER_HOUR  # the whole quarters inside

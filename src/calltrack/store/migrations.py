@@ -168,7 +168,10 @@ CALL_COUNTS: Final = Counts(
 
 # Migration 11: calls per day (UTC) and value of each of v4's equality filters, so a count of
 # the calls a filter of them selects (the calls page's total) reads whole days here and the
-# calls only for the parts of a day at either end of its window.
+# calls only for the parts of a day at either end of its window; with their talk seconds, so
+# stats by campaign or utm tags over whole days (the overview's top tables and its previous
+# period) read a month in thousands of rows (answered, unique and target from the status and
+# flags of each row).
 DAY: Final = 86400
 FILTER_COLUMNS: Final = (
     "status", "service_type", "campaign_id", "utm_source", "utm_medium", "utm_campaign", "flags",
@@ -180,8 +183,8 @@ CALL_FILTER_COUNTS: Final = Counts(
     "flags INTEGER NOT NULL",
     bucket=DAY,
     keys=FILTER_COLUMNS,
-    sums=(("calls", "1"),),
-    watched=FILTER_COLUMNS,
+    sums=(("calls", "1"), ("talk_seconds", "{row}duration")),
+    watched=(*FILTER_COLUMNS, "duration"),
 )
 
 MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
