@@ -1,7 +1,7 @@
-"""``call_counts`` and ``call_filter_counts`` (migrations 10 and 11), kept by triggers, stay
-exactly what grouping the calls gives: after imports, updates that move a call to another
-quarter, day, group or status, deletes, and an import rolled back; and the stats and counts read
-from them equal those read from the calls."""
+"""``call_counts`` and ``call_filter_counts`` (migrations 10 and 11), kept by the writers of
+calls, stay exactly what grouping the calls gives: after imports, updates that move a call to
+another quarter, day, group or status, deletes, and an import rolled back; and the stats and
+counts read from them equal those read from the calls."""
 
 from __future__ import annotations
 

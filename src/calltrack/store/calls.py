@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from calltrack.errors import ImportRejected
 from calltrack.model import NO_FACETS, StoredCall
 from calltrack.store.core import Connection, StoreCore, batched, unix_now
+from calltrack.store.counts import COUNTED_COLUMNS, CountChanges, Counted
 from calltrack.store.paging import Boundary, Columns, Window, build_page_query, mark_key
 from calltrack.store.records import ImportResult
 
@@ -63,6 +64,14 @@ PRUNED_CHANGES_KEY = "changes_pruned_through"
 Announce = Literal["put", "live"] | None
 
 
+class Existing(NamedTuple):
+    """A stored call about to be written again: whose, its body, what the counts know."""
+
+    account_id: int
+    body: bytes
+    counted: Counted
+
+
 def _page_order(row: tuple[Any, ...]) -> tuple[int, int]:
     return row[3], row[0]  # call_time, id (one account per import)
 
@@ -108,6 +117,7 @@ class CallQueries(StoreCore):
         # Ids are handed out here, not by the database: SQLite's clustered calls table has
         # no rowid to number them (writers are serialized, so max + 1 is safe).
         next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
+        counts = CountChanges()  # applied once, at the end: one upsert of the groups
         for chunk in batched(calls, batch_size):
             existing = self._existing(conn, [call.universal_id for _, call in chunk])
             inserts: list[tuple[Any, ...]] = []
@@ -143,6 +153,8 @@ class CallQueries(StoreCore):
                     inserts.append(row)
                 else:  # in place: the call keeps its id, so its place among equal times
                     changes.append((*values, *caller, call.universal_id))
+                    counts.add(found.counted, -1)
+                counts.add_call(account_id, call)
                 written.append(call)
             if changes:
                 conn.executemany(
@@ -161,6 +173,7 @@ class CallQueries(StoreCore):
                 inserts.sort(key=_page_order)
                 self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
             self._write_tags_and_campaigns(conn, account_id, written, now)
+        counts.apply(conn, self.dialect)
         return ImportResult(imported, updated)
 
     def _write_tags_and_campaigns(
@@ -194,7 +207,7 @@ class CallQueries(StoreCore):
         account_id: int,
         announce: Announce,
         chunk: Sequence[tuple[int, StoredCall]],
-        existing: dict[str, tuple[int, bytes]],
+        existing: dict[str, Existing],
     ) -> list[tuple[int, StoredCall]]:
         """Write the deliveries a chunk's changes cause; the chunk with ``hooks`` showing
         them. (Webhooks, ``store.hooks``, implement it.)"""
@@ -221,13 +234,17 @@ class CallQueries(StoreCore):
         self.ensure_ready()
         with self._transaction() as conn:
             row = conn.execute(
-                "SELECT account_id FROM calls WHERE universal_id = ?", (universal_id,)
+                f"SELECT {', '.join(COUNTED_COLUMNS)} FROM calls WHERE universal_id = ?",
+                (universal_id,),
             ).fetchone()
             if row is None or row[0] != account_id:
                 return 0
             seq = self._last_change(conn) + 1
             now = unix_now()
             conn.execute("DELETE FROM calls WHERE universal_id = ?", (universal_id,))
+            counts = CountChanges()
+            counts.add(Counted.from_row(row), -1)
+            counts.apply(conn, self.dialect)
             conn.execute("DELETE FROM call_tags WHERE universal_id = ?", (universal_id,))
             conn.execute(
                 "INSERT INTO call_tombstones (universal_id, account_id, change_seq, deleted_at) "
@@ -237,13 +254,16 @@ class CallQueries(StoreCore):
         return 1
 
     @staticmethod
-    def _existing(conn: Connection, universal_ids: list[str]) -> dict[str, tuple[int, bytes]]:
+    def _existing(conn: Connection, universal_ids: list[str]) -> dict[str, Existing]:
         marks = ", ".join("?" * len(universal_ids))
         rows = conn.execute(
-            f"SELECT universal_id, account_id, body FROM calls WHERE universal_id IN ({marks})",
+            f"SELECT universal_id, body, {', '.join(COUNTED_COLUMNS)} FROM calls "
+            f"WHERE universal_id IN ({marks})",
             universal_ids,
         ).fetchall()
-        return {row[0]: (row[1], row[2]) for row in rows}
+        return {
+            row[0]: Existing(int(row[2]), bytes(row[1]), Counted.from_row(row[2:])) for row in rows
+        }
 
     def count_calls(self, account_id: int | None = None) -> int:
         self.ensure_ready()

@@ -303,7 +303,7 @@ class CallListQueries(ChangeQueries):
 
     def count_filtered(self, owners: Sequence[int], where: CallFilter) -> int:
         """How many calls ``where`` selects. Without a tag or digits, the whole days (UTC) of
-        its window are read from ``call_filter_counts`` (kept by triggers, migration 11) and
+        its window are read from ``call_filter_counts`` (migration 11, ``store.counts``) and
         the calls only for the parts of a day at either end."""
         if not owners:
             return 0
@@ -354,9 +354,9 @@ class CallListQueries(ChangeQueries):
     ) -> list[StatsRow]:
         """Counts per group of ``by`` (``day`` and ``hour`` come back as quarter hours).
 
-        A window alone, grouped by what ``call_counts`` keeps, is read from those counts (kept
-        by triggers, migration 10) for its whole quarter hours, and from the calls for the
-        parts of a quarter at either end: a month of 1M calls is tens of thousands of count
+        A window alone, grouped by what ``call_counts`` keeps, is read from those counts
+        (migration 10, ``store.counts``) for its whole quarter hours, and from the calls for
+        the parts of a quarter at either end: a month of 1M calls is tens of thousands of count
         rows, not a third of a million calls. Grouped by campaign or utm tags only (or not at
         all), its whole UTC days come from ``call_filter_counts`` (migration 11): a month is
         thousands of rows.

@@ -21,7 +21,7 @@ from calltrack.hooks import EVENTS, METHODS, V3_EVENTS
 from calltrack.hooks.payload import record_json, render
 from calltrack.hooks.signing import new_secret
 from calltrack.model import CallRecord, Hook, StoredCall
-from calltrack.store.calls import Announce, CallQueries
+from calltrack.store.calls import Announce, CallQueries, Existing
 from calltrack.store.core import Connection, batched, unix_now
 
 # Attempts, and deliveries no longer pending, are kept this long (`calltrack hook log`).
@@ -315,7 +315,7 @@ class HookQueries(CallQueries):
         account_id: int,
         announce: Announce,
         chunk: Sequence[tuple[int, StoredCall]],
-        existing: dict[str, tuple[int, bytes]],
+        existing: dict[str, Existing],
     ) -> list[tuple[int, StoredCall]]:
         """Write the deliveries of a chunk's changes (AFTER_CALL_FINISH for live calls new to
         the store, CALL_UPDATED for calls that changed); the chunk with ``hooks`` showing

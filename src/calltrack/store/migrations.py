@@ -46,17 +46,15 @@ FACETS_BACKFILL: Final = {"sqlite": "-- facets", "postgres": "-- facets"}
 
 @dataclass(frozen=True, slots=True)
 class Counts:
-    """A table of calls counted per group (migrations 10 and 11), kept by triggers on calls in
-    the transaction of every write of calls (imports, call/put, deletes, telephony, the
-    facets' backfill), so exact whoever writes; a group whose calls all left keeps its row,
-    at zero. PostgreSQL: one grouped upsert per statement, from its transition tables."""
+    """A table of calls counted per group (migrations 10 and 11). The migration fills it from
+    the stored calls; from then on every writer of calls adds what it changes, in its own
+    transaction (``store.counts``). A group whose calls all left keeps its row, at zero."""
 
     table: str
     columns: str  # the table's columns after account_id and its time bucket, with types
     bucket: int  # seconds of the time bucket: call_time / bucket * bucket
     keys: tuple[str, ...]  # columns of calls that are columns of the table
-    sums: tuple[tuple[str, str], ...]  # (column, a call's value; {row} its row, NEW or OLD)
-    watched: tuple[str, ...]  # columns of calls the counts depend on (SQLite's UPDATE OF)
+    sums: tuple[tuple[str, str], ...]  # (column, a call's value in SQL, over a row of calls)
 
     def create(self, dialect: str) -> str:
         key = ", ".join(("account_id", self.time, *self.keys))
@@ -75,71 +73,43 @@ class Counts:
     def _columns(self) -> str:
         return ", ".join(("account_id", self.time, *self.keys, *(n for n, _ in self.sums)))
 
-    def _values(self, row: str, sign: int, summed: bool) -> str:
-        keys = [f"{row}account_id", f"({row}call_time / {self.bucket}) * {self.bucket}"]
-        keys += [f"{row}{name}" for name in self.keys]
-        sums = [
-            value.format(row=row) if sign > 0 else f"-({value.format(row=row)})"
-            for _, value in self.sums
-        ]
-        return ", ".join(keys + ([f"sum({v})" for v in sums] if summed else sums))
-
-    def _upsert(self) -> str:
-        added = ", ".join(f"{n} = {self.table}.{n} + excluded.{n}" for n, _ in self.sums)
-        key = ", ".join(("account_id", self.time, *self.keys))
-        return f"ON CONFLICT ({key}) DO UPDATE SET {added}"
-
-    def _grouped(self, source: str, sign: int) -> str:
+    def fill(self) -> str:
+        """The counts of every stored call, grouped."""
+        keys = [f"(call_time / {self.bucket}) * {self.bucket}", *self.keys]
+        sums = [f"sum({value})" for _, value in self.sums]
         groups = ", ".join(str(n) for n in range(1, 3 + len(self.keys)))
         return (
-            f"INSERT INTO {self.table} ({self._columns()}) SELECT "
-            f"{self._values('', sign, True)} FROM {source} GROUP BY {groups}"
+            f"INSERT INTO {self.table} ({self._columns()}) SELECT account_id, "
+            f"{', '.join(keys + sums)} FROM calls GROUP BY {groups}"
         )
 
-    def fill(self) -> str:
-        return self._grouped("calls", 1)
-
-    def _sqlite_trigger(self, name: str, event: str, *rows: tuple[str, int]) -> str:
-        steps = "".join(
-            f"INSERT INTO {self.table} ({self._columns()}) "
-            f"VALUES ({self._values(row + '.', sign, False)}) {self._upsert()}; "
-            for row, sign in rows
-        )
-        return f"CREATE TRIGGER {self.table}_{name} {event} ON calls BEGIN {steps}END"
-
-    def _postgres_trigger(self, event: str, tables: str) -> str:
+    def upsert(self, dialect: str) -> str:
+        """Adds groups' changes: on SQLite one group (a key's values, then each sum's
+        change) per execution; on PostgreSQL every group at once, each column an array
+        (a statement per group cost more there than the rest of the counts' work)."""
+        added = ", ".join(f"{n} = {self.table}.{n} + excluded.{n}" for n, _ in self.sums)
+        key = ", ".join(("account_id", self.time, *self.keys))
+        if dialect == "postgres":
+            types = ["bigint", "bigint"]
+            types += [column.split()[1].lower() for column in self.columns.split(", ")]
+            types += ["bigint"] * len(self.sums)
+            values = "SELECT * FROM unnest(" + ", ".join(f"?::{t}[]" for t in types) + ")"
+        else:
+            values = "VALUES (" + ", ".join("?" * (2 + len(self.keys) + len(self.sums))) + ")"
         return (
-            f"CREATE TRIGGER {self.table}_{event.lower()} AFTER {event} ON calls "
-            f"REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION {self.table}_change()"
+            f"INSERT INTO {self.table} ({self._columns()}) {values} "
+            f"ON CONFLICT ({key}) DO UPDATE SET {added}"
         )
 
     def statements(self) -> list[Statement]:
-        """The migration: the table, filled from the stored calls, and its triggers."""
-        old, new = self._grouped("old_rows", -1), self._grouped("new_rows", 1)
-        function = f"""CREATE FUNCTION {self.table}_change() RETURNS trigger
-    LANGUAGE plpgsql AS $$
-    BEGIN
-        IF TG_OP IN ('UPDATE', 'DELETE') THEN {old} {self._upsert()}; END IF;
-        IF TG_OP IN ('UPDATE', 'INSERT') THEN {new} {self._upsert()}; END IF;
-        RETURN NULL;
-    END $$"""
-        watched = ", ".join(("call_time", "account_id", *self.watched))
+        """The migration: the table, filled from the stored calls."""
         return [
             {"sqlite": self.create("sqlite"), "postgres": self.create("postgres")},
             # One pass over every stored call (1M: 7 s on SQLite), longer than a request's
             # statement timeout: lifted for the rest of the upgrade's transaction.
             {"postgres": "SET LOCAL statement_timeout = 0"},
             self.fill(),
-            {"sqlite": self._sqlite_trigger("insert", "AFTER INSERT", ("NEW", 1)),
-             "postgres": function},
-            {"sqlite": self._sqlite_trigger("delete", "AFTER DELETE", ("OLD", -1)),
-             "postgres": self._postgres_trigger("INSERT", "NEW TABLE AS new_rows")},
-            {"sqlite": self._sqlite_trigger(
-                "update", f"AFTER UPDATE OF {watched} ", ("OLD", -1), ("NEW", 1)),
-             "postgres": self._postgres_trigger("DELETE", "OLD TABLE AS old_rows")},
-            {"postgres": self._postgres_trigger(
-                "UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows")},
-        ]  # fmt: skip
+        ]
 
 
 def _when(condition: str) -> str:
@@ -157,13 +127,12 @@ CALL_COUNTS: Final = Counts(
     keys=("source", "campaign_id", "utm_campaign"),
     sums=(
         ("calls", "1"),
-        ("answered", _when("{row}status = 'success'")),
-        ("unique_calls", _when("({row}flags & 1) <> 0")),
-        ("target_calls", _when("({row}flags & 2) <> 0")),
-        ("unique_target_calls", _when("({row}flags & 4) <> 0")),
-        ("talk_seconds", "{row}duration"),
+        ("answered", _when("status = 'success'")),
+        ("unique_calls", _when("(flags & 1) <> 0")),
+        ("target_calls", _when("(flags & 2) <> 0")),
+        ("unique_target_calls", _when("(flags & 4) <> 0")),
+        ("talk_seconds", "duration"),
     ),
-    watched=("source", "campaign_id", "utm_campaign", "status", "flags", "duration"),
 )
 
 # Migration 11: calls per day (UTC) and value of each of v4's equality filters, so a count of
@@ -183,8 +152,7 @@ CALL_FILTER_COUNTS: Final = Counts(
     "flags INTEGER NOT NULL",
     bucket=DAY,
     keys=FILTER_COLUMNS,
-    sums=(("calls", "1"), ("talk_seconds", "{row}duration")),
-    watched=(*FILTER_COLUMNS, "duration"),
+    sums=(("calls", "1"), ("talk_seconds", "duration")),
 )
 
 MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
@@ -650,9 +618,7 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
     (
         10,
         "call counts per account, quarter hour, source, campaign and utm campaign",
-        [
-            *CALL_COUNTS.statements(),
-        ],
+        CALL_COUNTS.statements(),
     ),
     (
         11,

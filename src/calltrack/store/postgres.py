@@ -131,21 +131,8 @@ class PostgresStore(SqlStore):
         with self._connect() as conn:
             conn.execute("ANALYZE calls")
             conn.execute("ANALYZE call_tags")
-        # The counts (migrations 10, 11) were rewritten by every batch of the import: 1M calls
-        # left 0.8M dead versions in each table, which every read waded through until
-        # autovacuum came (the overview of 30 days: 1.3 s, not 0.1). VACUUM runs outside a
-        # transaction, so in autocommit, and without the request's statement timeout.
-        try:
-            with self.pool.connection() as conn:
-                conn.autocommit = True
-                try:
-                    conn.execute("SET statement_timeout = 0")
-                    conn.execute("VACUUM (ANALYZE) call_counts, call_filter_counts")
-                finally:
-                    conn.execute("RESET statement_timeout")
-                    conn.autocommit = False
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise StoreUnavailable(f"postgres: {exc}") from exc
+            conn.execute("ANALYZE call_counts")
+            conn.execute("ANALYZE call_filter_counts")
 
     def close(self) -> None:
         self.pool.close()
