@@ -16,7 +16,12 @@ from _bootstrap import ROOT, ensure_venv, run
 
 PATHS = ["src", "tests", "scripts", "bench"]
 # The page snippet (plain JavaScript, package data) and its Node tests.
-JS_PATHS = ["eslint.config.mjs", "src/calltrack/tracking", "tests/js"]
+JS_PATHS = [
+    "eslint.config.mjs",
+    "src/calltrack/tracking",
+    "src/calltrack/console/static/console.js",
+    "tests/js",
+]
 ESLINT_PACKAGES = ["eslint@9", "globals@16"]
 
 
