@@ -111,9 +111,12 @@ def test_the_root_page_says_what_the_server_is_and_its_link_answers(server: Serv
     assert status == 200
     assert f"calltrack {__version__}" in page.text
     assert "docs/api.md" in page.text
-    assert page.links
-    for link in page.links:
-        assert fetch(urllib.parse.urljoin(server.base + "/", link)) == (200, b"ok\n")
+    assert page.links == ["console/", "healthz"]
+    answers = {link: fetch(urllib.parse.urljoin(server.base + "/", link)) for link in page.links}
+    assert answers["healthz"] == (200, b"ok\n")
+    console_status, console_page = answers["console/"]  # the sign-in form, after a redirect
+    assert console_status == 200
+    assert b'action="/console/sign-in"' in console_page
     head = raw_request(server.port, b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     head_lines = head.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
     assert head_lines[0] == b"http/1.1 200 ok"
