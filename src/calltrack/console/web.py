@@ -1,10 +1,10 @@
 """What every console page shares: who is signed in, templates, forms, safe answers.
 
 A page handler is ``async (request, visitor) -> Response``, wrapped by ``page`` (GET/HEAD) or
-``action`` (POST: the CSRF token checked before the handler runs). Both send a visitor who is
-not signed in (or whose key was revoked since) to the sign-in page; ``user_only`` refuses
-role keys with 403. Templates autoescape everything; every answer carries a Content Security
-Policy that allows the console's own scripts and nothing inline.
+``action`` (POST: the CSRF token checked before the handler runs), both ``signed_in``. They send
+a visitor who is not signed in (or whose key was revoked since) to the sign-in page;
+``user_only`` refuses role keys with 403. Templates autoescape everything; every answer carries
+a Content Security Policy that allows the console's own scripts and nothing inline.
 """
 
 from __future__ import annotations
@@ -155,52 +155,43 @@ Handler = Callable[[Request, Visitor], Awaitable[Response]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+def signed_in(handler: Handler, *, user_only: bool, form: bool) -> Endpoint:
+    """``handler`` as an endpoint for a signed-in visitor; any other is sent to sign in.
+
+    ``form``: the request is a POSTed form whose CSRF token is checked first (403 and nothing
+    done without it), then kept for ``form_of``. ``user_only``: role keys are refused (403),
+    after the CSRF check. A store that cannot be reached is a 503 page.
+    """
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        try:
+            visitor = await visitor_of(request)
+            if visitor is None:
+                return to_sign_in(request)
+            if form:
+                fields = await read_form(request)
+                signer = await signer_of(request)
+                if fields is None or not signer.csrf_ok(visitor.session, fields.get("csrf")):
+                    return error_page(request, visitor, 403, "error.csrf")
+                request.state.form = fields
+            if user_only and visitor.read_only:
+                return error_page(request, visitor, 403, "error.forbidden")
+            return await handler(request, visitor)
+        except StoreUnavailable:
+            return unavailable(request)
+
+    return endpoint
+
+
 def page(*, user_only: bool = False) -> Callable[[Handler], Endpoint]:
     """A GET page for a signed-in visitor (``user_only``: not for role keys)."""
-
-    def wrap(handler: Handler) -> Endpoint:
-        @functools.wraps(handler)
-        async def endpoint(request: Request) -> Response:
-            try:
-                visitor = await visitor_of(request)
-                if visitor is None:
-                    return to_sign_in(request)
-                if user_only and visitor.read_only:
-                    return error_page(request, visitor, 403, "error.forbidden")
-                return await handler(request, visitor)
-            except StoreUnavailable:
-                return unavailable(request)
-
-        return endpoint
-
-    return wrap
+    return lambda handler: signed_in(handler, user_only=user_only, form=False)
 
 
 def action(*, user_only: bool = True) -> Callable[[Handler], Endpoint]:
     """A POST of a form: signed in, CSRF token checked (403 and nothing done without it)."""
-
-    def wrap(handler: Handler) -> Endpoint:
-        @functools.wraps(handler)
-        async def endpoint(request: Request) -> Response:
-            try:
-                visitor = await visitor_of(request)
-                if visitor is None:
-                    return to_sign_in(request)
-                form = await read_form(request)
-                if form is None or not (await signer_of(request)).csrf_ok(
-                    visitor.session, form.get("csrf")
-                ):
-                    return error_page(request, visitor, 403, "error.csrf")
-                if user_only and visitor.read_only:
-                    return error_page(request, visitor, 403, "error.forbidden")
-                request.state.form = form
-                return await handler(request, visitor)
-            except StoreUnavailable:
-                return unavailable(request)
-
-        return endpoint
-
-    return wrap
+    return lambda handler: signed_in(handler, user_only=user_only, form=True)
 
 
 def form_of(request: Request) -> dict[str, str]:
