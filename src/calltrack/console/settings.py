@@ -13,10 +13,11 @@ bad input renders the page with 400 and the reason, nothing changed.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Concatenate, Final, ParamSpec, TypeVar
 from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
@@ -27,7 +28,7 @@ from calltrack import access
 from calltrack.api.app import service_of
 from calltrack.api.tracking import public_url
 from calltrack.console.session import COOKIE, PATH
-from calltrack.console.web import Visitor, action, error_page, form_of, page, render
+from calltrack.console.web import Endpoint, Visitor, action, error_page, form_of, page, render
 from calltrack.errors import Conflict, NotFound
 from calltrack.hooks import EVENTS, METHODS
 from calltrack.hooks.endpoints import SampleDelivery, add_endpoint, send_test
@@ -38,6 +39,8 @@ from calltrack.store.hooks import HookEndpoint, HookStats, LoggedAttempt
 from calltrack.store.telephony import PROVIDERS, TelephonyEndpoint
 from calltrack.store.tracking import TARGET_SECONDS_MAX, UNIQUE_DAYS_MAX, AccountSettings
 
+T = TypeVar("T")
+P = ParamSpec("P")
 SETTINGS: Final = PATH + "/settings"
 NAME_LIMIT: Final = 200  # characters of a role's name
 URL_LIMIT: Final = 2000  # characters of a webhook URL
@@ -453,6 +456,45 @@ async def _not_found(request: Request, visitor: Visitor, section: str) -> Respon
     return await _settings(request, visitor, 404, visitor.t("settings.not_found"), section)
 
 
+async def _in_store(
+    request: Request,
+    visitor: Visitor,
+    work: Callable[Concatenate[Store, int, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """``work(store, the visitor's account id, *args)`` in a thread: the library's work, always
+    on the signed-in key's own account."""
+    service = service_of(request)
+    return await service.in_thread(
+        functools.partial(work, service.store, visitor.account_id, *args, **kwargs)
+    )
+
+
+Act = Callable[[Store, int, int], bool]  # (store, account, id): False when it has no such id
+
+
+async def _acted(request: Request, visitor: Visitor, act: Act) -> int | None:
+    """The URL's id once ``act`` did its work on it; None when the account has no such id."""
+    object_id = _id(request)
+    if object_id is None or not await _in_store(request, visitor, act, object_id):
+        return None
+    return object_id
+
+
+def _on_id(act: Act, section: str, notice: str) -> Endpoint:
+    """An action on one of the account's objects by the id in its URL: ``act``, then back to
+    the page with ``notice``; 404 with nothing done when the account has no such id."""
+
+    async def on_id(request: Request, visitor: Visitor) -> Response:
+        if await _acted(request, visitor, act) is None:
+            return await _not_found(request, visitor, section)
+        return _done(notice, section)
+
+    on_id.__name__ = on_id.__qualname__ = f"{section}_{notice}"
+    return action()(on_id)
+
+
 def _whole(text: str, most: int) -> int | None:
     """A whole number from 0 to ``most`` typed in a form, or None."""
     text = text.strip()
@@ -497,8 +539,7 @@ async def save_tracking(request: Request, visitor: Visitor) -> Response:
 
 @action()
 async def issue_key(request: Request, visitor: Visitor) -> Response:
-    service = service_of(request)
-    key = await service.in_thread(access.issue_user_key, service.store, visitor.account_id)
+    key = await _in_store(request, visitor, access.issue_user_key)
     shown = Secret("settings.key_issued", "settings.key_issued_hint", key)
     return await _settings(request, visitor, secret=shown, section="keys")
 
@@ -517,11 +558,8 @@ def _revoke_key(store: Store, account_id: int, key_id: int) -> bool:
 
 @action()
 async def revoke_key(request: Request, visitor: Visitor) -> Response:
-    key_id = _id(request)
-    service = service_of(request)
-    if key_id is None or not await service.in_thread(
-        _revoke_key, service.store, visitor.account_id, key_id
-    ):
+    key_id = await _acted(request, visitor, _revoke_key)
+    if key_id is None:
         return await _not_found(request, visitor, "keys")
     if key_id == visitor.key.key_id:  # the session's own key: the session ends with it
         answer = RedirectResponse(PATH + "/sign-in", 303)
@@ -587,10 +625,7 @@ async def grant_role(request: Request, visitor: Visitor) -> Response:
     if role_id is None:
         return await _not_found(request, visitor, "roles")
     form = form_of(request)
-    service = service_of(request)
-    done = await service.in_thread(
-        _grant, service.store, visitor.account_id, role_id, form.get("grantee", "").strip()
-    )
+    done = await _in_store(request, visitor, _grant, role_id, form.get("grantee", "").strip())
     if done.problem:
         values = {f"grantee_{role_id}": form.get("grantee", "")}
         return await _settings(
@@ -617,15 +652,7 @@ def _revoke_grant(store: Store, account_id: int, grant_id: int) -> bool:
     return False
 
 
-@action()
-async def revoke_grant(request: Request, visitor: Visitor) -> Response:
-    grant_id = _id(request)
-    service = service_of(request)
-    if grant_id is None or not await service.in_thread(
-        _revoke_grant, service.store, visitor.account_id, grant_id
-    ):
-        return await _not_found(request, visitor, "roles")
-    return _done("grant_revoked", "roles")
+revoke_grant = _on_id(_revoke_grant, "roles", "grant_revoked")
 
 
 # -- webhooks --------------------------------------------------------------------------------
@@ -685,16 +712,15 @@ def _hook_to_test(
 @action()
 async def test_hook(request: Request, visitor: Visitor) -> Response:
     """Send a sample call now, as ``calltrack hook test`` does; the page shows the answer."""
-    service = service_of(request)
-    found = await service.in_thread(_hook_to_test, service.store, visitor.account_id, _id(request))
+    found = await _in_store(request, visitor, _hook_to_test, _id(request))
     if found is None:
         return await _not_found(request, visitor, "hooks")
     endpoint, keys = found
-    sent = await send_test(service.settings, endpoint, keys)
+    sent = await send_test(service_of(request).settings, endpoint, keys)
     return await _settings(request, visitor, tested=Tested(endpoint, sent), section="hooks")
 
 
-def _change_hook(store: Store, account_id: int, hook_id: int | None, change: str) -> bool:
+def _change_hook(change: str, store: Store, account_id: int, hook_id: int) -> bool:
     endpoint = _own_hook(store, account_id, hook_id)
     if endpoint is None:
         return False
@@ -705,24 +731,8 @@ def _change_hook(store: Store, account_id: int, hook_id: int | None, change: str
     return True
 
 
-@action()
-async def enable_hook(request: Request, visitor: Visitor) -> Response:
-    service = service_of(request)
-    if not await service.in_thread(
-        _change_hook, service.store, visitor.account_id, _id(request), "enable"
-    ):
-        return await _not_found(request, visitor, "hooks")
-    return _done("hook_enabled", "hooks")
-
-
-@action()
-async def remove_hook(request: Request, visitor: Visitor) -> Response:
-    service = service_of(request)
-    if not await service.in_thread(
-        _change_hook, service.store, visitor.account_id, _id(request), "remove"
-    ):
-        return await _not_found(request, visitor, "hooks")
-    return _done("hook_removed", "hooks")
+enable_hook = _on_id(functools.partial(_change_hook, "enable"), "hooks", "hook_enabled")
+remove_hook = _on_id(functools.partial(_change_hook, "remove"), "hooks", "hook_removed")
 
 
 def _hook_log(
@@ -736,8 +746,7 @@ def _hook_log(
 
 @page(user_only=True)
 async def hook_log_page(request: Request, visitor: Visitor) -> Response:
-    service = service_of(request)
-    found = await service.in_thread(_hook_log, service.store, visitor.account_id, _id(request))
+    found = await _in_store(request, visitor, _hook_log, _id(request))
     if found is None:
         return error_page(request, visitor, 404, "settings.not_found")
     endpoint, attempts = found
@@ -786,16 +795,12 @@ def _server(request: Request) -> str:
     return public_url(request, f"{request.url.scheme}://{request.url.netloc}")
 
 
-@action()
-async def revoke_telephony(request: Request, visitor: Visitor) -> Response:
-    endpoint_id = _id(request)
-    if endpoint_id is None:
-        return await _not_found(request, visitor, "telephony")
-    service = service_of(request)
+def _revoke_telephony(store: Store, account_id: int, endpoint_id: int) -> bool:
     try:
-        await service.in_thread(
-            service.store.revoke_telephony_endpoint, visitor.account_id, endpoint_id
-        )
+        store.revoke_telephony_endpoint(account_id, endpoint_id)
     except NotFound:
-        return await _not_found(request, visitor, "telephony")
-    return _done("endpoint_revoked", "telephony")
+        return False
+    return True
+
+
+revoke_telephony = _on_id(_revoke_telephony, "telephony", "endpoint_revoked")
