@@ -8,6 +8,18 @@ const require = createRequire(new URL("./.venv/eslint.config.cjs", import.meta.u
 const js = require("@eslint/js");
 const globals = require("globals");
 
+// No HTML from strings, in the snippet and in the console's script alike: page text is set
+// with textContent, never parsed from a string.
+const textOnly = "Page text is set with textContent only.";
+const noHtmlFromStrings = {
+  "no-restricted-properties": [
+    "error",
+    { property: "innerHTML", message: textOnly },
+    { property: "outerHTML", message: textOnly },
+    { property: "insertAdjacentHTML", message: textOnly },
+  ],
+};
+
 export default [
   { ignores: [".venv/**", "**/node_modules/**", "build/**", "dist/**"] },
   js.configs.recommended,
@@ -26,12 +38,7 @@ export default [
       "prefer-const": "error",
       eqeqeq: ["error", "smart"],
       "no-implicit-globals": "error",
-      "no-restricted-properties": [
-        "error",
-        { property: "innerHTML", message: "Page text is set with textContent only." },
-        { property: "outerHTML", message: "Page text is set with textContent only." },
-        { property: "insertAdjacentHTML", message: "Page text is set with textContent only." },
-      ],
+      ...noHtmlFromStrings,
       "no-eval": "error",
       "no-implied-eval": "error",
       "no-new-func": "error",
@@ -45,12 +52,7 @@ export default [
       "no-unused-vars": ["error", { caughtErrors: "none", args: "none" }],
       eqeqeq: ["error", "smart"],
       "no-implicit-globals": "error",
-      "no-restricted-properties": [
-        "error",
-        { property: "innerHTML", message: "Page text is set with textContent only." },
-        { property: "outerHTML", message: "Page text is set with textContent only." },
-        { property: "insertAdjacentHTML", message: "Page text is set with textContent only." },
-      ],
+      ...noHtmlFromStrings,
       "no-eval": "error",
     },
   },
