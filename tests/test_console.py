@@ -25,7 +25,7 @@ from calltrack.importer import import_bytes
 from calltrack.model import source_of
 from calltrack.store import Store
 from tests.conftest import new_account
-from tests.helpers_console import csrf_of, sign_in
+from tests.helpers_console import csrf_of, overview_counts, sign_in
 
 MakeClient = Callable[..., tuple[TestClient, Store]]
 Record = dict[str, Any]
@@ -278,16 +278,6 @@ def _shown_counts(html: str) -> dict[str, int]:
     return {name: int(value.replace("\u202f", "")) for name, value in found}
 
 
-def _counts(records: list[Record]) -> dict[str, int]:
-    return {
-        "calls": len(records),
-        "answered": sum(r["status"] == "success" for r in records),
-        "unique": sum(bool(r["unique"]) for r in records),
-        "target": sum(bool(r["target"]) for r in records),
-        "uniqueTarget": sum(bool(r["uniqueTarget"]) for r in records),
-    }
-
-
 def _chart(html: str) -> dict[str, Any]:
     found = re.search(r'<script type="application/json" id="chart-data">(.*?)</script>', html)
     assert found, "no chart data"
@@ -324,7 +314,7 @@ def test_the_overview_counts_a_period_against_the_previous_one(client: Any, peri
     shown = within(start, end)
     length = timedelta(days=(end - start).days + 1)
     before = within(start - length, end - length)
-    assert _shown_counts(page.text) == _counts(shown)
+    assert _shown_counts(page.text) == overview_counts(shown)
     wanted_calls = len(shown)
     if before:
         change = round((wanted_calls - len(before)) * 100 / len(before))

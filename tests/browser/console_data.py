@@ -244,17 +244,6 @@ def in_days(records: list[Record], first: date, last: date) -> list[Record]:
     return [r for r in records if first <= day_of(r) <= last]
 
 
-def counts(records: list[Record]) -> dict[str, int]:
-    """The overview's five counts of ``records``."""
-    return {
-        "calls": len(records),
-        "answered": sum(r["status"] == "success" for r in records),
-        "unique": sum(bool(r["unique"]) for r in records),
-        "target": sum(bool(r["target"]) for r in records),
-        "uniqueTarget": sum(bool(r["uniqueTarget"]) for r in records),
-    }
-
-
 def per_day_and_source(records: list[Record], first: date, last: date) -> dict[str, list[int]]:
     """Calls of each source on each day from ``first`` to ``last``."""
     days = (last - first).days + 1

@@ -43,6 +43,7 @@ from tests.browser import console_data as data
 from tests.browser.conftest import ContextFactory, LiveServers
 from tests.conftest import StoreFactory
 from tests.faults._common import Server
+from tests.helpers_console import overview_counts
 
 if TYPE_CHECKING:
     from playwright.sync_api import (
@@ -173,8 +174,8 @@ def expected_counts(console: Console, days: int) -> dict[str, tuple[str, str]]:
     """What the overview of the last ``days`` days must show, from the records imported."""
     last = data.today(console.store.settings.zone)
     first = last - timedelta(days=days - 1)
-    now = data.counts(data.in_days(console.shop.calls, first, last))
-    before = data.counts(
+    now = overview_counts(data.in_days(console.shop.calls, first, last))
+    before = overview_counts(
         data.in_days(console.shop.calls, first - timedelta(days=days), first - timedelta(1))
     )
     return {name: (data.thousands(now[name]), str(before[name])) for name in data.COUNTS}
