@@ -182,13 +182,14 @@ def read_csv(body: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(body.decode("utf-8-sig"), newline=""), delimiter=";"))
 
 
-def cell(value: object) -> str:
-    """A value of the API's record as the CSV writes it."""
+def cell(name: str, value: object) -> str:
+    """A value of the API's record as the CSV for Excel writes it (a time zone's offset after a
+    ', so that Excel keeps it as text)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return str(value)
+    return "'" + str(value) if name == "timezoneOffset" and value else str(value)
 
 
 def test_the_csv_holds_the_apis_calls_for_the_same_filters(shop: Shop) -> None:
@@ -201,7 +202,7 @@ def test_the_csv_holds_the_apis_calls_for_the_same_filters(shop: Shop) -> None:
         rows = read_csv(answer.content)
         assert rows[0] == list(FIELD_NAMES)
         assert [row[1:] for row in rows[1:]] == [
-            [cell(call[name]) for name in FIELD_NAMES[1:]] for call in expected
+            [cell(name, call[name]) for name in FIELD_NAMES[1:]] for call in expected
         ], params
 
 
@@ -246,6 +247,26 @@ def test_the_xlsx_opens_with_the_apis_calls(shop: Shop) -> None:
     assert [row[1] for row in rows[1:]] == [c["universalId"] for c in expected]
     column = FIELD_NAMES.index("clientNumber")
     assert [row[column] for row in rows[1:]] == [c["clientNumber"] for c in expected]
+
+
+def test_the_csv_keeps_a_time_zone_offset_as_text_for_excel(shop: Shop) -> None:
+    """Excel reads a bare "+0300" as the number 300: in the CSV for Excel it starts with a ',
+    as free text that looks like a formula does; the XLSX cell is text already, unchanged."""
+    plus, minus = dict(shop.calls[0]), dict(shop.calls[1])
+    plus.update(universalId="tz-plus", timezoneOffset="+0300", tags=["tz"])
+    minus.update(universalId="tz-minus", timezoneOffset="-0500", tags=["tz"])
+    shop.put(shop.a, [plus, minus])
+    rows = read_csv(shop.http.get("/console/calls.csv", params={"tag": "tz"}).content)
+    offsets = {row[1]: row[FIELD_NAMES.index("timezoneOffset")] for row in rows[1:]}
+    assert offsets == {"tz-plus": "'+0300", "tz-minus": "'-0500"}
+    sheet = read_xlsx(shop.http.get("/console/calls.xlsx", params={"tag": "tz"}).content)
+    cells = {row[1]: row[FIELD_NAMES.index("timezoneOffset")] for row in sheet[1:]}
+    assert cells == {"tz-plus": "+0300", "tz-minus": "-0500"}
+    api, _ = shop.api(tag="tz")
+    assert {c["universalId"]: c["timezoneOffset"] for c in api} == {
+        "tz-plus": "+0300",
+        "tz-minus": "-0500",
+    }
 
 
 def test_without_xlsxwriter_the_xlsx_is_501_naming_the_extra(

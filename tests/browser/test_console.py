@@ -563,18 +563,19 @@ def api_calls(console: Console, key: str, **params: str) -> list[dict[str, Any]]
 
 
 FREE_TEXT = {*data.text_fields(), "visitSite", "siteVisit"}  # what visitors and PBXs write
+CSV_TEXT = {*FREE_TEXT, "timezoneOffset"}  # "+0300" Excel would read as the number 300
 
 
 def csv_cell(name: str, value: object) -> str:
     """A record value as the CSV for Excel writes it: booleans true/false, lists JSON, free
-    text that a spreadsheet would run as a formula after a '."""
+    text that a spreadsheet would run as a formula, and a time zone's offset, after a '."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     text = str(value)
     formula = text.startswith(("=", "+", "-", "@", "\t", "\r"))
-    return "'" + text if formula and name in FREE_TEXT else text
+    return "'" + text if formula and name in CSV_TEXT else text
 
 
 def read_csv(content: bytes) -> tuple[list[str], list[dict[str, str]]]:

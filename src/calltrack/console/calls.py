@@ -8,7 +8,8 @@ A bad value is the page again with v4's message (naming the parameter) and statu
 Downloads are the files of ``calltrack export``: CSV for Excel (UTF-8 with a byte order mark,
 ``;`` between fields, the v3 field names as the header) streamed batch by batch, and XLSX
 written in constant memory to a temporary file and sent from it. Free-text cells that a
-spreadsheet would take for a formula (``= + - @``) start with ``'`` in both.
+spreadsheet would take for a formula (``= + - @``) start with ``'`` in both; so does a time
+zone's offset (``+0300``) in the CSV, which Excel would read as the number 300.
 """
 
 from __future__ import annotations
@@ -175,6 +176,9 @@ RECORD_FIELDS: Final = tuple(
 )
 _FREE_TEXT: Final = tuple(name for name, kind in COLUMNS if kind == "free_text")
 _FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+# Text of the CSV only that Excel would take for a number: "+0300" shows as 300. An XLSX cell of
+# text stays text, so there it is left as it is.
+_CSV_TEXT: Final = ("timezoneOffset",)
 _decode = msgspec.json.Decoder(CallRecord).decode
 _encode = msgspec.json.Encoder().encode
 XLSX_TYPE: Final = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -449,7 +453,7 @@ async def _csv_chunks(
     after: tuple[int, int] | None = None
     while True:
         records, after = await service.in_thread(read_batch, service.store, owners, query, after)
-        writer.write(records)
+        writer.write([guarded(record, _CSV_TEXT) for record in records])
         yield _drained(buffer)
         if after is None:
             return
@@ -486,9 +490,10 @@ def write_xlsx(store: Store, owners: tuple[int, ...], query: Query) -> str:
     return path
 
 
-def guarded(record: CallRecord) -> CallRecord:
-    """The record with free text a spreadsheet would run as a formula made plain text."""
-    for name in _FREE_TEXT:
+def guarded(record: CallRecord, names: tuple[str, ...] = _FREE_TEXT) -> CallRecord:
+    """The record with the values of ``names`` (free text) that a spreadsheet would run as a
+    formula, or read as a number, made plain text: a leading ``'``."""
+    for name in names:
         value = getattr(record, name)
         if value.startswith(_FORMULA_START):
             setattr(record, name, "'" + value)
