@@ -11,6 +11,7 @@ import io
 import json
 import re
 import sys
+import tempfile
 import zipfile
 from datetime import datetime
 from typing import Any
@@ -267,6 +268,37 @@ def test_the_csv_keeps_a_time_zone_offset_as_text_for_excel(shop: Shop) -> None:
         "tz-plus": "+0300",
         "tz-minus": "-0500",
     }
+
+
+def _broken_after_headers(app: Any) -> Any:
+    """``app`` behind a connection that breaks when the body is sent (the client went away)."""
+
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        async def failing(message: Any) -> None:
+            if message["type"] == "http.response.body":
+                raise OSError("the connection broke")
+            await send(message)
+
+        await app(scope, receive, failing if scope["type"] == "http" else send)
+
+    return broken
+
+
+def test_the_xlsx_s_temporary_file_is_removed_sent_or_not(
+    shop: Shop, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "temporary"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))  # where mkstemp makes its files
+    answer = shop.http.get("/console/calls.xlsx")
+    assert answer.status_code == 200, answer.text
+    assert read_xlsx(answer.content)[0] == list(FIELD_NAMES)
+    assert list(folder.iterdir()) == []
+    broken = TestClient(_broken_after_headers(shop.http.app))
+    broken.cookies = shop.http.cookies
+    with pytest.raises(OSError, match="the connection broke"):
+        broken.get("/console/calls.xlsx")
+    assert list(folder.iterdir()) == []
 
 
 def test_without_xlsxwriter_the_xlsx_is_501_naming_the_extra(

@@ -14,6 +14,7 @@ zone's offset (``+0300``) in the CSV, which Excel would read as the number 300.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -26,10 +27,10 @@ from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 import msgspec
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from calltrack.api.app import Service, service_of
 from calltrack.api.v4.problems import Problem, bad_parameter
@@ -435,13 +436,30 @@ async def download(request: Request, visitor: Visitor) -> Response:
         require_extra("xlsx")
     except MissingExtra:
         return error_page(request, visitor, 501, "calls.xlsx_missing")
-    path = await service.in_thread(write_xlsx, service.store, visitor.owners, query)
-    return FileResponse(
-        path,
-        headers=_attachment("xlsx"),
-        media_type=XLSX_TYPE,
-        background=BackgroundTask(os.unlink, path),
-    )
+    handle, path = tempfile.mkstemp(prefix="calltrack-calls-", suffix=".xlsx")
+    os.close(handle)
+    try:  # removed here if writing fails or is cancelled, else once sent (or not)
+        await service.in_thread(write_xlsx, service.store, visitor.owners, query, path)
+    except BaseException:
+        _remove(path)
+        raise
+    return TemporaryFileResponse(path, headers=_attachment("xlsx"), media_type=XLSX_TYPE)
+
+
+class TemporaryFileResponse(FileResponse):
+    """A temporary file as the answer, removed once sent, or once sending failed midway (the
+    client went away): a background task would run only after a complete send."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _remove(str(self.path))
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 async def _csv_chunks(
@@ -470,24 +488,16 @@ def read_batch(
     return records, following
 
 
-def write_xlsx(store: Store, owners: tuple[int, ...], query: Query) -> str:
-    """The workbook in a temporary file (runs in a thread); its path, for the answer to send
-    and then remove."""
-    handle, path = tempfile.mkstemp(prefix="calltrack-calls-", suffix=".xlsx")
-    os.close(handle)
-    try:
-        writer = XlsxWriter(Path(path))
-        after: tuple[int, int] | None = None
-        while True:
-            records, after = read_batch(store, owners, query, after)
-            writer.write(records)
-            if after is None:
-                break
-        writer.close()
-    except BaseException:
-        os.unlink(path)
-        raise
-    return path
+def write_xlsx(store: Store, owners: tuple[int, ...], query: Query, path: str) -> None:
+    """The workbook, written to ``path`` (runs in a thread)."""
+    writer = XlsxWriter(Path(path))
+    after: tuple[int, int] | None = None
+    while True:
+        records, after = read_batch(store, owners, query, after)
+        writer.write(records)
+        if after is None:
+            break
+    writer.close()
 
 
 def guarded(record: CallRecord, names: tuple[str, ...] = _FREE_TEXT) -> CallRecord:
