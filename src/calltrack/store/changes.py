@@ -18,6 +18,8 @@ from calltrack.store.calls import PRUNED_CHANGES_KEY, CallQueries
 from calltrack.store.core import Connection, unix_now
 from calltrack.store.migrations import DAY
 
+NEWEST_CHANGE = 2**63 - 1  # above every change number: no upper bound
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -47,28 +49,41 @@ class ChangeQueries(CallQueries):
         """
         if not owners or limit < 1:
             return []
-        upper = "" if through is None else " AND change_seq <= ?"
         postgres = self.dialect == "postgres"
         blob = "BYTEA" if postgres else "BLOB"
+        if postgres:
+            # Row comparisons, which only the (account_id, change_seq) index serves: with
+            # ``account_id = ?`` PostgreSQL chose the index of change_seq alone and filtered
+            # it, so the read at the end of a small account's changes went through every
+            # later change of the other accounts (1M calls: 0.2-0.4 s a read, not 3 ms).
+            where = "(account_id, change_seq) > (?, ?) AND (account_id, change_seq) <= (?, ?)"
+        else:
+            where = "account_id = ? AND change_seq > ?" + (
+                "" if through is None else " AND change_seq <= ?"
+            )
         parts: list[str] = []
         params: list[object] = []
         for owner in owners:
-            bounds = [owner, after] + ([] if through is None else [through])
+            if postgres:
+                bounds = [owner, after, owner, NEWEST_CHANGE if through is None else through]
+            else:
+                bounds = [owner, after] + ([] if through is None else [through])
             selects = [
                 "SELECT change_seq, universal_id, account_id, changed_at, body FROM calls "
-                f"WHERE account_id = ? AND change_seq > ?{upper}"
+                f"WHERE {where}"
             ]
             if deletes:
                 selects.append(
                     "SELECT change_seq, universal_id, account_id, deleted_at, "
-                    f"CAST(NULL AS {blob}) FROM call_tombstones WHERE account_id = ? "
-                    f"AND change_seq > ?{upper}"
+                    f"CAST(NULL AS {blob}) FROM call_tombstones WHERE {where}"
                 )
             for select in selects:
                 if postgres:
                     # Each part an index range cut at the limit: PostgreSQL then merges them
                     # (a bare UNION ALL would be scanned whole and sorted).
-                    parts.append(f"SELECT * FROM ({select} ORDER BY change_seq LIMIT ?) AS p")
+                    parts.append(
+                        f"SELECT * FROM ({select} ORDER BY account_id, change_seq LIMIT ?) AS p"
+                    )
                     params += [*bounds, limit]
                 else:
                     # SQLite merges the parts' index order itself; a subquery with its own
