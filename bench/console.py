@@ -36,19 +36,14 @@ import contextlib
 import functools
 import html
 import http.client
-import json
-import os
 import re
 import shutil
-import signal
 import statistics
-import sys
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +58,6 @@ from calltrack.store import open_store
 
 HERE = Path(__file__).resolve().parent
 PG_NAME = "calltrack_console_bench"
-# v4.py's server and pinning: `calltrack serve --workers 2` alone on CPU 0, the client on 1.
-ADMIN_PG, WORKERS, SERVER_CPUS, CLIENT_CPUS = (
-    v4.ADMIN_PG,
-    v4.WORKERS,
-    v4.SERVER_CPUS,
-    v4.CLIENT_CPUS,
-)
 SEED = 3
 DAYS = 90
 GOAL_MS = 100.0
@@ -296,10 +284,9 @@ def run_store(
     step(f"{backend}: import {args.calls:,} calls")
     key, account_id, seconds = load(url, path, args.calls)
     result: dict[str, Any] = {"import_s": seconds, "calls_per_s": args.calls / seconds}
-    server = servers.calltrack_server(f"calltrack-{backend}", url, {"console": key}, WORKERS)
-    cpus = None if args.no_pin else CLIENT_CPUS
-    running = servers.launch(
-        server, WORKERS, None if args.no_pin else SERVER_CPUS, work / f"serve-{backend}.log"
+    # As v4.py: `calltrack serve --workers 2` alone on CPU 0, this client on CPU 1.
+    _server, running, cpus = servers.serve_pinned(
+        f"calltrack-{backend}", url, {"console": key}, work / f"serve-{backend}.log", args.no_pin
     )
     client = Client(running.port)
     try:
@@ -419,7 +406,7 @@ def main() -> None:
     parser.add_argument("--later", type=int, default=10, help="the later calls page (10)")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--postgres-url", default=ADMIN_PG, help="an admin database's URL")
+    parser.add_argument("--postgres-url", default=servers.ADMIN_PG, help="an admin database's URL")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
@@ -431,48 +418,26 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     day = today()
     results: dict[str, Any] = {
-        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(),
-        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "no_pin": args.no_pin,
+        **servers.run_facts(args.no_pin),
         "calls": args.calls,
         "today": day.isoformat(),
         "requests": args.requests,
         "warmup": args.warmup,
-        "source": v4._git_state(),
     }
-    created = False
-    with v4._stopped_on_signals(), tempfile.TemporaryDirectory(prefix="calltrack-console-") as tmp:
-        work = Path(tmp)
-        try:
-            step(f"generate {args.calls:,} calls up to {day} (cached in {args.out / 'data'})")
-            path, results["generate_s"] = ensure_file(args.out / "data", args.calls, day)
-            if not args.no_sqlite:
-                lite = f"sqlite:///{work / 'console.db'}"
-                results["sqlite"] = run_store("sqlite", lite, path, work, args)
-                shutil.rmtree(work, ignore_errors=True)  # the SQLite files: disk for PostgreSQL
-                work.mkdir(exist_ok=True)
-            if not args.no_postgres and data.pg_reachable(args.postgres_url):
-                created = True
-                url = data.pg_create(args.postgres_url, PG_NAME)
-                results["postgres"] = run_store("postgres", url, path, work, args)
-                results["postgres_version"] = data.pg_server_version(url)
-        except KeyboardInterrupt:
-            print("interrupted: servers stopped, bench database dropped", file=sys.stderr)
-            raise SystemExit(130) from None
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_IGN)  # let the bounded cleanup finish
-            procs.stop_all()
-            if created:
-                data.pg_drop(args.postgres_url, PG_NAME)
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_DFL)
-    results["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    (args.out / "console.json").write_text(json.dumps(results, indent=1) + "\n")
-    text = markdown(results)
-    (args.out / "console.md").write_text(text)
-    print(text)
+    with servers.bench_run("calltrack-console-", args.postgres_url, PG_NAME) as run:
+        work = run.work
+        step(f"generate {args.calls:,} calls up to {day} (cached in {args.out / 'data'})")
+        path, results["generate_s"] = ensure_file(args.out / "data", args.calls, day)
+        if not args.no_sqlite:
+            lite = f"sqlite:///{work / 'console.db'}"
+            results["sqlite"] = run_store("sqlite", lite, path, work, args)
+            shutil.rmtree(work, ignore_errors=True)  # the SQLite files: disk for PostgreSQL
+            work.mkdir(exist_ok=True)
+        if not args.no_postgres and data.pg_reachable(args.postgres_url):
+            url = run.create_postgres()
+            results["postgres"] = run_store("postgres", url, path, work, args)
+            results["postgres_version"] = data.pg_server_version(url)
+    servers.write_results(args.out, "console", results, markdown)
 
 
 if __name__ == "__main__":

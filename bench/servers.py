@@ -1,21 +1,38 @@
-"""The servers under test and what the bench does with each one while it runs."""
+"""The servers under test and what the bench does with each one while it runs; and what the
+benches of one server (v4.py, console.py) share: its start pinned to its own CPU, and a run's
+cleanup and results."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip as gzip_module
 import http.client
+import json
+import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import data
 import export
 import load
 import procs
 from data import CALLTRACK, WINDOW
 
 HERE = Path(__file__).resolve().parent
+ADMIN_PG = os.environ.get(
+    "CALLTRACK_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+# The benches of one server: `calltrack serve --workers 2` alone on CPU 0, the client on CPU 1.
+WORKERS = 2
+SERVER_CPUS, CLIENT_CPUS = "0", "1"
 
 
 @dataclass(slots=True)
@@ -124,6 +141,112 @@ def launch(server: Server, workers: int, cpus: str | None, log: Path) -> Running
         procs.stop(proc)
         raise
     return Running(server, port, proc, found)
+
+
+def serve_pinned(
+    name: str, url: str, keys: dict[str, str], log: Path, no_pin: bool
+) -> tuple[Server, Running, str | None]:
+    """`calltrack serve --workers 2` over ``url`` pinned to SERVER_CPUS (unpinned with
+    ``no_pin``), up and answering; and the CPUs the client keeps to (None: any)."""
+    server = calltrack_server(name, url, keys, WORKERS)
+    running = launch(server, WORKERS, None if no_pin else SERVER_CPUS, log)
+    return server, running, None if no_pin else CLIENT_CPUS
+
+
+# -- a bench's run -----------------------------------------------------------------------------
+
+
+def run_facts(no_pin: bool) -> dict[str, Any]:
+    """What a results file says first: when, on how many cores, how loaded, which code."""
+    return {
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "load_before": _load_average(),
+        "no_pin": no_pin,
+        "source": git_state(),
+    }
+
+
+def _load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def git_state() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "src")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted src/" if dirty else "")
+
+
+@contextlib.contextmanager
+def stopped_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run like Ctrl-C: through the ``finally`` blocks."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@dataclass(slots=True)
+class BenchRun:
+    """A run's work folder, and the bench's PostgreSQL database once made."""
+
+    work: Path
+    postgres_url: str  # an admin database's
+    pg_name: str
+    created: bool = False
+
+    def create_postgres(self) -> str:
+        """The bench's own database, made anew (dropped when the run ends); its URL."""
+        self.created = True
+        return data.pg_create(self.postgres_url, self.pg_name)
+
+
+@contextlib.contextmanager
+def bench_run(prefix: str, postgres_url: str, pg_name: str) -> Iterator[BenchRun]:
+    """A run in a temporary folder. However it ends (Ctrl-C, SIGTERM and SIGHUP too: exit
+    130), every server started is stopped and the bench's database, if made, is dropped."""
+    with stopped_on_signals(), tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        run = BenchRun(Path(tmp), postgres_url, pg_name)
+        try:
+            yield run
+        except KeyboardInterrupt:
+            print("interrupted: servers stopped, bench database dropped", file=sys.stderr)
+            raise SystemExit(130) from None
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)  # let the bounded cleanup finish
+            procs.stop_all()
+            if run.created:
+                data.pg_drop(postgres_url, pg_name)
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_DFL)
+
+
+def write_results(
+    out: Path, name: str, results: dict[str, Any], markdown: Callable[[dict[str, Any]], str]
+) -> None:
+    """``out``/NAME.json and NAME.md (the load average after the run added), and the
+    Markdown printed."""
+    results["load_after"] = _load_average()
+    (out / f"{name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    text = markdown(results)
+    (out / f"{name}.md").write_text(text)
+    print(text)
+
+
+# -- what the bench asks of a running server ---------------------------------------------------
 
 
 def fetch(

@@ -41,11 +41,8 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,12 +52,7 @@ import procs
 import servers
 
 HERE = Path(__file__).resolve().parent
-ADMIN_PG = os.environ.get(
-    "CALLTRACK_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 PG_NAME = "calltrack_v4_bench"
-WORKERS = 2
-SERVER_CPUS, CLIENT_CPUS = "0", "1"  # the page bench's pinning: server alone on CPU 0
 NDJSON = "application/x-ndjson"
 FEED_LIMIT = 100_000
 PAGE_LIMIT = 1000
@@ -299,7 +291,7 @@ def walks(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """v3 and v4 full walks, alternated, ``args.rounds`` of each."""
-    cpus = None if args.no_pin else CLIENT_CPUS
+    cpus = None if args.no_pin else servers.CLIENT_CPUS
     rounds: list[dict[str, Any]] = []
     for index in range(args.rounds):
         procs.wait_for_quiet()
@@ -593,10 +585,8 @@ def run_store(
     step(f"{backend}: import {' and '.join(f'{ds.count:,}' for ds in datasets)} calls")
     loaded = data.load(backend, url, datasets, args.out / "data")
     result: dict[str, Any] = {"imports": loaded.imports}
-    server = servers.calltrack_server(f"calltrack-{backend}", url, loaded.keys, WORKERS)
-    cpus = None if args.no_pin else CLIENT_CPUS
-    running = servers.launch(
-        server, WORKERS, None if args.no_pin else SERVER_CPUS, work / f"serve-{backend}.log"
+    server, running, cpus = servers.serve_pinned(
+        f"calltrack-{backend}", url, loaded.keys, work / f"serve-{backend}.log", args.no_pin
     )
     try:
         result["rss_idle"] = procs.memory(running.workers)
@@ -799,33 +789,6 @@ def markdown(results: dict[str, Any]) -> str:
 # -- the run -----------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _stopped_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run like Ctrl-C: through the ``finally`` blocks."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def _git_state() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(
-            ["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=False
-        )
-        return done.stdout.strip()
-
-    dirty = git("status", "--porcelain", "--", "src")
-    return git("rev-parse", "--short", "HEAD") + (" + uncommitted src/" if dirty else "")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=100_000, help="N (100,000)")
@@ -834,7 +797,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="walks of each kind (2)")
     parser.add_argument("--profile", action="store_true", help="py-spy on a further v4 walk")
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--postgres-url", default=ADMIN_PG, help="an admin database's URL")
+    parser.add_argument("--postgres-url", default=servers.ADMIN_PG, help="an admin database's URL")
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
@@ -846,51 +809,29 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     datasets = [data.Dataset("n", args.calls, 1), data.Dataset("n10", args.calls * args.scale, 2)]
     results: dict[str, Any] = {
-        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(),
-        "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "no_pin": args.no_pin,
+        **servers.run_facts(args.no_pin),
         "calls": args.calls,
         "scale": args.scale,
         "rounds": args.rounds,
-        "source": _git_state(),
     }
-    created = False
-    with _stopped_on_signals(), tempfile.TemporaryDirectory(prefix="calltrack-v4-") as tmp:
-        work = Path(tmp)
-        try:
-            expected: dict[str, set[bytes]] = {}
-            for ds in datasets:
-                step(f"generate {ds.count:,} calls (cached in {args.out / 'data'})")
-                path, _ = data.ensure_file(ds, args.out / "data")
-                expected[ds.name] = file_ids(path)
-                if len(expected[ds.name]) != ds.count:
-                    raise RuntimeError(f"{path}: {len(expected[ds.name])} distinct ids")
-            lite = f"sqlite:///{work / 'v4.db'}"
-            results["sqlite"] = run_store("sqlite", lite, datasets, expected, work, args)
-            shutil.rmtree(work, ignore_errors=True)  # the SQLite files: disk for PostgreSQL
-            work.mkdir(exist_ok=True)
-            if not args.no_postgres and data.pg_reachable(args.postgres_url):
-                created = True
-                url = data.pg_create(args.postgres_url, PG_NAME)
-                results["postgres"] = run_store("postgres", url, datasets, expected, work, args)
-                results["postgres_version"] = data.pg_server_version(url)
-        except KeyboardInterrupt:
-            print("interrupted: servers stopped, bench database dropped", file=sys.stderr)
-            raise SystemExit(130) from None
-        finally:
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_IGN)  # let the bounded cleanup finish
-            procs.stop_all()
-            if created:
-                data.pg_drop(args.postgres_url, PG_NAME)
-            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(signum, signal.SIG_DFL)
-    results["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    (args.out / "v4.json").write_text(json.dumps(results, indent=1) + "\n")
-    text = markdown(results)
-    (args.out / "v4.md").write_text(text)
-    print(text)
+    with servers.bench_run("calltrack-v4-", args.postgres_url, PG_NAME) as run:
+        work = run.work
+        expected: dict[str, set[bytes]] = {}
+        for ds in datasets:
+            step(f"generate {ds.count:,} calls (cached in {args.out / 'data'})")
+            path, _ = data.ensure_file(ds, args.out / "data")
+            expected[ds.name] = file_ids(path)
+            if len(expected[ds.name]) != ds.count:
+                raise RuntimeError(f"{path}: {len(expected[ds.name])} distinct ids")
+        lite = f"sqlite:///{work / 'v4.db'}"
+        results["sqlite"] = run_store("sqlite", lite, datasets, expected, work, args)
+        shutil.rmtree(work, ignore_errors=True)  # the SQLite files: disk for PostgreSQL
+        work.mkdir(exist_ok=True)
+        if not args.no_postgres and data.pg_reachable(args.postgres_url):
+            url = run.create_postgres()
+            results["postgres"] = run_store("postgres", url, datasets, expected, work, args)
+            results["postgres_version"] = data.pg_server_version(url)
+    servers.write_results(args.out, "v4", results, markdown)
 
 
 if __name__ == "__main__":
