@@ -276,35 +276,47 @@ class TelephonyQueries(HookQueries, TrackingQueries):
     def record_facts(
         self, account_id: int, caller: str, called: str, start: int, universal_id: str
     ) -> RecordFacts:
-        """What a call's record needs beside its events, on one connection: the account's
-        settings with the called number and its campaign (one query), the caller's earlier
-        calls within the account's unique days, and the rules of a static number's campaign or
-        the session that held a dynamic one at ``start`` with its pages (one query)."""
+        """``record_facts_in`` on a connection of its own."""
         self.ensure_ready()
         with self._connect() as conn:
-            row = conn.execute(
-                "SELECT a.unique_days, a.target_seconds, p.number, p.campaign_id, p.kind, "
-                "p.office, coalesce(c.name, ''), coalesce(c.site, '') FROM accounts a "
-                "LEFT JOIN phones p ON p.account_id = a.id AND p.number = ? "
-                "LEFT JOIN campaigns c ON c.account_id = p.account_id "
-                "AND c.campaign_id = p.campaign_id WHERE a.id = ?",
-                (called, account_id),
-            ).fetchone()
-            if row is None:
-                raise NotFound(f"no account {account_id}")
-            unique_days, target_seconds = int(row[0]), int(row[1])
-            number = NumberInfo(*row[2:]) if called and row[2] is not None else None
-            earlier = conn.execute(
-                "SELECT call_time, duration FROM calls WHERE account_id = ? AND client_number = ? "
-                "AND call_time BETWEEN ? AND ? AND universal_id <> ?",
-                (account_id, caller, start - unique_days * 86400, start, universal_id),
-            ).fetchall()
-            rules: list[SourceRule] = []
-            held: HeldAt | None = None
-            if number is not None and number.kind != "dynamic":
-                rules = rules_of(conn, account_id, number.campaign_id)
-            elif number is not None:
-                held = held_at(conn, account_id, number.number, start)
+            return self.record_facts_in(conn, account_id, caller, called, start, universal_id)
+
+    def record_facts_in(
+        self,
+        conn: Connection,
+        account_id: int,
+        caller: str,
+        called: str,
+        start: int,
+        universal_id: str,
+    ) -> RecordFacts:
+        """What a call's record needs beside its events: the account's settings with the
+        called number and its campaign (one query), the caller's earlier calls within the
+        account's unique days, and the rules of a static number's campaign or the session that
+        held a dynamic one at ``start`` with its pages (one query)."""
+        row = conn.execute(
+            "SELECT a.unique_days, a.target_seconds, p.number, p.campaign_id, p.kind, "
+            "p.office, coalesce(c.name, ''), coalesce(c.site, '') FROM accounts a "
+            "LEFT JOIN phones p ON p.account_id = a.id AND p.number = ? "
+            "LEFT JOIN campaigns c ON c.account_id = p.account_id "
+            "AND c.campaign_id = p.campaign_id WHERE a.id = ?",
+            (called, account_id),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no account {account_id}")
+        unique_days, target_seconds = int(row[0]), int(row[1])
+        number = NumberInfo(*row[2:]) if called and row[2] is not None else None
+        earlier = conn.execute(
+            "SELECT call_time, duration FROM calls WHERE account_id = ? AND client_number = ? "
+            "AND call_time BETWEEN ? AND ? AND universal_id <> ?",
+            (account_id, caller, start - unique_days * 86400, start, universal_id),
+        ).fetchall()
+        rules: list[SourceRule] = []
+        held: HeldAt | None = None
+        if number is not None and number.kind != "dynamic":
+            rules = rules_of(conn, account_id, number.campaign_id)
+        elif number is not None:
+            held = held_at(conn, account_id, number.number, start)
         return RecordFacts(
             unique_days,
             target_seconds,
@@ -350,7 +362,26 @@ class TelephonyQueries(HookQueries, TrackingQueries):
                 ).fetchone()
                 is not None
             ]
-            self._write_calls(conn, account_id, [(0, call) for call in current], announce="live")
+            self.write_current_calls(conn, account_id, current)
+
+    def write_current_calls(
+        self, conn: Connection, account_id: int, calls: list[StoredCall]
+    ) -> None:
+        """Write the v3 records of ended calls, in the caller's write transaction, which saves
+        their calls marked built from the versions the records were built from."""
+        self._write_calls(conn, account_id, [(0, call) for call in calls], announce="live")
+
+    def take_write_lock(self, conn: Connection) -> bool:
+        """Whether the caller's events transaction now holds the write lock records are written
+        with (ids and change numbers in commit order): where one write lock serializes every
+        write (SQLite) it does already; elsewhere it is taken if free, never waited for (an
+        import may hold it for minutes, and a merge holds row locks a writer may wait for)."""
+        if not self.row_locks:
+            return True
+        from calltrack.store.postgres import WRITE_LOCK_ID  # only a PostgreSQL store gets here
+
+        row = conn.execute("SELECT pg_try_advisory_xact_lock(?)", (WRITE_LOCK_ID,)).fetchone()
+        return bool(row[0])
 
 
 def _endpoint_in(conn: Connection, where: str, value: str) -> TelephonyEndpoint | None:

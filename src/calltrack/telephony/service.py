@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, fields, replace
 from functools import lru_cache
-from typing import cast
+from typing import TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -51,6 +52,7 @@ _source = msgspec.json.Decoder(Source)
 _caller_place = lru_cache(maxsize=65536)(enrich.caller_place)
 _events = msgspec.json.Encoder()
 _events_of = msgspec.json.Decoder(list[TelephonyEvent])
+_T = TypeVar("_T")
 
 
 def receive(
@@ -67,7 +69,13 @@ def receive(
     """
     try:
         changed = merge_events(
-            store, endpoint.account_id, endpoint.provider, events, now, quick=True
+            store,
+            endpoint.account_id,
+            endpoint.provider,
+            events,
+            now,
+            quick=True,
+            settings=settings,
         )
     except StoreUnavailable:
         if not store.spills_events:
@@ -84,19 +92,26 @@ def receive_by_secret(
     merge's own transaction (one pool checkout a request instead of two; for stores whose
     transactions do not take the one write lock, so a wrong secret holds no lock); False,
     with nothing stored, when no active endpoint has the secret."""
-    with store.telephony_transaction(quick=True) as conn:
-        endpoint = store.endpoint_by_secret_in(conn, secret)
-        if endpoint is None:
-            return False
-        changed = _merge_in(store, conn, endpoint.account_id, endpoint.provider, events, now)
+
+    def merged(records: Settings | None) -> list[CallState] | None:
+        with store.telephony_transaction(quick=True) as conn:
+            endpoint = store.endpoint_by_secret_in(conn, secret)
+            if endpoint is None:
+                return None
+            ids = (endpoint.account_id, endpoint.provider)
+            return _merge_in(store, conn, *ids, events, now, records)
+
+    changed = _with_records(merged, settings)
+    if changed is None:
+        return False
     _write_ended(store, settings, changed)
     return True
 
 
 def _write_ended(store: Store, settings: Settings, changed: list[CallState]) -> None:
-    """Write the records of the calls that ended (or changed after ending); on failure the
-    sweeper writes them."""
-    ended = [state for state in changed if state.ended]
+    """Write the records of the calls that ended (or changed after ending) that the merge's
+    transaction did not; on failure the sweeper writes them."""
+    ended = [state for state in changed if state.ended and state.built < state.version]
     if ended:
         try:
             write_records(store, settings, ended, quick=True)
@@ -113,10 +128,32 @@ def merge_events(
     events: list[TelephonyEvent],
     now: int,
     quick: bool = False,
+    settings: Settings | None = None,
 ) -> list[CallState]:
-    """Fold events into their calls in one transaction; the calls that changed."""
-    with store.telephony_transaction(quick) as conn:
-        return _merge_in(store, conn, account_id, provider, events, now)
+    """Fold events into their calls in one transaction; the calls that changed. With
+    ``settings``, the records of the calls that ended are written in it too where the write
+    lock can be had at once (those come back built from their version)."""
+
+    def merged(records: Settings | None) -> list[CallState]:
+        with store.telephony_transaction(quick) as conn:
+            return _merge_in(store, conn, account_id, provider, events, now, records)
+
+    return _with_records(merged, settings)
+
+
+class _RecordFailed(Exception):
+    """Building or writing a record failed inside the merge's transaction (rolled back)."""
+
+
+def _with_records(merged: Callable[[Settings | None], _T], settings: Settings | None) -> _T:
+    """``merged(settings)``; if writing a record in it failed, the merge again without the
+    records (the sweeper writes them): a record that cannot be built must not refuse the
+    events, which a PBX would then post again and again."""
+    try:
+        return merged(settings)
+    except _RecordFailed:
+        log.exception("telephony: a record failed; the events are merged without it")
+        return merged(None)
 
 
 def _merge_in(
@@ -126,15 +163,20 @@ def _merge_in(
     provider: str,
     events: list[TelephonyEvent],
     now: int,
+    records: Settings | None = None,
 ) -> list[CallState]:
     """``merge_events`` inside the caller's transaction."""
     endpoint = TelephonyEndpoint(0, account_id, provider, "", "", "", now, None)
+    # The calls as this transaction has them (a call's later events in the request are not
+    # read back), and those changed since they were claimed or read: saved once, at the end.
+    states: dict[str, CallState] = {}
     changed: dict[str, CallState] = {}
+    unsaved: set[str] = set()
     started: dict[str, CallState] = {}
     for event in events:
         # A call.started is most often a call's first event: it tries the claim at once.
-        state = None
-        if event.event != "call.started":
+        state = states.get(event.call_id)
+        if state is None and event.event != "call.started":
             state = store.call_state(conn, account_id, provider, event.call_id)
         if state is None:
             # A call's first event: its row is claimed with the event merged in (insert
@@ -146,25 +188,49 @@ def _merge_in(
             first = fresh if merged == _NO_FACTS else _replace_facts(fresh, merged)
             claimed = store.claim_call(conn, first)
             if claimed is not None:
+                states[event.call_id] = replace(first, id=claimed)
                 if merged != _NO_FACTS:
-                    changed[event.call_id] = replace(first, id=claimed)
+                    changed[event.call_id] = states[event.call_id]
                     if event.event == "call.started":
-                        started[event.call_id] = changed[event.call_id]
+                        started[event.call_id] = states[event.call_id]
                 continue
             state = store.call_state(conn, account_id, provider, event.call_id)
             if state is None:
                 raise RuntimeError(f"telephony call {event.call_id!r} was not stored")
+        states[event.call_id] = state
         facts = _facts(state)
         merged = merge(facts, event)
         if merged == facts:
             continue  # nothing new: the same event again, or one that adds nothing
         updated = _replace_facts(state, merged)
-        store.save_call_state(conn, updated)
-        changed[event.call_id] = updated
+        states[event.call_id] = changed[event.call_id] = updated
+        unsaved.add(event.call_id)
         if event.event == "call.started" and facts.started_at is None:
             started[event.call_id] = updated  # a live call starts: BEFORE_CALL_START
-    if started:
+    built: dict[int, list[tuple[CallState, StoredCall]]] = {}
+    ended = [state for state in changed.values() if state.ended]
+    if records is not None and ended and store.take_write_lock(conn):
+        # The records in this same transaction: one commit a call.ended instead of two.
+        try:
+            built = _built(store, records, ended, conn)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise _RecordFailed from exc
+        for state in ended:
+            changed[state.call_id] = replace(state, built=state.version)
+            unsaved.add(state.call_id)
+    for call_id in unsaved:
+        store.save_call_state(conn, changed[call_id])
+    if started:  # before the records, whose `hooks` show these deliveries
         store.announce_started(conn, account_id, list(started.values()))
+    for account, calls in built.items():
+        try:
+            store.write_current_calls(conn, account, [call for _, call in calls])
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            raise _RecordFailed from exc
     return list(changed.values())
 
 
@@ -192,13 +258,20 @@ def write_records(
 ) -> None:
     """Build and write the v3 records of ended calls, per account (``quick``: without
     waiting for another writer)."""
+    for account_id, built in _built(store, settings, states).items():
+        store.write_built_calls(account_id, built, quick)
+
+
+def _built(
+    store: Store, settings: Settings, states: list[CallState], conn: Connection | None = None
+) -> dict[int, list[tuple[CallState, StoredCall]]]:
+    """The v3 records of ended calls, per account (what they need read on ``conn`` if given)."""
     by_account: dict[int, list[tuple[CallState, StoredCall]]] = {}
     for state in states:
-        record = build_record(_facts(state), context(store, settings, state))
+        record = build_record(_facts(state), context(store, settings, state, conn))
         stored = prepare(record, settings.zone, state.account_id)
         by_account.setdefault(state.account_id, []).append((state, stored))
-    for account_id, built in by_account.items():
-        store.write_built_calls(account_id, built, quick)
+    return by_account
 
 
 def started_record(store: Store, settings: Settings, state_id: int) -> bytes | None:
@@ -213,15 +286,16 @@ def started_record(store: Store, settings: Settings, state_id: int) -> bytes | N
     return b"{" + prepare(record, settings.zone, state.account_id).body
 
 
-def context(store: Store, settings: Settings, state: CallState) -> CallContext:
-    """What the account knows of a call besides its events."""
+def context(
+    store: Store, settings: Settings, state: CallState, conn: Connection | None = None
+) -> CallContext:
+    """What the account knows of a call besides its events (read on ``conn`` if given)."""
     zone = settings.zone
     start = state.started_at if state.started_at is not None else state.opened_at
     caller = _caller_place(state.caller) if state.caller else None
     local, offset = _local_time(start, caller.time_zone if caller else "", zone)
-    known = store.record_facts(
-        state.account_id, state.caller, state.called, start, state.universal_id
-    )
+    ids = (state.account_id, state.caller, state.called, start, state.universal_id)
+    known = store.record_facts(*ids) if conn is None else store.record_facts_in(conn, *ids)
     flags = call_flags(
         [EarlierCall(at, talk) for at, talk in known.earlier],
         EarlierCall(start, state.talk_seconds or 0),
