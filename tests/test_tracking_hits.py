@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
@@ -10,7 +11,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from calltrack.store import Store
-from calltrack.store.tracking import TrackingCampaign
+from calltrack.store import tracking as store_tracking
+from calltrack.store.tracking import HIT_CAMPAIGN_SECONDS, TrackingCampaign
 from tests.conftest import new_account
 
 MakeClient = Callable[..., tuple[TestClient, Store]]
@@ -132,6 +134,23 @@ def test_a_paused_campaign_answers_no_number(make_client: MakeClient) -> None:
     campaign = tracked_campaign(store)
     store.set_campaign_status(campaign.account_id, 1, "paused")
     assert post_hit(http, campaign).json()["n"] == ""
+
+
+def test_a_settings_change_shows_in_hits_within_a_second(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = SimpleNamespace(monotonic=lambda: 1000.0)
+    monkeypatch.setattr(store_tracking, "time", clock)  # the store's clock only
+    http, store = make_client()
+    campaign = tracked_campaign(store)
+    assert post_hit(http, campaign).json()["n"] == "74950000000"
+    store.set_campaign_status(campaign.account_id, 1, "paused")
+    store.remove_phone(campaign.account_id, "74950000001")
+    # The worker still answers from the settings it read, but lends from the numbers' rows:
+    # the removed number is not lent, and the pool is exhausted.
+    assert post_hit(http, campaign).json()["n"] == "74959999999"
+    clock.monotonic = lambda: 1000.0 + HIT_CAMPAIGN_SECONDS
+    assert post_hit(http, campaign).json()["n"] == ""  # paused: the page keeps its numbers
 
 
 def test_a_rule_sends_a_source_to_its_static_number(make_client: MakeClient) -> None:

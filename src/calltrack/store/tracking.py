@@ -8,11 +8,13 @@ The decisions (which source, which number, when a session ends) are pure functio
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from calltrack.config import Settings
 from calltrack.errors import Conflict, NotFound
 from calltrack.store.catalog import CAMPAIGN_STATUSES
 from calltrack.store.core import Connection, StoreCore, unix_now
@@ -25,6 +27,11 @@ PRUNE_MARGIN_SECONDS: Final = 7 * 86400
 # earlier call, and the talk that makes a call target.
 UNIQUE_DAYS_MAX: Final = 3650
 TARGET_SECONDS_MAX: Final = 86400
+# How long a worker answers hits from a campaign's settings, rules and numbers as it last
+# read them: a change shows in hits within this many seconds (docs/tracking.md). Read on
+# every hit, they were three of a hit's statements (four round trips on PostgreSQL).
+HIT_CAMPAIGN_SECONDS: Final = 1.0
+_HIT_CAMPAIGNS_KEPT: Final = 1024  # campaigns a worker keeps so; past that it starts afresh
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +362,11 @@ class TrackingTx:
 class TrackingQueries(StoreCore):
     """Campaign settings and rules (the CLI), hits (the public API), who held a number when."""
 
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # site key -> (until when, on time.monotonic(); the campaign as a hit reads it)
+        self._hit_campaigns: dict[str, tuple[float, HitCampaign]] = {}
+
     # -- setup ------------------------------------------------------------------------------
 
     def configure_campaign(
@@ -437,9 +449,14 @@ class TrackingQueries(StoreCore):
         return None if row is None else _campaign(row)
 
     def hit_campaign(self, site_key: str) -> HitCampaign | None:
-        """The campaign of a public site key with its rules and numbers, on one connection
-        (a hit's reads before its transaction: one pool checkout, not three); None if no
-        campaign has the key."""
+        """The campaign of a public site key with its rules and numbers, as read at most
+        ``HIT_CAMPAIGN_SECONDS`` ago by this process (read anew on one connection: one pool
+        checkout, not three); None if no campaign has the key (not kept: a key made a moment
+        ago works at once)."""
+        now = time.monotonic()
+        kept = self._hit_campaigns.get(site_key)
+        if kept is not None and kept[0] > now:
+            return kept[1]
         self.ensure_ready()
         with self._connect() as conn:
             row = conn.execute(
@@ -449,7 +466,11 @@ class TrackingQueries(StoreCore):
                 return None
             campaign = _campaign(row)
             ids = (campaign.account_id, campaign.campaign_id)
-            return HitCampaign(campaign, rules_of(conn, *ids), _numbers(conn, *ids))
+            found = HitCampaign(campaign, rules_of(conn, *ids), _numbers(conn, *ids))
+        if len(self._hit_campaigns) >= _HIT_CAMPAIGNS_KEPT:
+            self._hit_campaigns = {}  # threads may race here: at worst a read more
+        self._hit_campaigns[site_key] = (now + HIT_CAMPAIGN_SECONDS, found)
+        return found
 
     def campaign_numbers(self, account_id: int, campaign_id: int) -> list[tuple[str, str]]:
         """(number, kind) of the campaign's tracking numbers, in the order they were added."""
