@@ -28,7 +28,6 @@ from calltrack.store.core import Connection, batched, unix_now
 KEEP_SECONDS: Final = 30 * 86400
 # After a rotation the previous secret signs too, for this long.
 ROTATION_OVERLAP_SECONDS: Final = 24 * 3600
-_CLOCK_MARGIN_MS: Final = 3_600_000
 
 Outcome = Literal["delivered", "retry", "failed", "gone"]
 _record = msgspec.json.Decoder(CallRecord)
@@ -656,16 +655,12 @@ class HookQueries(CallQueries):
                 f"WHERE d.universal_id = ? AND d.account_id IN ({marks}) ORDER BY d.id LIMIT ?",
                 (universal_id, *owners, limit),
             ).fetchall()
-            # hook_attempts has no index by delivery: its endpoint's, over the delivery's
-            # lifetime (an hour either side for clocks of other hosts), finds them.
             found = conn.execute(
                 "SELECT a.delivery_id, a.attempted_at, a.status, a.duration_ms, a.error "
-                "FROM hook_deliveries d JOIN hook_attempts a ON a.endpoint_id = d.endpoint_id "
-                "AND a.attempted_at >= d.created_at - ? "
-                "AND a.attempted_at <= coalesce(d.done_at + ?, ?) AND a.delivery_id = d.id "
+                "FROM hook_deliveries d JOIN hook_attempts a ON a.delivery_id = d.id "
                 f"WHERE d.universal_id = ? AND d.account_id IN ({marks}) "
                 "ORDER BY a.attempted_at, a.id",
-                (_CLOCK_MARGIN_MS, _CLOCK_MARGIN_MS, 2**62, universal_id, *owners),
+                (universal_id, *owners),
             ).fetchall()
         attempts: dict[int, list[CallAttempt]] = {}
         for a in found:

@@ -625,6 +625,14 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
         "call counts per account, day and value of each of v4's equality filters",
         CALL_FILTER_COUNTS.statements(),
     ),
+    (
+        12,
+        "webhook attempts by delivery",
+        # A call's page in the console lists its deliveries' attempts: without this, they
+        # were found through their endpoint's attempts over each delivery's lifetime, which
+        # for an endpoint failing for days is every attempt of every call since.
+        ["CREATE INDEX hook_attempts_delivery ON hook_attempts (delivery_id)"],
+    ),
 ]
 
 
