@@ -10,9 +10,11 @@ import msgspec
 import pytest
 from starlette.testclient import TestClient
 
+from calltrack.model import parse_local
 from calltrack.store import Store
 from calltrack.store import tracking as store_tracking
-from calltrack.store.tracking import HIT_CAMPAIGN_SECONDS, TrackingCampaign
+from calltrack.store.tracking import HIT_CAMPAIGN_SECONDS, SEEN_SLACK_SECONDS, TrackingCampaign
+from calltrack.tracking.hits import HitBody, Visit, record_hit
 from tests.conftest import new_account
 
 MakeClient = Callable[..., tuple[TestClient, Store]]
@@ -151,6 +153,40 @@ def test_a_settings_change_shows_in_hits_within_a_second(
     assert post_hit(http, campaign).json()["n"] == "74959999999"
     clock.monotonic = lambda: 1000.0 + HIT_CAMPAIGN_SECONDS
     assert post_hit(http, campaign).json()["n"] == ""  # paused: the page keeps its numbers
+
+
+def test_a_visitors_last_hit_is_written_to_within_an_hour(store: Store) -> None:
+    campaign = tracked_campaign(store)
+    zone = store.settings.zone
+    start = parse_local("2026-05-01 10:00:00", zone, "from")  # an hour and more before midnight
+    ids: dict[str, str | None] = {"v": None, "s": None}
+
+    def ping_at(now: int) -> int:
+        hit = HitBody(k=campaign.site_key, u=f"{SITE}/", t="ping", **ids)
+        answer = record_hit(store, campaign, hit, Visit("127.0.0.1", "test", now, 0), zone)
+        ids.update(v=answer.v, s=answer.s)
+        with store._connect() as conn:
+            row = conn.execute(
+                "SELECT last_seen_at FROM visitors WHERE id = ?", (answer.v,)
+            ).fetchone()
+        return int(row[0])
+
+    assert ping_at(start) == start
+    # Pings of one visit (under 30 minutes apart) change nothing else of the visitor.
+    for later in range(1200, SEEN_SLACK_SECONDS + 1, 1200):
+        assert ping_at(start + later) == start
+    assert ping_at(start + SEEN_SLACK_SECONDS + 1) == start + SEEN_SLACK_SECONDS + 1
+
+
+def test_a_stub_that_is_a_pool_number_too_is_kept_like_any_number(
+    make_client: MakeClient,
+) -> None:
+    http, store = make_client()
+    campaign = tracked_campaign(store, stub="74950000000")
+    first = post_hit(http, campaign).json()
+    assert first["n"] == "74950000000"
+    again = post_hit(http, campaign, v=first["v"], s=first["s"], t="ping").json()
+    assert (again["s"], again["n"]) == (first["s"], "74950000000")
 
 
 def test_a_rule_sends_a_source_to_its_static_number(make_client: MakeClient) -> None:

@@ -32,6 +32,9 @@ TARGET_SECONDS_MAX: Final = 86400
 # every hit, they were three of a hit's statements (four round trips on PostgreSQL).
 HIT_CAMPAIGN_SECONDS: Final = 1.0
 _HIT_CAMPAIGNS_KEPT: Final = 1024  # campaigns a worker keeps so; past that it starts afresh
+# A visitor's last_seen_at only decides when pruning forgets it (days past its account's
+# unique window): a hit that changes nothing else rewrites it only when it is older than this.
+SEEN_SLACK_SECONDS: Final = 3600
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class VisitorRow:
     sessions: int
     source_at: int | None
     source: str  # the last non-direct source, JSON (``{}`` when none)
+    last_seen_at: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +180,7 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+_VISITOR_COLUMNS = "v.id, v.sessions, v.source_at, v.source, v.last_seen_at"
 _CAMPAIGN_COLUMNS = (
     "account_id, campaign_id, name, site, status, site_key, hold_seconds, stub, "
     "display_format, replace_numbers, selector"
@@ -196,22 +201,40 @@ class TrackingTx:
 
     def __init__(self, conn: Connection, row_locks: bool) -> None:
         self.conn = conn
+        self._row_locks = row_locks
+        self._exhausted: tuple[int, int, int] | None = None  # to count after the commit
         # Where rows lock (PostgreSQL), a hit locks the rows it decides on.
         self._for_update = " FOR UPDATE" if row_locks else ""
         self._skip_locked = " FOR UPDATE SKIP LOCKED" if row_locks else ""
 
-    def visitor(self, visitor_id: str, campaign: TrackingCampaign) -> VisitorRow | None:
+    def visit(
+        self, visitor_id: str, session_id: str | None, campaign: TrackingCampaign
+    ) -> tuple[VisitorRow | None, SessionRow | None]:
+        """The campaign's visitor, and its session ``session_id`` if it has one of that id;
+        both locked where rows lock. One statement when the session is the visitor's (every
+        hit of a visit after its first), two otherwise."""
+        where = "v.id = ? AND v.account_id = ? AND v.campaign_id = ?"
+        params = (visitor_id, campaign.account_id, campaign.campaign_id)
+        if session_id is not None:
+            row = self.conn.execute(
+                f"SELECT {_VISITOR_COLUMNS}, s.id, s.visitor_id, s.started_at, "
+                "s.last_activity_at, s.source, s.number FROM visitors v JOIN sessions s "
+                f"ON s.id = ? AND s.visitor_id = v.id WHERE {where}{self._for_update}",
+                (session_id, *params),
+            ).fetchone()
+            if row is not None:
+                return VisitorRow(*row[:5]), SessionRow(*row[5:])
         row = self.conn.execute(
-            "SELECT id, sessions, source_at, source FROM visitors WHERE id = ? "
-            f"AND account_id = ? AND campaign_id = ?{self._for_update}",
-            (visitor_id, campaign.account_id, campaign.campaign_id),
+            f"SELECT {_VISITOR_COLUMNS} FROM visitors v WHERE {where}{self._for_update}", params
         ).fetchone()
-        return None if row is None else VisitorRow(*row)
+        return (None if row is None else VisitorRow(*row)), None
 
     def save_visitor(
-        self, visitor: VisitorRow, campaign: TrackingCampaign, now: int, *, new: bool
+        self, visitor: VisitorRow, campaign: TrackingCampaign, now: int, before: VisitorRow | None
     ) -> None:
-        if new:
+        """Insert the visitor (``before`` None: it is new) or write what changed since
+        ``before``; nothing when only its last_seen_at would move, by under an hour."""
+        if before is None:
             self.conn.execute(
                 "INSERT INTO visitors (id, account_id, campaign_id, created_at, last_seen_at, "
                 "sessions, source_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -226,20 +249,12 @@ class TrackingTx:
                     visitor.source,
                 ),
             )
-        else:
+        elif visitor != before or before.last_seen_at < now - SEEN_SLACK_SECONDS:
             self.conn.execute(
                 "UPDATE visitors SET last_seen_at = ?, sessions = ?, source_at = ?, source = ? "
                 "WHERE id = ?",
                 (now, visitor.sessions, visitor.source_at, visitor.source, visitor.id),
             )
-
-    def session(self, session_id: str, visitor_id: str) -> SessionRow | None:
-        row = self.conn.execute(
-            "SELECT id, visitor_id, started_at, last_activity_at, source, number FROM sessions "
-            f"WHERE id = ? AND visitor_id = ?{self._for_update}",
-            (session_id, visitor_id),
-        ).fetchone()
-        return None if row is None else SessionRow(*row)
 
     def add_session(
         self,
@@ -292,22 +307,29 @@ class TrackingTx:
         """Extend the session's hold of ``number`` to now + the hold time, if it still holds
         it (True); False if its hold ended or the number is gone. A hold spans the half-open
         ``[held_from, held_until)``: at ``held_until`` the number is free."""
+        # One conditional UPDATE (it locks the row it changes) instead of a SELECT ... FOR
+        # UPDATE, then the UPDATE: a hold is extended only while the session holds it, and
+        # never shortened (a hold time lowered since keeps the longer end promised).
         row = self.conn.execute(
-            "SELECT held_by, held_until FROM phones WHERE account_id = ? AND campaign_id = ? "
-            f"AND number = ? AND kind = 'dynamic'{self._for_update}",
-            (campaign.account_id, campaign.campaign_id, number),
+            "UPDATE phones SET held_until = CASE WHEN held_until > ? THEN held_until ELSE ? END "
+            "WHERE account_id = ? AND campaign_id = ? AND number = ? AND kind = 'dynamic' "
+            "AND held_by = ? AND held_until > ? RETURNING held_until",
+            (
+                now + campaign.hold_seconds,
+                now + campaign.hold_seconds,
+                campaign.account_id,
+                campaign.campaign_id,
+                number,
+                session_id,
+                now,
+            ),
         ).fetchone()
-        if row is None or row[0] != session_id or row[1] is None or row[1] <= now:
+        if row is None:
             return False
-        until = max(int(row[1]), now + campaign.hold_seconds)  # a hold is never shortened
-        self.conn.execute(
-            "UPDATE phones SET held_until = ? WHERE account_id = ? AND number = ?",
-            (until, campaign.account_id, number),
-        )
         self.conn.execute(
             "UPDATE holds SET held_until = ? WHERE id = (SELECT max(id) FROM holds "
             "WHERE account_id = ? AND number = ? AND session_id = ?)",
-            (until, campaign.account_id, number, session_id),
+            (int(row[0]), campaign.account_id, number, session_id),
         )
         return True
 
@@ -340,12 +362,26 @@ class TrackingTx:
         return number
 
     def count_exhausted(self, campaign: TrackingCampaign, now: int) -> None:
-        """Count a page view that got the stub (every pool number held), in the minute."""
+        """Count a page view that got the stub (every pool number held), in the minute: at
+        once, or where rows lock after the commit (``tracking_transaction``)."""
+        key = (campaign.account_id, campaign.campaign_id, now - now % 60)
+        if self._row_locks:
+            self._exhausted = key
+        else:
+            self._count_exhausted(key)
+
+    def count_deferred(self) -> None:
+        """The count ``count_exhausted`` left for after the commit, if any."""
+        if self._exhausted is not None:
+            self._count_exhausted(self._exhausted)
+            self._exhausted = None
+
+    def _count_exhausted(self, key: tuple[int, int, int]) -> None:
         self.conn.execute(
             "INSERT INTO exhausted_hits (account_id, campaign_id, minute, hits) "
             "VALUES (?, ?, ?, 1) ON CONFLICT (account_id, campaign_id, minute) "
             "DO UPDATE SET hits = exhausted_hits.hits + 1",
-            (campaign.account_id, campaign.campaign_id, now - now % 60),
+            key,
         )
 
     def count_ip_hit(self, ip: str, window_start: int) -> int:
@@ -575,18 +611,29 @@ class TrackingQueries(StoreCore):
 
     @contextmanager
     def tracking_transaction(self) -> Iterator[TrackingTx]:
+        """One hit's transaction. Where rows lock (PostgreSQL), the stub page view it counts
+        (``TrackingTx.count_exhausted``) is counted after its COMMIT, on the same connection,
+        in autocommit: one row a minute takes every stub page view, and holding its lock
+        through each hit's transaction would queue them all behind it; a connection of its
+        own would cost a second pool checkout. Where rows do not lock (SQLite), writes are
+        serialized anyway, and the count is one more statement of the transaction."""
         self.ensure_ready()
-        with self._live_transaction() as conn:
-            yield TrackingTx(conn, self.row_locks)
-
-    def count_exhausted(self, campaign: TrackingCampaign, now: int) -> None:
-        """Count a page view that got the stub (every pool number held), in the minute: one
-        statement in autocommit, its own transaction without BEGIN and COMMIT round trips,
-        holding the minute's row only while it runs. Where rows do not lock (SQLite), a hit
-        counts it in its own transaction instead (``TrackingTx.count_exhausted``): writes
-        are serialized there anyway, and a second transaction would cost a second commit."""
+        if not self.row_locks:
+            with self._live_transaction() as conn:
+                yield TrackingTx(conn, row_locks=False)
+            return
+        # The live transaction (no write lock of imports) by hand, on an autocommit
+        # connection that stays checked out for the count after it.
         with self._connect() as conn:
-            TrackingTx(conn, self.row_locks).count_exhausted(campaign, now)
+            conn.execute("BEGIN")
+            tx = TrackingTx(conn, row_locks=True)
+            try:
+                yield tx
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            tx.count_deferred()
 
     # -- reading what hits left -------------------------------------------------------------
 

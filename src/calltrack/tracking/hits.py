@@ -7,7 +7,7 @@ package; the store runs the queries and lends numbers under row locks.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from functools import lru_cache
 from typing import Final, Literal
 from urllib.parse import urlsplit
@@ -185,24 +185,31 @@ def record_campaign_hit(
         # Counted in the hit's own transaction: a refused hit leaves nothing, its count too.
         if visit.ip_limit and tx.count_ip_hit(visit.ip, now - now % 60) > visit.ip_limit:
             raise HitRejected(429, f"more than {visit.ip_limit} hits a minute from this address")
-        known = tx.visitor(v, campaign) if (v := issued(hit.v)) else None
+        v = issued(hit.v)
+        known, session = tx.visit(v, issued(hit.s), campaign) if v else (None, None)
         visitor = known or VisitorRow(new_id(), 0, None, "{}")
-        session = tx.session(s, visitor.id) if (s := issued(hit.s)) and known else None
         fresh = session is None or _ends(session, source, hit.t, now, zone)
         if session is None or fresh:
-            session, visitor = _start_session(tx, campaign, visitor, source, hit, visit)
+            session, visitor = _new_session(visitor, source, visit)
+        number = _number(tx, campaign, session, _decode(session.source), rules, kinds, now)
+        if fresh:  # inserted with its number: no UPDATE of the row just written
+            tx.add_session(
+                replace(session, number=number),
+                campaign,
+                visitor.sessions,
+                hit.u,
+                _host(hit.r or ""),
+                (hit.ga or "", hit.ym or "", hit.rs or ""),
+                visit.ip,
+                visit.user_agent[:MAX_USER_AGENT],
+            )
+        else:
+            tx.touch_session(session.id, now, number)
         if hit.t == "hit":
             tx.add_page_view(session.id, now, hit.u)
-        number = _number(tx, campaign, session, _decode(session.source), rules, kinds, now)
-        tx.touch_session(session.id, now, number)
-        tx.save_visitor(visitor, campaign, now, new=known is None)
-        stubbed = number == campaign.stub and number != "" and hit.t == "hit"
-        if stubbed and not store.row_locks:  # SQLite: writes are one at a time anyway
+        tx.save_visitor(visitor, campaign, now, known)
+        if number == campaign.stub and number != "" and hit.t == "hit":
             tx.count_exhausted(campaign, now)
-    if stubbed and store.row_locks:
-        # Counted apart, after the hit: one row a minute takes every stub page view, and
-        # holding its lock through each hit's transaction would queue them all behind it.
-        store.count_exhausted(campaign, now)
     shown = display(number, campaign.display_format) if number else ""
     return HitAnswer(visitor.id, session.id, number, shown, campaign.hold_seconds)
 
@@ -214,32 +221,18 @@ def _ends(session: SessionRow, source: Source, kind: str, now: int, zone: ZoneIn
     return kind == "hit" and is_new_source(_decode(session.source), source)
 
 
-def _start_session(
-    tx: TrackingTx,
-    campaign: TrackingCampaign,
-    visitor: VisitorRow,
-    source: Source,
-    hit: HitBody,
-    visit: Visit,
+def _new_session(
+    visitor: VisitorRow, source: Source, visit: Visit
 ) -> tuple[SessionRow, VisitorRow]:
+    """A new session of the visitor (not yet stored), and the visitor that starts it."""
     last = _decode(visitor.source) if visitor.source_at is not None else None
     sighting = Sighting(last, visitor.source_at or 0) if last is not None else None
     effective = effective_source(source, sighting, visit.now)
+    source_at, kept = visitor.source_at, visitor.source
     if source.type != "direct":  # the visitor's last non-direct click is now this one
-        visitor = VisitorRow(visitor.id, visitor.sessions, visit.now, _encode(source))
-    visitor = VisitorRow(visitor.id, visitor.sessions + 1, visitor.source_at, visitor.source)
+        source_at, kept = visit.now, _encode(source)
+    visitor = replace(visitor, sessions=visitor.sessions + 1, source_at=source_at, source=kept)
     session = SessionRow(new_id(), visitor.id, visit.now, visit.now, _encode(effective), "")
-    referrer = _host(hit.r or "")
-    tx.add_session(
-        session,
-        campaign,
-        visitor.sessions,
-        hit.u,
-        referrer,
-        (hit.ga or "", hit.ym or "", hit.rs or ""),
-        visit.ip,
-        visit.user_agent[:MAX_USER_AGENT],
-    )
     return session, visitor
 
 
@@ -261,8 +254,11 @@ def _number(
     has_pool = any(kind == "dynamic" for _, kind in kinds)
     if rule is None and not has_pool:
         return next((number for number, kind in kinds if kind == "static"), "")
-    if session.number and tx.extend_hold(campaign, session.number, session.id, now):
-        return session.number
+    held = session.number
+    # A session shown the stub holds nothing to extend (unless the stub is a pool number too).
+    holds = held != campaign.stub or (held, "dynamic") in kinds
+    if held and holds and tx.extend_hold(campaign, held, session.id, now):
+        return held
     lent = tx.lend(campaign, session.id, now)
     return campaign.stub if lent is None else lent
 
