@@ -58,6 +58,14 @@ LAYOUT_TTL_SECONDS = 24 * 3600
 # The meta key of the newest change number pruned from the changes feed (store.changes).
 PRUNED_CHANGES_KEY = "changes_pruned_through"
 
+# The newest change number, of a live call or of a deleted one's tombstone; deletes pruned
+# from the changes feed (store.changes) still count. Its parameter: PRUNED_CHANGES_KEY.
+_LAST_CHANGE = (
+    "SELECT max(seq) FROM (SELECT max(change_seq) AS seq FROM calls "
+    "UNION ALL SELECT max(change_seq) AS seq FROM call_tombstones "
+    "UNION ALL SELECT CAST(value AS BIGINT) FROM meta WHERE key = ?) AS changes"
+)
+
 # Which webhooks a write of calls announces: None for imports (nothing), "put" for call/put
 # (CALL_UPDATED for calls that changed), "live" for records of live calls (AFTER_CALL_FINISH
 # for new ones, CALL_UPDATED for changed ones).
@@ -113,10 +121,14 @@ class CallQueries(StoreCore):
         calls' ``hooks`` showing their deliveries."""
         imported = updated = 0
         now = unix_now()
-        seq = self._last_change(conn)
         # Ids are handed out here, not by the database: SQLite's clustered calls table has
-        # no rowid to number them (writers are serialized, so max + 1 is safe).
-        next_id = int(conn.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
+        # no rowid to number them (writers are serialized, so max + 1 is safe). One statement
+        # with the newest change number: a live call's record is a write of its own.
+        row = conn.execute(
+            f"SELECT ({_LAST_CHANGE}), (SELECT coalesce(max(id), 0) FROM calls)",
+            (PRUNED_CHANGES_KEY,),
+        ).fetchone()
+        seq, next_id = int(row[0] or 0), int(row[1])
         counts = CountChanges()  # applied once, at the end: one upsert of the groups
         for chunk in batched(calls, batch_size):
             existing = self._existing(conn, [call.universal_id for _, call in chunk])
@@ -216,13 +228,7 @@ class CallQueries(StoreCore):
     @staticmethod
     def _last_change(conn: Connection) -> int:
         """The newest change number, of a live call or of a deleted one's tombstone."""
-        row = conn.execute(
-            "SELECT max(seq) FROM (SELECT max(change_seq) AS seq FROM calls "
-            "UNION ALL SELECT max(change_seq) AS seq FROM call_tombstones "
-            # deletes pruned from the changes feed (store.changes) still count
-            "UNION ALL SELECT CAST(value AS BIGINT) FROM meta WHERE key = ?) AS changes",
-            (PRUNED_CHANGES_KEY,),
-        ).fetchone()
+        row = conn.execute(_LAST_CHANGE, (PRUNED_CHANGES_KEY,)).fetchone()
         return int(row[0] or 0)
 
     def delete_call(self, account_id: int, universal_id: str) -> int:
