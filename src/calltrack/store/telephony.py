@@ -106,8 +106,13 @@ _CLAIM: Final = (
     f"VALUES ({', '.join('?' * len(_NEW_COLUMNS))}) "
     "ON CONFLICT (account_id, provider, call_id) DO NOTHING RETURNING id"
 )
+# What a call's events change: not its key, universal id or first event's time. (SQLite
+# rewrites the entries of every index whose columns an UPDATE sets, changed or not, and checks
+# the account's foreign key when account_id is set.)
+_KEPT: Final = ("account_id", "provider", "call_id", "universal_id", "opened_at")
+_SAVED: Final = [name for name in _NEW_COLUMNS if name not in _KEPT]
 _SAVE: Final = (
-    f"UPDATE telephony_calls SET {', '.join(f'{name} = ?' for name in _NEW_COLUMNS)} WHERE id = ?"
+    f"UPDATE telephony_calls SET {', '.join(f'{name} = ?' for name in _SAVED)} WHERE id = ?"
 )
 
 
@@ -228,7 +233,7 @@ class TelephonyQueries(HookQueries, TrackingQueries):
 
     def save_call_state(self, conn: Connection, state: CallState) -> None:
         """Store what is known now of a claimed call (see ``claim_call``)."""
-        values = [_column(getattr(state, name)) for name in _NEW_COLUMNS]
+        values = [_column(getattr(state, name)) for name in _SAVED]
         conn.execute(_SAVE, (*values, state.id))
 
     def announce_started(self, conn: Connection, account_id: int, started: list[CallState]) -> None:
@@ -306,9 +311,13 @@ class TelephonyQueries(HookQueries, TrackingQueries):
             raise NotFound(f"no account {account_id}")
         unique_days, target_seconds = int(row[0]), int(row[1])
         number = NumberInfo(*row[2:]) if called and row[2] is not None else None
+        # SQLite, without statistics, would rather scan the account's calls of the window in
+        # its clustered order (every call of unique_days: 0.5 ms at 2,000 calls, growing with
+        # them) than seek the caller's: 4 us. PostgreSQL picks the index itself.
+        indexed = " INDEXED BY calls_caller" if self.dialect == "sqlite" else ""
         earlier = conn.execute(
-            "SELECT call_time, duration FROM calls WHERE account_id = ? AND client_number = ? "
-            "AND call_time BETWEEN ? AND ? AND universal_id <> ?",
+            f"SELECT call_time, duration FROM calls{indexed} WHERE account_id = ? "
+            "AND client_number = ? AND call_time BETWEEN ? AND ? AND universal_id <> ?",
             (account_id, caller, start - unique_days * 86400, start, universal_id),
         ).fetchall()
         rules: list[SourceRule] = []
