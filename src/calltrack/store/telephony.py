@@ -43,6 +43,10 @@ class TelephonyEndpoint:
         return f"{base}/telephony/generic"
 
 
+class WriteLockBusy(Exception):
+    """Another writer holds the write lock of records (``take_write_lock``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedEndpoint:
     endpoint: TelephonyEndpoint
@@ -356,7 +360,7 @@ class TelephonyQueries(HookQueries, TrackingQueries):
         """
         items = list(built)
         self.ensure_ready()
-        wait = self.settings.db_timeout / 10 if quick else None
+        wait = self._quick_wait() if quick else None
         with self._transaction(wait=wait) as conn:
             # Only records built from their call's current version are written: one built from
             # an older version (another request's, merged before this one's events) must not
@@ -380,17 +384,29 @@ class TelephonyQueries(HookQueries, TrackingQueries):
         their calls marked built from the versions the records were built from."""
         self._write_calls(conn, account_id, [(0, call) for call in calls], announce="live")
 
-    def take_write_lock(self, conn: Connection) -> bool:
-        """Whether the caller's events transaction now holds the write lock records are written
-        with (ids and change numbers in commit order): where one write lock serializes every
-        write (SQLite) it does already; elsewhere it is taken if free, never waited for (an
-        import may hold it for minutes, and a merge holds row locks a writer may wait for)."""
-        if not self.row_locks:
-            return True
-        from calltrack.store.postgres import WRITE_LOCK_ID  # only a PostgreSQL store gets here
+    def _quick_wait(self) -> float:
+        """Seconds a record's writer waits for the write lock before leaving it to the sweeper."""
+        return self.settings.db_timeout / 10
 
-        row = conn.execute("SELECT pg_try_advisory_xact_lock(?)", (WRITE_LOCK_ID,)).fetchone()
-        return bool(row[0])
+    def take_write_lock(self, conn: Connection) -> None:
+        """Take the write lock records are written with (ids and change numbers in commit
+        order) in the caller's events transaction, before it locks any call's row (writers of
+        records take the two in that order); WriteLockBusy, with the transaction spoiled, when
+        another writer (an import) holds it past the quick wait. Where one write lock
+        serializes every write (SQLite) the transaction holds it already."""
+        if not self.row_locks:
+            return
+        import psycopg  # only a PostgreSQL store gets here
+
+        from calltrack.store.postgres import WRITE_LOCK_ID
+
+        # For the whole transaction: a call's row is held only while a request merges into
+        # it, so a wait for one as long as this means something is stuck.
+        conn.execute(f"SET LOCAL lock_timeout = {int(self._quick_wait() * 1000)}")
+        try:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_ID,))
+        except psycopg.errors.LockNotAvailable as exc:
+            raise WriteLockBusy(str(exc)) from exc
 
 
 def _endpoint_in(conn: Connection, where: str, value: str) -> TelephonyEndpoint | None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, fields, replace
 from functools import lru_cache
-from typing import TypeVar, cast
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -25,7 +25,7 @@ from calltrack.errors import StoreUnavailable
 from calltrack.model import StoredCall, content_id, format_local, prepare
 from calltrack.store import Store, Window
 from calltrack.store.core import Connection
-from calltrack.store.telephony import CallState, TelephonyEndpoint
+from calltrack.store.telephony import CallState, TelephonyEndpoint, WriteLockBusy
 from calltrack.store.tracking import SourceRule
 from calltrack.telephony import enrich
 from calltrack.telephony.calls import (
@@ -52,7 +52,8 @@ _source = msgspec.json.Decoder(Source)
 _caller_place = lru_cache(maxsize=65536)(enrich.caller_place)
 _events = msgspec.json.Encoder()
 _events_of = msgspec.json.Decoder(list[TelephonyEvent])
-_T = TypeVar("_T")
+# The events that may change an ended call's record.
+_RECORDED = frozenset({"call.ended", "call.recording"})
 
 
 def receive(
@@ -62,27 +63,23 @@ def receive(
     settings: Settings,
     now: int,
 ) -> None:
-    """Merge the events into their calls, then write the records of the ended ones.
+    """Merge the events into their calls and write the records of the ended ones.
 
     Where an import holds the store's one write lock (SQLite), the events are kept aside at
     once instead of waiting it out, and the sweeper merges them when the lock is free.
     """
+
+    def merged(records: Settings | None) -> list[CallState]:
+        with store.telephony_transaction(quick=True) as conn:
+            ids = (endpoint.account_id, endpoint.provider)
+            return _merge_in(store, conn, *ids, events, now, records)
+
     try:
-        changed = merge_events(
-            store,
-            endpoint.account_id,
-            endpoint.provider,
-            events,
-            now,
-            quick=True,
-            settings=settings,
-        )
+        _receive_with(store, settings, merged)
     except StoreUnavailable:
         if not store.spills_events:
             raise
         store.spill_events(endpoint.account_id, endpoint.provider, _events.encode(events))
-        return
-    _write_ended(store, settings, changed)
 
 
 def receive_by_secret(
@@ -101,16 +98,31 @@ def receive_by_secret(
             ids = (endpoint.account_id, endpoint.provider)
             return _merge_in(store, conn, *ids, events, now, records)
 
-    changed = _with_records(merged, settings)
+    return _receive_with(store, settings, merged)
+
+
+class _RecordFailed(Exception):
+    """Building or writing a record failed inside the merge's transaction (rolled back)."""
+
+
+def _receive_with(
+    store: Store, settings: Settings, merged: Callable[[Settings | None], list[CallState] | None]
+) -> bool:
+    """``merged(settings)``: the events merged with the records of the calls they end, in one
+    transaction; False if ``merged`` found no endpoint. Should a record fail there, or an
+    import hold the write lock, the events are merged again without the records: a record
+    that cannot be built must not refuse the events (a PBX would post them again and again),
+    nor an import hold them up."""
+    try:
+        changed = merged(settings)
+    except _RecordFailed:
+        log.exception("telephony: a record failed; the events are merged without it")
+        changed = merged(None)
+    except WriteLockBusy as exc:  # the sweeper writes the records once the import is done
+        log.info("telephony: records left for the sweeper, an import writes: %s", exc)
+        return merged(None) is not None
     if changed is None:
         return False
-    _write_ended(store, settings, changed)
-    return True
-
-
-def _write_ended(store: Store, settings: Settings, changed: list[CallState]) -> None:
-    """Write the records of the calls that ended (or changed after ending) that the merge's
-    transaction did not; on failure the sweeper writes them."""
     ended = [state for state in changed if state.ended and state.built < state.version]
     if ended:
         try:
@@ -119,6 +131,7 @@ def _write_ended(store: Store, settings: Settings, changed: list[CallState]) -> 
             log.info("telephony: records of %d calls left for the sweeper: %s", len(ended), exc)
         except Exception:  # the events are kept: the sweeper writes these records
             log.exception("telephony: records of %d calls left for the sweeper", len(ended))
+    return True
 
 
 def merge_events(
@@ -128,32 +141,10 @@ def merge_events(
     events: list[TelephonyEvent],
     now: int,
     quick: bool = False,
-    settings: Settings | None = None,
 ) -> list[CallState]:
-    """Fold events into their calls in one transaction; the calls that changed. With
-    ``settings``, the records of the calls that ended are written in it too where the write
-    lock can be had at once (those come back built from their version)."""
-
-    def merged(records: Settings | None) -> list[CallState]:
-        with store.telephony_transaction(quick) as conn:
-            return _merge_in(store, conn, account_id, provider, events, now, records)
-
-    return _with_records(merged, settings)
-
-
-class _RecordFailed(Exception):
-    """Building or writing a record failed inside the merge's transaction (rolled back)."""
-
-
-def _with_records(merged: Callable[[Settings | None], _T], settings: Settings | None) -> _T:
-    """``merged(settings)``; if writing a record in it failed, the merge again without the
-    records (the sweeper writes them): a record that cannot be built must not refuse the
-    events, which a PBX would then post again and again."""
-    try:
-        return merged(settings)
-    except _RecordFailed:
-        log.exception("telephony: a record failed; the events are merged without it")
-        return merged(None)
+    """Fold events into their calls in one transaction; the calls that changed."""
+    with store.telephony_transaction(quick) as conn:
+        return _merge_in(store, conn, account_id, provider, events, now)
 
 
 def _merge_in(
@@ -165,7 +156,8 @@ def _merge_in(
     now: int,
     records: Settings | None = None,
 ) -> list[CallState]:
-    """``merge_events`` inside the caller's transaction."""
+    """``merge_events`` inside the caller's transaction; with ``records``, the records of the
+    calls that end are written in it too (those come back built from their version)."""
     endpoint = TelephonyEndpoint(0, account_id, provider, "", "", "", now, None)
     # The calls as this transaction has them (a call's later events in the request are not
     # read back), and those changed since they were claimed or read: saved once, at the end.
@@ -173,6 +165,11 @@ def _merge_in(
     changed: dict[str, CallState] = {}
     unsaved: set[str] = set()
     started: dict[str, CallState] = {}
+    # The records of calls these events end (or add a recording to) are written in this
+    # transaction too: one commit a call.ended instead of two.
+    with_records = records is not None and any(event.event in _RECORDED for event in events)
+    if with_records:
+        store.take_write_lock(conn)
     for event in events:
         # A call.started is most often a call's first event: it tries the claim at once.
         state = states.get(event.call_id)
@@ -207,26 +204,18 @@ def _merge_in(
         unsaved.add(event.call_id)
         if event.event == "call.started" and facts.started_at is None:
             started[event.call_id] = updated  # a live call starts: BEFORE_CALL_START
-    built: dict[int, list[tuple[CallState, StoredCall]]] = {}
-    ended = [state for state in changed.values() if state.ended]
-    if records is not None and ended and store.take_write_lock(conn):
-        # The records in this same transaction: one commit a call.ended instead of two.
-        try:
-            built = _built(store, records, ended, conn)
-        except StoreUnavailable:
-            raise
-        except Exception as exc:
-            raise _RecordFailed from exc
-        for state in ended:
-            changed[state.call_id] = replace(state, built=state.version)
-            unsaved.add(state.call_id)
+    ended = [state for state in changed.values() if state.ended] if with_records else []
+    for state in ended:  # built from this version, in this transaction (or none of it)
+        changed[state.call_id] = replace(state, built=state.version)
+        unsaved.add(state.call_id)
     for call_id in unsaved:
         store.save_call_state(conn, changed[call_id])
     if started:  # before the records, whose `hooks` show these deliveries
         store.announce_started(conn, account_id, list(started.values()))
-    for account, calls in built.items():
+    if records is not None and ended:
         try:
-            store.write_current_calls(conn, account, [call for _, call in calls])
+            for account, built in _built(store, records, ended, conn).items():
+                store.write_current_calls(conn, account, [call for _, call in built])
         except StoreUnavailable:
             raise
         except Exception as exc:
