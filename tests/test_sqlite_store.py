@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import gc
+import os
 import threading
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import msgspec
 import pytest
 
 from calltrack.config import Settings
+from calltrack.errors import StoreUnavailable
 from calltrack.model import decode_record, prepare
 from calltrack.store import migrations
 from calltrack.store.paging import Window, build_page_query
@@ -104,3 +107,36 @@ def test_migrations_4_and_later_keep_every_page_of_an_older_database(
     assert len(set(ids)) == len(ids)
     assert callers == [("",)]  # migration 7 filled the caller column from the bodies
     store.close()
+
+
+def _writer_lock_free(path: Path) -> bool:
+    """Whether another process could take the writers' lock of the database at ``path``."""
+    fd = os.open(f"{path}-writer", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # releases it if taken
+    return True
+
+
+def test_writers_of_every_process_queue_on_one_lock_held_to_the_commit(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store, other = _store(path), _store(path)  # each its own lock, as two processes have
+    store.ensure_ready()
+    assert _writer_lock_free(path)
+    with store._transaction() as conn:
+        conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'v')")
+        assert not _writer_lock_free(path)
+        # Another writer waits on it, and gives up at its deadline saying who holds it.
+        with pytest.raises(StoreUnavailable, match="another process"), other._transaction(0.05):
+            pass
+    assert _writer_lock_free(path)  # released with the commit
+    with pytest.raises(RuntimeError), store._transaction():
+        raise RuntimeError("rolled back")
+    assert _writer_lock_free(path)  # and with a rollback
+    with other._transaction() as conn:  # the other writer gets it now
+        assert conn.execute("SELECT value FROM meta WHERE key = 'k'").fetchone()[0] == "v"
+    store.close()
+    other.close()
