@@ -365,12 +365,17 @@ class TelephonyQueries(HookQueries, TrackingQueries):
             # Only records built from their call's current version are written: one built from
             # an older version (another request's, merged before this one's events) must not
             # overwrite the newer record written meanwhile, which its mark would not undo.
+            # A call a request is merging into now (its row locked) is skipped, not waited for:
+            # that request writes the record, or leaves it behind for the next turn. (It holds
+            # the row while it waits for the write lock held here: waiting would deadlock.)
+            skip = " FOR UPDATE SKIP LOCKED" if self.row_locks else ""
             current = [
                 call
                 for state, call in items
                 if conn.execute(  # by the PBX's id of the call, the key its events share
-                    "UPDATE telephony_calls SET built = ? WHERE account_id = ? AND provider = ? "
-                    "AND call_id = ? AND version = ? RETURNING id",
+                    "UPDATE telephony_calls SET built = ? WHERE id = (SELECT id FROM "
+                    "telephony_calls WHERE account_id = ? AND provider = ? AND call_id = ? "
+                    f"AND version = ?{skip}) RETURNING id",
                     (state.version, state.account_id, state.provider, state.call_id, state.version),
                 ).fetchone()
                 is not None
@@ -390,8 +395,8 @@ class TelephonyQueries(HookQueries, TrackingQueries):
 
     def take_write_lock(self, conn: Connection) -> None:
         """Take the write lock records are written with (ids and change numbers in commit
-        order) in the caller's events transaction, before it locks any call's row (writers of
-        records take the two in that order); WriteLockBusy, with the transaction spoiled, when
+        order) in the caller's events transaction, which holds the rows of the calls it merged
+        (``write_built_calls`` skips those); WriteLockBusy, with the transaction spoiled, when
         another writer (an import) holds it past the quick wait. Where one write lock
         serializes every write (SQLite) the transaction holds it already."""
         if not self.row_locks:
@@ -400,8 +405,6 @@ class TelephonyQueries(HookQueries, TrackingQueries):
 
         from calltrack.store.postgres import WRITE_LOCK_ID
 
-        # For the whole transaction: a call's row is held only while a request merges into
-        # it, so a wait for one as long as this means something is stuck.
         conn.execute(f"SET LOCAL lock_timeout = {int(self._quick_wait() * 1000)}")
         try:
             conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_ID,))

@@ -168,8 +168,6 @@ def _merge_in(
     # The records of calls these events end (or add a recording to) are written in this
     # transaction too: one commit a call.ended instead of two.
     with_records = records is not None and any(event.event in _RECORDED for event in events)
-    if with_records:
-        store.take_write_lock(conn)
     for event in events:
         # A call.started is most often a call's first event: it tries the claim at once.
         state = states.get(event.call_id)
@@ -214,9 +212,13 @@ def _merge_in(
         store.announce_started(conn, account_id, list(started.values()))
     if records is not None and ended:
         try:
-            for account, built in _built(store, records, ended, conn).items():
+            by_account = _built(store, records, ended, conn)
+            # Built first: the write lock (PostgreSQL's, for every writer of calls) is held
+            # only for the writes and the commit.
+            store.take_write_lock(conn)
+            for account, built in by_account.items():
                 store.write_current_calls(conn, account, [call for _, call in built])
-        except StoreUnavailable:
+        except (StoreUnavailable, WriteLockBusy):
             raise
         except Exception as exc:
             raise _RecordFailed from exc
