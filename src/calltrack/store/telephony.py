@@ -104,6 +104,8 @@ class RecordFacts:
 
 
 _STATE_COLUMNS: Final = ", ".join(f.name for f in fields(CallState))
+_ENDPOINT_FIELDS: Final = [f.name for f in fields(TelephonyEndpoint)]
+_ENDPOINT_COLUMNS: Final = ", ".join(f"e.{name}" for name in _ENDPOINT_FIELDS)
 _NEW_COLUMNS: Final = [f.name for f in fields(CallState)][1:]  # without the id
 _CLAIM: Final = (
     f"INSERT INTO telephony_calls ({', '.join(_NEW_COLUMNS)}) "
@@ -189,6 +191,25 @@ class TelephonyQueries(HookQueries, TrackingQueries):
     def endpoint_by_secret_in(self, conn: Connection, secret: str) -> TelephonyEndpoint | None:
         """``endpoint_by_secret`` on the caller's connection (in its transaction)."""
         return _endpoint_in(conn, "secret_hash = ? AND provider = 'generic'", hash_secret(secret))
+
+    def endpoint_and_call_in(
+        self, conn: Connection, secret: str, call_id: str
+    ) -> tuple[TelephonyEndpoint | None, CallState | None]:
+        """``endpoint_by_secret_in`` and that endpoint's call ``call_id`` (locked, as
+        ``call_state`` has it) in one statement, for stores whose rows lock (PostgreSQL: a
+        round trip of a call's later events saved)."""
+        row = conn.execute(
+            f"SELECT {_ENDPOINT_COLUMNS}, c.* FROM telephony_endpoints e LEFT JOIN LATERAL "
+            f"(SELECT {_STATE_COLUMNS} FROM telephony_calls WHERE account_id = e.account_id "
+            "AND provider = e.provider AND call_id = ? FOR UPDATE) c ON true "
+            "WHERE e.secret_hash = ? AND e.provider = 'generic' AND e.revoked_at IS NULL",
+            (call_id, hash_secret(secret)),
+        ).fetchone()
+        if row is None:
+            return None, None
+        width = len(_ENDPOINT_FIELDS)
+        state = None if row[width] is None else CallState(*row[width:])
+        return TelephonyEndpoint(*row[:width]), state
 
     def _endpoint(self, where: str, value: str) -> TelephonyEndpoint | None:
         self.ensure_ready()
@@ -414,8 +435,8 @@ class TelephonyQueries(HookQueries, TrackingQueries):
 
 def _endpoint_in(conn: Connection, where: str, value: str) -> TelephonyEndpoint | None:
     row = conn.execute(
-        "SELECT id, account_id, provider, endpoint, signing_secret, hint, created_at, "
-        f"revoked_at FROM telephony_endpoints WHERE {where} AND revoked_at IS NULL",
+        f"SELECT {_ENDPOINT_COLUMNS} FROM telephony_endpoints e WHERE {where} "
+        "AND revoked_at IS NULL",
         (value,),
     ).fetchone()
     return None if row is None else TelephonyEndpoint(*row)

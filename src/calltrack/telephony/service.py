@@ -90,13 +90,21 @@ def receive_by_secret(
     transactions do not take the one write lock, so a wrong secret holds no lock); False,
     with nothing stored, when no active endpoint has the secret."""
 
+    # The first event's call is read with the endpoint (one round trip), unless it starts
+    # a call, most often a new one, which is claimed at once.
+    first = "" if not events or events[0].event == "call.started" else events[0].call_id
+
     def merged(records: Settings | None) -> list[CallState] | None:
         with store.telephony_transaction(quick=True) as conn:
-            endpoint = store.endpoint_by_secret_in(conn, secret)
+            if first:
+                endpoint, known = store.endpoint_and_call_in(conn, secret, first)
+            else:
+                endpoint, known = store.endpoint_by_secret_in(conn, secret), None
             if endpoint is None:
                 return None
             ids = (endpoint.account_id, endpoint.provider)
-            return _merge_in(store, conn, *ids, events, now, records)
+            read = {first: known} if known is not None else {}
+            return _merge_in(store, conn, *ids, events, now, records, read)
 
     return _receive_with(store, settings, merged)
 
@@ -155,13 +163,15 @@ def _merge_in(
     events: list[TelephonyEvent],
     now: int,
     records: Settings | None = None,
+    read: dict[str, CallState] | None = None,
 ) -> list[CallState]:
     """``merge_events`` inside the caller's transaction; with ``records``, the records of the
-    calls that end are written in it too (those come back built from their version)."""
+    calls that end are written in it too (those come back built from their version).
+    ``read``: calls the transaction has read already (as ``call_state`` does)."""
     endpoint = TelephonyEndpoint(0, account_id, provider, "", "", "", now, None)
     # The calls as this transaction has them (a call's later events in the request are not
     # read back), and those changed since they were claimed or read: saved once, at the end.
-    states: dict[str, CallState] = {}
+    states: dict[str, CallState] = dict(read or {})
     changed: dict[str, CallState] = {}
     unsaved: set[str] = set()
     started: dict[str, CallState] = {}
