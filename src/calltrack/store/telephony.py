@@ -426,9 +426,15 @@ class TelephonyQueries(HookQueries, TrackingQueries):
 
         from calltrack.store.postgres import WRITE_LOCK_ID
 
-        conn.execute(f"SET LOCAL lock_timeout = {int(self._quick_wait() * 1000)}")
+        # One round trip: the CTE's row (the transaction's lock timeout set) comes before the
+        # lock is waited for.
+        wait = f"{int(self._quick_wait() * 1000)}ms"
         try:
-            conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK_ID,))
+            conn.execute(
+                "WITH t AS MATERIALIZED (SELECT set_config('lock_timeout', ?, true)) "
+                "SELECT pg_advisory_xact_lock(?) FROM t",
+                (wait, WRITE_LOCK_ID),
+            )
         except psycopg.errors.LockNotAvailable as exc:
             raise WriteLockBusy(str(exc)) from exc
 
