@@ -239,3 +239,23 @@ def test_events_are_answered_while_an_import_holds_the_write_lock_and_never_lost
     [call] = shop.calls()
     assert (call["duration"], call["callerIdToClient"]) == (130, POOL[0])
     assert sweep(shop.store, shop.store.settings, int(time.time())) == 0  # nothing left
+
+
+def test_a_record_that_fails_to_build_leaves_the_events_merged_for_the_sweeper(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The record is written in the transaction that merges call.ended: its failure must not
+    # refuse the events (a PBX would post them again and again), nor lose them.
+    from calltrack.telephony import service
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("a record that cannot be built")
+
+    monkeypatch.setattr(service, "build_record", broken)
+    answer = shop.post(call_events("pbx-10", POOL[0], int(time.time()) - 300))
+    assert answer.status_code == 200, answer.text
+    assert shop.calls() == []
+    monkeypatch.undo()
+    assert sweep(shop.store, shop.store.settings, int(time.time())) == 1
+    [call] = shop.calls()
+    assert (call["duration"], call["callerIdToClient"]) == (130, POOL[0])
