@@ -300,7 +300,10 @@ class SqliteStore(SqlStore):
         if fcntl is None:
             return
         if self._writers_fd is None:
-            self._writers_fd = os.open(f"{self.path}-writer", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self._writers_fd = os.open(f"{self.path}-writer", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:  # the database's folder gone or read-only: 503, not 500
+                raise StoreUnavailable(f"sqlite: {exc}") from exc
         pause = 0.0005
         while True:
             try:
