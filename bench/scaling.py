@@ -25,16 +25,12 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
-import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -212,9 +208,9 @@ def run_arrangement(
 
 def markdown(results: dict[str, Any]) -> str:
     lines = [
-        f"Run {results['started']} on {results['cores']} cores, PostgreSQL "
-        f"{results['postgres_version']}, N = {results['calls']:,} calls; nothing pinned; "
-        f"load average before {results['load_before']}.",
+        f"Run {results['started']} on {results['cores']} cores, code {results['source']}, "
+        f"PostgreSQL {results['postgres_version']}, N = {results['calls']:,} calls; nothing "
+        f"pinned; load average {results['load_before']} before, {results['load_after']} after.",
         "",
         "| serve processes x workers | workers | conns | pages/s | per worker | p50 / p99 ms | "
         "workers' CPU % | PostgreSQL CPU % | pages per workers' CPU-s | "
@@ -259,37 +255,26 @@ def main() -> None:
         sys.exit(f"PostgreSQL does not answer at {args.postgres_url}")
     dataset = data.Dataset(DATASET, args.calls, 1)
     data.ensure_file(dataset, args.out / "data")
-    url = data.pg_create(args.postgres_url, PG_NAME)
-    results: dict[str, Any] = {
-        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "cores": os.cpu_count(),
-        "calls": args.calls,
-        "postgres_version": data.pg_server_version(url),
-        "load_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-        "arrangements": [],
-    }
-    try:
+    results: dict[str, Any] = {**servers.run_facts(no_pin=True), "calls": args.calls}
+    results["arrangements"] = []
+    with servers.bench_run("bench-scaling-", args.postgres_url, PG_NAME) as run:
+        url = run.create_postgres()
+        results["postgres_version"] = data.pg_server_version(url)
         loaded = data.load("postgres", url, [dataset], args.out / "data")
         results["import"] = loaded.imports[DATASET]
-        with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
-            for processes, workers in ARRANGEMENTS:
-                arrangement = Arrangement(processes, workers)
-                print(f"== {arrangement.name}", file=sys.stderr, flush=True)
-                row = run_arrangement(arrangement, url, loaded.keys[DATASET], Path(tmp), args)
-                results["arrangements"].append(row)
-                for entry in row["loads"]:
-                    print(
-                        f"   {entry['connections']} conns: {entry['pages_per_s']:.1f} pages/s",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-    finally:
-        data.pg_drop(args.postgres_url, PG_NAME)
+        for processes, workers in ARRANGEMENTS:
+            arrangement = Arrangement(processes, workers)
+            print(f"== {arrangement.name}", file=sys.stderr, flush=True)
+            row = run_arrangement(arrangement, url, loaded.keys[DATASET], run.work, args)
+            results["arrangements"].append(row)
+            for entry in row["loads"]:
+                print(
+                    f"   {entry['connections']} conns: {entry['pages_per_s']:.1f} pages/s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scaling.json").write_text(json.dumps(results, indent=2))
-    text = markdown(results)
-    (args.out / "scaling.md").write_text(text)
-    print(text)
+    servers.write_results(args.out, "scaling", results, markdown)
     if not all(walk["every_call_once"] for row in results["arrangements"] for walk in row["walks"]):
         sys.exit("a walk did not return every call once")
 
