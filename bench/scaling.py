@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -181,11 +181,7 @@ def run_arrangement(
     try:
         for index in range(arrangement.processes):
             log = work / f"serve-{arrangement.processes}x{arrangement.workers}-{index}.log"
-            if arrangement.workers == 1:  # uvicorn serves in its own process: no children
-                alone = servers.launch(server, 0, None, log)
-                running.append(replace(alone, workers=[alone.proc.pid]))
-            else:
-                running.append(servers.launch(server, arrangement.workers, None, log))
+            running.append(servers.launch(server, arrangement.workers, None, log))
         pages = args.calls // 1000
         for each in running:  # warm: every worker's connections and the page bounds
             load.measure(

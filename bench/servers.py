@@ -126,12 +126,15 @@ class Running:
 
 
 def launch(server: Server, workers: int, cpus: str | None, log: Path) -> Running:
-    """Start ``server`` pinned to ``cpus``; wait until it answers and its workers are up."""
+    """Start ``server`` pinned to ``cpus``; wait until it answers and its workers are up
+    (one worker: uvicorn serves in the process it started, with no worker processes)."""
     port = procs.free_port()
     cmd = procs.pinned([part.replace("{port}", str(port)) for part in server.cmd], cpus)
     proc = procs.start(cmd, log, env=server.env, cwd=HERE)
     try:
         procs.wait_http(f"http://127.0.0.1:{port}{server.ready_path}", proc)
+        if workers == 1:
+            return Running(server, port, proc, [proc.pid])
         deadline = time.monotonic() + 30
         while len(found := procs.worker_pids(proc.pid)) < workers:
             if time.monotonic() > deadline:
