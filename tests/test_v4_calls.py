@@ -3,6 +3,7 @@ naming the parameter, 404, 410, 429); migration 9's backfill of the facet column
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 from collections import Counter
@@ -262,6 +263,10 @@ def test_401_without_a_valid_key(shop: Shop, path: str) -> None:
     problem(shop.get(path, shop.b_key), 401)
 
 
+def _feed_cursor(state: str) -> str:
+    return "c1." + base64.urlsafe_b64encode(state.encode()).decode().rstrip("=")
+
+
 BAD: list[tuple[str, dict[str, str], str]] = [
     ("/api/v4/calls", {"limit": "0"}, "limit"),
     ("/api/v4/calls", {"limit": "1001"}, "limit"),
@@ -283,6 +288,13 @@ BAD: list[tuple[str, dict[str, str], str]] = [
     ("/api/v4/calls", {"scope": "all"}, "scope"),
     ("/api/v4/calls/changes", {"after": "nonsense"}, "after"),
     ("/api/v4/calls/changes", {"after": "c1.MS4yLi4"}, "after"),  # fill past its seq
+    # A run of a fill (seq.fill_after.known.filling.run) that this service would not write:
+    ("/api/v4/calls/changes", {"after": _feed_cursor("9.2..1.5:3:4:100:200:150:0")}, "after"),
+    ("/api/v4/calls/changes", {"after": _feed_cursor("9.5..1.1:3:4:100:200:150:0")}, "after"),
+    ("/api/v4/calls/changes", {"after": _feed_cursor("9.2..1.1:3:12:100:200:150:0")}, "after"),
+    ("/api/v4/calls/changes", {"after": _feed_cursor("9.2..1.1:3:4:100:200:250:0")}, "after"),
+    ("/api/v4/calls/changes", {"after": _feed_cursor("9.2..1.1:3:4:100:200:150:0.1")}, "after"),
+    ("/api/v4/calls/changes", {"after": _feed_cursor("9.2..1.1:3:4")}, "after"),
     ("/api/v4/calls/changes", {"limit": "10001"}, "limit"),
     ("/api/v4/calls/changes", {"fields": "page"}, "fields"),
     ("/api/v4/calls/x1", {"fields": "x"}, "fields"),

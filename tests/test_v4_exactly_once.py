@@ -43,6 +43,7 @@ from calltrack import access
 from calltrack.demo_data import generate_calls
 from calltrack.importer import import_bytes
 from calltrack.store import Store
+from calltrack.store.calls import RUN_MIN_CHANGES
 from calltrack.store.changes import CallFilter
 from tests.conftest import StoreFactory, new_account
 from tests.faults import _common as common
@@ -168,9 +169,12 @@ def stored(store: Store, owners: list[int]) -> dict[str, dict[str, Any]]:
 
 
 def seed(store: Store, account: int, prefix: str, number: int) -> None:
-    calls = list(generate_calls(SEEDED, seed=number, now=datetime(2020, 5, 20)))
+    # With enough calls besides the writers' to be a run of changes, which a fill reads in
+    # page order on SQLite (store.changes) while the writers change and delete its calls.
+    count = SEEDED + RUN_MIN_CHANGES
+    calls = list(generate_calls(count, seed=number, now=datetime(2020, 5, 20)))
     for index, call in enumerate(calls):
-        call["universalId"] = f"{prefix}-s{index}"
+        call["universalId"] = f"{prefix}-s{index}" if index < SEEDED else f"{prefix}-r{index}"
     lines = b"\n".join(msgspec.json.encode(call) for call in calls)
     import_bytes(store, account, lines, store.settings.zone)
 
@@ -213,6 +217,8 @@ def test_each_change_is_seen_exactly_once_while_writer_processes_commit(
     role_key = access.issue_role_key(store, grant)
     for number, (account, prefix) in enumerate(((alpha, "a"), (beta, "b"), (gamma, "g"))):
         seed(store, account, prefix, number)
+    if store.calls_clustered:  # the readers' fills read the seeded runs in page order
+        assert store.next_run([alpha, beta], 0, store.last_change()) is not None
     secret = store.add_telephony_endpoint(alpha, "generic").secret
     server = common.Server(database, tmp_path / "server.log", env={"CALLTRACK_SWEEP_SECONDS": "1"})
     try:

@@ -55,6 +55,11 @@ TOUCH_EVERY_SECONDS = 60
 LAYOUT_TTL_SECONDS = 24 * 3600
 
 
+# A write of at least this many changes of one account records them as a run (migration 13):
+# the changes feed may then read them in page order (store.changes). Below it, reading them
+# in change order costs little.
+RUN_MIN_CHANGES = 1000
+
 # The meta key of the newest change number pruned from the changes feed (store.changes).
 PRUNED_CHANGES_KEY = "changes_pruned_through"
 
@@ -86,6 +91,8 @@ def _page_order(row: tuple[Any, ...]) -> tuple[int, int]:
 
 class CallQueries(StoreCore):
     """Writing and reading calls."""
+
+    run_min_changes = RUN_MIN_CHANGES  # tests lower it to make runs of small writes
 
     def import_calls(
         self,
@@ -129,6 +136,7 @@ class CallQueries(StoreCore):
             (PRUNED_CHANGES_KEY,),
         ).fetchone()
         seq, next_id = int(row[0] or 0), int(row[1])
+        first_seq, earliest, latest = seq + 1, 2**63 - 1, -(2**63)
         counts = CountChanges()  # applied once, at the end: one upsert of the groups
         for chunk in batched(calls, batch_size):
             existing = self._existing(conn, [call.universal_id for _, call in chunk])
@@ -148,6 +156,7 @@ class CallQueries(StoreCore):
                     if bytes(found[1]) == call.body:
                         continue  # unchanged: no write, no new change number
                 seq += 1
+                earliest, latest = min(earliest, call.call_time), max(latest, call.call_time)
                 values = (
                     call.call_time,
                     seq,
@@ -186,6 +195,12 @@ class CallQueries(StoreCore):
                 self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
             self._write_tags_and_campaigns(conn, account_id, written, now)
         counts.apply(conn, self.dialect)
+        if self.calls_clustered and seq - first_seq + 1 >= self.run_min_changes:
+            conn.execute(
+                "INSERT INTO change_runs (account_id, first_seq, last_seq, first_time, "
+                "last_time) VALUES (?, ?, ?, ?, ?)",
+                (account_id, first_seq, seq, earliest, latest),
+            )
         return ImportResult(imported, updated)
 
     def _write_tags_and_campaigns(

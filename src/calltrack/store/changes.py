@@ -7,31 +7,68 @@ statement (one snapshot) never shows a change while hiding an earlier one. A cal
 its current state, so a call changed twice between two reads shows once, at its last change;
 a delete leaves a tombstone with its own number. Tombstones older than the retention are
 pruned; ``changes_pruned_through`` then says which cursors can no longer be served.
+
+A large write of one account's calls (an import) is recorded as a run of change numbers
+(``change_runs``, SQLite only). It commits whole, so no reader can tell the order of its
+changes among themselves: a fill may read a run in page order (account, time, id), which on
+SQLite's clustered calls is a sequential read where change order is a random page per call
+(21 us a call against 4 at 500,000 calls, measured).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
+from calltrack.config import Settings
 from calltrack.store.calls import PRUNED_CHANGES_KEY, CallQueries
 from calltrack.store.core import Connection, unix_now
-from calltrack.store.migrations import DAY
+from calltrack.store.migrations import DAY, QUARTER
 
 NEWEST_CHANGE = 2**63 - 1  # above every change number: no upper bound
+# A run is read in page order while at least this share of the calls in its time span are
+# still its own (the rest are skipped by the sequential read): at 1/4 the read still costs
+# about what change order does (4 against 21 us a call).
+RUN_DENSITY = 4
+_RUN_DECISIONS = 4096  # runs whose density a process remembers
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
+    """One change as the feed serves it (a tuple: a fill makes one per call, and a frozen
+    dataclass cost 3 us each of a 13 us call)."""
+
     seq: int
     universal_id: str
     account_id: int
     changed_at: int  # unix seconds
     body: bytes | None  # the stored body (record after '{"page":0,'); None: deleted
+    call_time: int = 0  # where the call is in page order (read in a run only)
+    call_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeRun:
+    """Changes ``first_seq``..``last_seq`` of one account's calls, written by one
+    transaction, their calls' times within ``first_time``..``last_time``."""
+
+    account_id: int
+    first_seq: int
+    last_seq: int
+    first_time: int
+    last_time: int
 
 
 class ChangeQueries(CallQueries):
     """Reading calls' changes in commit order."""
+
+    run_density = RUN_DENSITY  # tests raise it to read every run in page order
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        # (account, first change) of a run: whether it is read in page order (next_run).
+        self._run_decisions: OrderedDict[tuple[int, int], bool] = OrderedDict()
 
     def read_changes(
         self,
@@ -100,6 +137,70 @@ class ChangeQueries(CallQueries):
             )
             for r in rows
         ]
+
+    def next_run(self, owners: Sequence[int], after: int, through: int) -> ChangeRun | None:
+        """The owners' first run numbered in (``after``, ``through``] that is worth reading in
+        page order (most of it still current, and most of the calls in its time span its
+        own); None when there is none."""
+        if not owners or not self.calls_clustered:
+            return None
+        marks = ", ".join("?" * len(owners))
+        self.ensure_ready()
+        with self._connect() as conn:
+            while True:
+                found = conn.execute(
+                    "SELECT account_id, first_seq, last_seq, first_time, last_time "
+                    f"FROM change_runs WHERE account_id IN ({marks}) AND first_seq > ? "
+                    "AND last_seq <= ? ORDER BY first_seq LIMIT 16",
+                    (*owners, after, through),
+                ).fetchall()
+                for row in found:
+                    run = ChangeRun(*map(int, row))
+                    if self._run_is_dense(conn, run):
+                        return run
+                if len(found) < 16:
+                    return None
+                after = int(found[-1][1])
+
+    def _run_is_dense(self, conn: Connection, run: ChangeRun) -> bool:
+        # Decided once per run and process: calls only ever leave a run, so a run found
+        # sparse stays so, and a dense one read later is at worst slower, never wrong.
+        decisions = self._run_decisions
+        key = (run.account_id, run.first_seq)
+        if key in decisions:
+            return decisions[key]
+        left = conn.execute(
+            "SELECT count(*) FROM calls WHERE account_id = ? AND change_seq BETWEEN ? AND ?",
+            (run.account_id, run.first_seq, run.last_seq),
+        ).fetchone()[0]
+        in_span = conn.execute(
+            # ``quarter``: the time its quarter hour starts.
+            "SELECT coalesce(sum(calls), 0) FROM call_counts WHERE account_id = ? "
+            "AND quarter BETWEEN ? AND ?",
+            (run.account_id, run.first_time // QUARTER * QUARTER, run.last_time),
+        ).fetchone()[0]
+        dense = int(left) >= self.run_min_changes and int(left) * self.run_density >= int(in_span)
+        decisions[key] = dense
+        if len(decisions) > _RUN_DECISIONS:
+            decisions.popitem(last=False)
+        return dense
+
+    def read_run(self, run: ChangeRun, after_time: int, after_id: int, limit: int) -> list[Change]:
+        """The run's calls still current, in page order after (``after_time``, ``after_id``),
+        at most ``limit``: one statement, one snapshot."""
+        # ``+change_seq``: no index on it, so SQLite walks the clustered calls in page order.
+        sql = (
+            "SELECT change_seq, universal_id, account_id, changed_at, body, call_time, id "
+            "FROM calls WHERE account_id = ? AND call_time >= ? AND call_time <= ? "
+            "AND (call_time > ? OR id > ?) AND +change_seq BETWEEN ? AND ? "
+            "ORDER BY call_time, id LIMIT ?"
+        )
+        params = (run.account_id, after_time, run.last_time, after_time, after_id,
+                  run.first_seq, run.last_seq, limit)  # fmt: skip
+        self.ensure_ready()
+        with self._connect() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return list(map(Change._make, rows))  # the columns in Change's order
 
     def last_change(self) -> int:
         """The newest change number (what a feed started now has seen once it is through)."""

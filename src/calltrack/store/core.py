@@ -38,6 +38,9 @@ class StoreCore(ABC):
     # Reads cost this process's CPU and never wait on a network or another process for long
     # (an embedded database): the API may run them on its event loop.
     reads_in_process: ClassVar[bool] = False
+    # Calls are stored clustered in page order (account, time, id), so reading a run of one
+    # write's changes in that order is sequential (store.changes): writes record their runs.
+    calls_clustered: ClassVar[bool] = False
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings

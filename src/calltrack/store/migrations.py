@@ -633,6 +633,23 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
         # for an endpoint failing for days is every attempt of every call since.
         ["CREATE INDEX hook_attempts_delivery ON hook_attempts (delivery_id)"],
     ),
+    (
+        13,
+        "runs of changes numbered by one large write of one account's calls",
+        # The changes feed fills an account in change order; inside one transaction that
+        # order is invisible to readers (the run commits whole), so a fill may read a run in
+        # page order instead: on SQLite, whose calls are clustered by page, a sequential read
+        # instead of a random page per call (store/changes.py). Only SQLite writes runs.
+        [
+            """CREATE TABLE change_runs (
+                account_id BIGINT NOT NULL,
+                first_seq BIGINT NOT NULL,
+                last_seq BIGINT NOT NULL,
+                first_time BIGINT NOT NULL,
+                last_time BIGINT NOT NULL,
+                PRIMARY KEY (account_id, first_seq))"""
+        ],
+    ),
 ]
 
 

@@ -63,6 +63,7 @@ class _CloseWithThread:
 class SqliteStore(SqlStore):
     dialect = "sqlite"
     reads_in_process = True
+    calls_clustered = True
 
     def __init__(self, settings: Settings) -> None:
         super().__init__(settings)

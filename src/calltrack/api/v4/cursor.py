@@ -2,7 +2,9 @@
 
 A cursor says how far the feed is (the last change number served), which accounts' calls it
 has been following (so that an account that becomes visible later is first filled in with
-its calls up to there) and, while such a fill runs, how far the fill is.
+its calls up to there) and, while such a fill runs, how far the fill is: the change number
+it has served up to and, inside a run of one write's changes read in page order
+(store.changes), the run and the place (call time, id) in it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,21 @@ import binascii
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from calltrack.store.changes import ChangeRun
+
 PREFIX = "c1."
 _LARGEST = 2**63 - 1  # what the store's BIGINT columns hold
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlace:
+    """A fill inside a run: the run's calls up to (``after_time``, ``after_id``) in page
+    order are served."""
+
+    run: ChangeRun
+    after_time: int
+    after_id: int = 0  # ids start at 1: (first_time, 0) is before every call of the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,13 +37,17 @@ class FeedCursor:
     known: tuple[int, ...]  # accounts followed so far
     filling: tuple[int, ...] = ()  # accounts being filled in with their calls up to ``seq``
     fill_after: int = 0  # the fill has served their calls numbered up to this
+    run: RunPlace | None = None  # and, of the run after ``fill_after``, up to this place
 
     def encode(self) -> str:
-        return encode_state(self.seq, self.known, self.filling, self.fill_after)
+        if self.run is not None:
+            return self.run_encoder()(self.run.after_time, self.run.after_id).decode()
+        return self.encoder()(self.seq, self.fill_after).decode()
 
     def encoder(self) -> Callable[[int, int], bytes]:
-        """``encode`` of this cursor with another ``seq`` and ``fill_after``, as ASCII bytes: a
-        read writes one cursor per change, so the account lists are joined only once here."""
+        """``encode`` of this cursor (outside a run) with another ``seq`` and ``fill_after``,
+        as ASCII bytes: a read writes one cursor per change, so the account lists are joined
+        only once here."""
         rest = f".{'-'.join(map(str, self.known))}.{'-'.join(map(str, self.filling))}"
         prefix = PREFIX.encode()
         b64 = base64.urlsafe_b64encode
@@ -38,18 +57,38 @@ class FeedCursor:
 
         return encode
 
+    def run_encoder(self) -> Callable[[int, int], bytes]:
+        """``encode`` of this cursor at another place in its run. Only the place changes, at
+        the end of the text, and base64 turns each 3 bytes into 4 characters on their own:
+        everything before the last whole 3 bytes of the rest is encoded once (a fill of a
+        run writes a cursor per call: this halves their cost)."""
+        if self.run is None:
+            raise ValueError("not inside a run")
+        run = self.run.run
+        head = (
+            f"{self.seq}.{self.fill_after}.{'-'.join(map(str, self.known))}."
+            f"{'-'.join(map(str, self.filling))}.{run.account_id}:{run.first_seq}:"
+            f"{run.last_seq}:{run.first_time}:{run.last_time}:"
+        ).encode()
+        whole = len(head) // 3 * 3
+        fixed, carried = PREFIX.encode() + base64.urlsafe_b64encode(head[:whole]), head[whole:]
+        b64, urlsafe = binascii.b2a_base64, _URLSAFE  # urlsafe_b64encode without its calls
+
+        def encode(after_time: int, after_id: int) -> bytes:
+            tail = b64(carried + f"{after_time}:{after_id}".encode(), newline=False)
+            return fixed + tail.translate(urlsafe).rstrip(b"=")
+
+        return encode
+
     def filled(self) -> FeedCursor:
         """The cursor once the fill is done: its accounts are followed from ``seq`` on."""
         return replace(
-            self, known=tuple(sorted({*self.known, *self.filling})), filling=(), fill_after=0
+            self,
+            known=tuple(sorted({*self.known, *self.filling})),
+            filling=(),
+            fill_after=0,
+            run=None,
         )
-
-
-def encode_state(
-    seq: int, known: tuple[int, ...], filling: tuple[int, ...], fill_after: int
-) -> str:
-    text = f"{seq}.{fill_after}.{'-'.join(map(str, known))}.{'-'.join(map(str, filling))}"
-    return PREFIX + base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
 class BadCursor(ValueError):
@@ -62,21 +101,43 @@ def decode(text: str) -> FeedCursor:
     body = text[len(PREFIX) :]
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("ascii")
-        seq, fill_after, known, filling = raw.split(".")
+        seq, fill_after, known, filling, *run = raw.split(".")
+        if len(run) > 1:
+            raise ValueError("too many parts")
         cursor = FeedCursor(
             seq=int(seq),
             known=_ids(known),
             filling=_ids(filling),
             fill_after=int(fill_after),
+            run=_run_place(run[0]) if run else None,
         )
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("not a cursor of this feed") from None
     if (
         not 0 <= cursor.fill_after <= cursor.seq <= _LARGEST
         or max(cursor.known, default=0) > _LARGEST
+        or (cursor.run is not None and not _run_fits(cursor, cursor.run))
     ):
         raise BadCursor("not a cursor of this feed")
     return cursor
+
+
+def _run_place(text: str) -> RunPlace:
+    account, first, last, first_time, last_time, after_time, after_id = map(int, text.split(":"))
+    return RunPlace(ChangeRun(account, first, last, first_time, last_time), after_time, after_id)
+
+
+def _run_fits(cursor: FeedCursor, place: RunPlace) -> bool:
+    """A run right after the fill's change number, of an account being filled, its place
+    within its times: what this service writes (a forged one could only skip or repeat the
+    client's own calls, never show another account's)."""
+    run = place.run
+    return (
+        run.account_id in cursor.filling
+        and cursor.fill_after < run.first_seq <= run.last_seq <= cursor.seq
+        and run.first_time <= place.after_time <= run.last_time
+        and 0 <= place.after_id <= _LARGEST
+    )
 
 
 def _ids(text: str) -> tuple[int, ...]:

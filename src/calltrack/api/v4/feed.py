@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from calltrack.api.v4.cursor import FeedCursor
+from calltrack.api.v4.cursor import FeedCursor, RunPlace
 from calltrack.api.v4.problems import cursor_expired
 from calltrack.model import format_local
 from calltrack.store import Store
@@ -47,6 +47,10 @@ def start(store: Store, owners: tuple[int, ...], after: FeedCursor | None) -> Fe
     known = tuple(sorted(visible.intersection(after.known)))
     filling = tuple(sorted(visible.intersection(after.filling)))
     cursor = replace(after, known=known, filling=filling)
+    if cursor.run is not None and cursor.run.run.account_id not in filling:
+        # The run's account is no longer visible: the rest of its run is never served, and
+        # the other accounts' fill goes on after the change number before it.
+        cursor = replace(cursor, run=None)
     if not filling:
         cursor = replace(cursor, fill_after=0)
         new = visible.difference(known)
@@ -68,9 +72,24 @@ def read(
     lines: list[bytes] = []
     while len(lines) < limit:
         wanted = limit - len(lines)
+        if cursor.run is not None:  # inside a run of the fill: its calls in page order
+            place = cursor.run
+            rows = store.read_run(place.run, place.after_time, place.after_id, wanted + 1)
+            shown, at = rows[:wanted], cursor.run_encoder()
+            lines += [render(row, at(row.call_time, row.call_id), zone, fields) for row in shown]
+            if len(rows) > wanted:
+                last = shown[-1]
+                cursor = replace(cursor, run=replace(place, after_time=last.call_time,
+                                                     after_id=last.call_id))  # fmt: skip
+                return FeedPage(lines, cursor, True)
+            cursor = replace(cursor, fill_after=place.run.last_seq, run=None)
+            continue
         if cursor.filling:
+            # In change order up to the next run worth reading in page order, if any.
+            run = store.next_run(cursor.filling, cursor.fill_after, cursor.seq)
+            through = cursor.seq if run is None else run.first_seq - 1
             rows = store.read_changes(
-                cursor.filling, cursor.fill_after, wanted + 1, through=cursor.seq, deletes=False
+                cursor.filling, cursor.fill_after, wanted + 1, through=through, deletes=False
             )
             shown, encode = rows[:wanted], cursor.encoder()
             lines += [render(row, encode(cursor.seq, row.seq), zone, fields) for row in shown]
@@ -78,6 +97,10 @@ def read(
                 cursor = replace(cursor, fill_after=shown[-1].seq)
             if len(rows) > wanted:
                 return FeedPage(lines, cursor, True)
+            if run is not None:
+                place = RunPlace(run, after_time=run.first_time)
+                cursor = replace(cursor, fill_after=through, run=place)
+                continue
             cursor = cursor.filled()
             new = tuple(sorted(set(owners).difference(cursor.known)))
             if new:  # granted during the fill: theirs next, or hasMore would be false
