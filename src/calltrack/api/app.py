@@ -6,11 +6,14 @@ the pool's limit) is a ``Service`` in ``app.state``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -48,8 +51,9 @@ class Service:
     settings: Settings
     store: Store
     owns_store: bool  # a store handed in belongs to the caller, who closes it
-    # At most as many database calls at once as the pool has connections.
-    limiter: anyio.CapacityLimiter
+    # At most as many database calls at once as the pool has connections: the executor has
+    # that many threads, and further calls wait their turn in its queue.
+    threads: ThreadPoolExecutor
     # SQLite reads cost this process's CPU and never wait on the network (the store says so
     # with ``reads_in_process``), so they run on the event loop itself: handing them to a
     # thread costs 15-30% of the pages/s (the thread hop, and the GIL passing back and forth
@@ -64,8 +68,22 @@ class Service:
     deliverer: Deliverer
 
     async def in_thread(self, func: Callable[..., _T], *args: object) -> _T:
-        """``func(*args)`` in a worker thread, within the pool's limit."""
-        return await anyio.to_thread.run_sync(func, *args, limiter=self.limiter)
+        """``func(*args)`` in a worker thread, within the pool's limit.
+
+        A plain executor rather than ``anyio.to_thread``: anyio's hand-off (a capacity
+        limiter, a copied context and a Condition-guarded queue a call) cost the event loop
+        more than the telephony merge itself (issue 12's profile).
+        """
+        future = self.threads.submit(func, *args)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            # As with anyio's threads, a call that started runs to its end before the
+            # cancellation goes on: the lifespan closes the store only after its tasks' calls.
+            if not future.cancel():
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await asyncio.wrap_future(future)
+            raise
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Starlette:
@@ -104,7 +122,9 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     routes.append(Route("/", home, methods=["GET", "HEAD"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.console = calltrack.console.routes.console()
-    limiter = anyio.CapacityLimiter(settings.db_pool_size)
+    # The threads keep their SQLite connections while the process lives (anyio's retired
+    # after 10 s idle): at most one a connection of the pool, as under load before.
+    threads = ThreadPoolExecutor(settings.db_pool_size, thread_name_prefix="calltrack-db")
     # The deliverer's store calls get threads of their own, fewer: a backlog of deliveries
     # must not take the threads that requests wait for.
     delivery_limiter = anyio.CapacityLimiter(max(1, settings.db_pool_size // 2))
@@ -116,7 +136,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         settings=settings,
         store=store,
         owns_store=owns_store,
-        limiter=limiter,
+        threads=threads,
         reads_inline=store.reads_in_process and not settings.rate_limit,
         deliverer=Deliverer(store, settings, deliver_in_thread),
     )
