@@ -91,7 +91,15 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     settings = settings or Settings.from_env()
     owns_store = store is None
     store = store or open_store(settings)
+    from calltrack.api import telephony, tracking  # their handlers use this module's helpers
+
+    # Starlette tries the routes in order: the two posted to most (a PBX's events, the
+    # snippet's hits) come first, which no other route's path matches.
     routes: list[BaseRoute] = [
+        Route("/telephony/generic", telephony.generic, methods=["POST"]),
+        Route("/t/hit", tracking.HitEndpoint(), name="hit"),
+    ]
+    routes += [
         Route(path, api, methods=["GET", "HEAD", "POST", "PUT", "DELETE"])
         for path in ("/api/", "/api", "/api/index.php")
     ]
@@ -99,16 +107,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     from calltrack.api.v4.routes import routes as v4_routes
 
     routes += v4_routes()
-    from calltrack.api import tracking  # its handlers use this module's helpers
-
     routes += [
-        Route("/t/hit", tracking.HitEndpoint(), name="hit"),
         Route("/t/{site_key}.js", tracking.snippet, methods=["GET", "HEAD"]),
-    ]
-    from calltrack.api import telephony
-
-    routes += [
-        Route("/telephony/generic", telephony.generic, methods=["POST"]),
         Route(
             "/telephony/zadarma/{endpoint}", telephony.zadarma_notification, methods=["GET", "POST"]
         ),
