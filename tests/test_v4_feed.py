@@ -324,8 +324,10 @@ def test_a_fill_reads_an_import_in_page_order_and_resumes_inside_it(
         lines = b"\n".join(msgspec.json.encode(r) for r in records)
         import_bytes(store, account, lines, store.settings.zone)
 
-    def read(after: str | None, limit: int) -> dict[str, Any]:
+    def read(after: str | None, limit: int, fields: str = "") -> dict[str, Any]:
         params: dict[str, str | int] = {"limit": limit, **({"after": after} if after else {})}
+        if fields:
+            params["fields"] = fields
         answer = http.get("/api/v4/calls/changes", params=params, headers=headers)
         assert answer.status_code == 200, answer.text
         return dict(answer.json())
@@ -368,6 +370,11 @@ def test_a_fill_reads_an_import_in_page_order_and_resumes_inside_it(
     for index in (0, 5, 17, len(walk) - 2):
         rest = read(walk[index]["cursor"], 100)["changes"]
         assert [change["universalId"] for change in rest] == ids[index + 1 :]
+    # Only the fields asked for, in the run as anywhere.
+    some = read(None, 3, fields="duration,universalId")["changes"]
+    assert [change["call"] for change in some] == [
+        {"duration": mirror[uid], "universalId": uid} for uid in ids[:3]
+    ]
 
 
 def test_a_run_is_read_in_page_order_only_while_most_calls_in_its_span_are_its_own(
@@ -407,16 +414,22 @@ def test_a_run_is_read_in_page_order_only_while_most_calls_in_its_span_are_its_o
 
 
 @pytest.mark.parametrize("known", [(), (7,), (7, 12), (7, 12, 130)])
-def test_a_cursor_inside_a_run_decodes_to_itself(known: tuple[int, ...]) -> None:
-    """Its base64 is computed in two parts (the place, then all before it): every length of
-    what comes before must give the same text as computing it whole."""
+def test_a_cursor_decodes_to_itself(known: tuple[int, ...]) -> None:
+    """Inside a run (``c2.``: the state in base64, then the place in digits, as the store
+    writes it beside each call) and outside one (``c1.``, encoded without urlsafe_b64encode's
+    own calls)."""
     run = ChangeRun(account_id=5, first_seq=41, last_seq=9000, first_time=1614547440,
-                    last_time=1614630180)  # fmt: skip
+                    last_time=1614630180, written_at=1700000000)  # fmt: skip
+    state = f"9001.40.{'-'.join(map(str, known))}.5"
     for after_id in (0, 7, 12345):
         cursor = FeedCursor(seq=9001, known=known, filling=(5,), fill_after=40,
                             run=RunPlace(run, 1614600000, after_id))  # fmt: skip
         text = cursor.encode()
         assert decode(text) == cursor
-        state = f"9001.40.{'-'.join(map(str, known))}.5.5:41:9000:1614547440:1614630180:"
-        whole = base64.urlsafe_b64encode(f"{state}1614600000:{after_id}".encode())
-        assert text == "c1." + whole.decode().rstrip("=")
+        whole = f"{state}.5:41:9000:1614547440:1614630180:1700000000".encode()
+        head = base64.urlsafe_b64encode(whole).decode().rstrip("=")
+        assert text == f"c2.{head}.1614600000.{after_id}"
+    plain = FeedCursor(seq=9001, known=known, filling=(5,), fill_after=40)
+    whole = base64.urlsafe_b64encode(state.encode())
+    assert plain.encode() == "c1." + whole.decode().rstrip("=")
+    assert decode(plain.encode()) == plain

@@ -198,8 +198,8 @@ class CallQueries(StoreCore):
         if self.calls_clustered and seq - first_seq + 1 >= self.run_min_changes:
             conn.execute(
                 "INSERT INTO change_runs (account_id, first_seq, last_seq, first_time, "
-                "last_time) VALUES (?, ?, ?, ?, ?)",
-                (account_id, first_seq, seq, earliest, latest),
+                "last_time, written_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (account_id, first_seq, seq, earliest, latest, now),
             )
         return ImportResult(imported, updated)
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import NamedTuple
 
 from calltrack.config import Settings
 from calltrack.store.calls import PRUNED_CHANGES_KEY, CallQueries
@@ -35,29 +34,34 @@ RUN_DENSITY = 4
 _RUN_DECISIONS = 4096  # runs whose density a process remembers
 
 
-class Change(NamedTuple):
-    """One change as the feed serves it (a tuple: a fill makes one per call, and a frozen
-    dataclass cost 3 us each of a 13 us call)."""
-
+@dataclass(frozen=True, slots=True)
+class Change:
     seq: int
     universal_id: str
     account_id: int
     changed_at: int  # unix seconds
     body: bytes | None  # the stored body (record after '{"page":0,'); None: deleted
-    call_time: int = 0  # where the call is in page order (read in a run only)
-    call_id: int = 0
+
+
+# A call of a run: universal id, body, call time, id. Rows as SQLite gives them: a fill of a
+# run costs a few microseconds a call, and an object per row was a fifth of it (a line
+# written by SQLite's printf cost more: it copies the body twice).
+RunCall = tuple[str, bytes, int, int]
 
 
 @dataclass(frozen=True, slots=True)
 class ChangeRun:
     """Changes ``first_seq``..``last_seq`` of one account's calls, written by one
-    transaction, their calls' times within ``first_time``..``last_time``."""
+    transaction at ``written_at``, their calls' times within ``first_time``..``last_time``."""
 
     account_id: int
     first_seq: int
     last_seq: int
     first_time: int
     last_time: int
+    # The calls' changed_at: the write set it for all of them, and a call changed since is
+    # no longer in the run (its change number is later).
+    written_at: int
 
 
 class ChangeQueries(CallQueries):
@@ -149,7 +153,7 @@ class ChangeQueries(CallQueries):
         with self._connect() as conn:
             while True:
                 found = conn.execute(
-                    "SELECT account_id, first_seq, last_seq, first_time, last_time "
+                    "SELECT account_id, first_seq, last_seq, first_time, last_time, written_at "
                     f"FROM change_runs WHERE account_id IN ({marks}) AND first_seq > ? "
                     "AND last_seq <= ? ORDER BY first_seq LIMIT 16",
                     (*owners, after, through),
@@ -185,22 +189,15 @@ class ChangeQueries(CallQueries):
             decisions.popitem(last=False)
         return dense
 
-    def read_run(self, run: ChangeRun, after_time: int, after_id: int, limit: int) -> list[Change]:
+    def read_run(self, run: ChangeRun, after_time: int, after_id: int, limit: int) -> list[RunCall]:
         """The run's calls still current, in page order after (``after_time``, ``after_id``),
         at most ``limit``: one statement, one snapshot."""
-        # ``+change_seq``: no index on it, so SQLite walks the clustered calls in page order.
-        sql = (
-            "SELECT change_seq, universal_id, account_id, changed_at, body, call_time, id "
-            "FROM calls WHERE account_id = ? AND call_time >= ? AND call_time <= ? "
-            "AND (call_time > ? OR id > ?) AND +change_seq BETWEEN ? AND ? "
-            "ORDER BY call_time, id LIMIT ?"
-        )
-        params = (run.account_id, after_time, run.last_time, after_time, after_id,
-                  run.first_seq, run.last_seq, limit)  # fmt: skip
+        sql = f"SELECT universal_id, body, call_time, id {_RUN_CALLS}"
+        params = (*_run_bounds(run, after_time, after_id), limit)
         self.ensure_ready()
         with self._connect() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return list(map(Change._make, rows))  # the columns in Change's order
+            rows: list[RunCall] = conn.execute(sql, params).fetchall()
+        return rows
 
     def last_change(self) -> int:
         """The newest change number (what a feed started now has seen once it is through)."""
@@ -234,6 +231,20 @@ class ChangeQueries(CallQueries):
             )
             conn.execute("DELETE FROM call_tombstones WHERE deleted_at < ?", (cutoff,))
             return int(row[1])
+
+
+# A run's calls in page order: ``+change_seq`` has no index to use, so SQLite walks the
+# clustered calls from the place on instead of looking each change up.
+_RUN_CALLS = (
+    "FROM calls WHERE account_id = ? AND call_time >= ? AND call_time <= ? "
+    "AND (call_time > ? OR id > ?) AND +change_seq BETWEEN ? AND ? "
+    "ORDER BY call_time, id LIMIT ?"
+)
+
+
+def _run_bounds(run: ChangeRun, after_time: int, after_id: int) -> tuple[int, ...]:
+    return (run.account_id, after_time, run.last_time, after_time, after_id, run.first_seq,
+            run.last_seq)  # fmt: skip
 
 
 def _pruned_through(conn: Connection) -> int:

@@ -647,6 +647,7 @@ MIGRATIONS: Final[list[tuple[int, str, list[Statement]]]] = [
                 last_seq BIGINT NOT NULL,
                 first_time BIGINT NOT NULL,
                 last_time BIGINT NOT NULL,
+                written_at BIGINT NOT NULL,
                 PRIMARY KEY (account_id, first_seq))"""
         ],
     ),

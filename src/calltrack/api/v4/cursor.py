@@ -17,6 +17,9 @@ from dataclasses import dataclass, replace
 from calltrack.store.changes import ChangeRun
 
 PREFIX = "c1."
+# Inside a run: the state in base64 as after PREFIX, then the place in plain digits, which
+# the store writes beside each call of the run (no base64 per call).
+RUN_PREFIX = "c2."
 _LARGEST = 2**63 - 1  # what the store's BIGINT columns hold
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
@@ -41,7 +44,7 @@ class FeedCursor:
 
     def encode(self) -> str:
         if self.run is not None:
-            return self.run_encoder()(self.run.after_time, self.run.after_id).decode()
+            return f"{self.run_head()}{self.run.after_time}.{self.run.after_id}"
         return self.encoder()(self.seq, self.fill_after).decode()
 
     def encoder(self) -> Callable[[int, int], bytes]:
@@ -50,35 +53,26 @@ class FeedCursor:
         only once here."""
         rest = f".{'-'.join(map(str, self.known))}.{'-'.join(map(str, self.filling))}"
         prefix = PREFIX.encode()
-        b64 = base64.urlsafe_b64encode
+        b64, urlsafe = binascii.b2a_base64, _URLSAFE  # urlsafe_b64encode without its calls
 
         def encode(seq: int, fill_after: int) -> bytes:
-            return prefix + b64(f"{seq}.{fill_after}{rest}".encode()).rstrip(b"=")
+            text = b64(f"{seq}.{fill_after}{rest}".encode(), newline=False)
+            return prefix + text.translate(urlsafe).rstrip(b"=")
 
         return encode
 
-    def run_encoder(self) -> Callable[[int, int], bytes]:
-        """``encode`` of this cursor at another place in its run. Only the place changes, at
-        the end of the text, and base64 turns each 3 bytes into 4 characters on their own:
-        everything before the last whole 3 bytes of the rest is encoded once (a fill of a
-        run writes a cursor per call: this halves their cost)."""
+    def run_head(self) -> str:
+        """This cursor inside its run without its place: the cursor of the run's call at
+        (time, id) is this, then ``time.id`` (so the store can write it beside each call)."""
         if self.run is None:
             raise ValueError("not inside a run")
         run = self.run.run
-        head = (
+        state = (
             f"{self.seq}.{self.fill_after}.{'-'.join(map(str, self.known))}."
             f"{'-'.join(map(str, self.filling))}.{run.account_id}:{run.first_seq}:"
-            f"{run.last_seq}:{run.first_time}:{run.last_time}:"
-        ).encode()
-        whole = len(head) // 3 * 3
-        fixed, carried = PREFIX.encode() + base64.urlsafe_b64encode(head[:whole]), head[whole:]
-        b64, urlsafe = binascii.b2a_base64, _URLSAFE  # urlsafe_b64encode without its calls
-
-        def encode(after_time: int, after_id: int) -> bytes:
-            tail = b64(carried + f"{after_time}:{after_id}".encode(), newline=False)
-            return fixed + tail.translate(urlsafe).rstrip(b"=")
-
-        return encode
+            f"{run.last_seq}:{run.first_time}:{run.last_time}:{run.written_at}"
+        )
+        return RUN_PREFIX + base64.urlsafe_b64encode(state.encode()).decode().rstrip("=") + "."
 
     def filled(self) -> FeedCursor:
         """The cursor once the fill is done: its accounts are followed from ``seq`` on."""
@@ -96,20 +90,22 @@ class BadCursor(ValueError):
 
 
 def decode(text: str) -> FeedCursor:
-    if not text.startswith(PREFIX) or len(text) > 20_000:
+    if not text.startswith((PREFIX, RUN_PREFIX)) or len(text) > 20_000:
         raise BadCursor("not a cursor of this feed")
-    body = text[len(PREFIX) :]
+    body, place = text[len(PREFIX) :], ""
+    if text.startswith(RUN_PREFIX):
+        body, _, place = body.partition(".")  # "." is not in base64's URL-safe alphabet
     try:
         raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("ascii")
         seq, fill_after, known, filling, *run = raw.split(".")
-        if len(run) > 1:
-            raise ValueError("too many parts")
+        if len(run) != (1 if place else 0):
+            raise ValueError("a run and a place go together")
         cursor = FeedCursor(
             seq=int(seq),
             known=_ids(known),
             filling=_ids(filling),
             fill_after=int(fill_after),
-            run=_run_place(run[0]) if run else None,
+            run=_run_place(run[0], place) if place else None,
         )
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise BadCursor("not a cursor of this feed") from None
@@ -122,9 +118,11 @@ def decode(text: str) -> FeedCursor:
     return cursor
 
 
-def _run_place(text: str) -> RunPlace:
-    account, first, last, first_time, last_time, after_time, after_id = map(int, text.split(":"))
-    return RunPlace(ChangeRun(account, first, last, first_time, last_time), after_time, after_id)
+def _run_place(run: str, place: str) -> RunPlace:
+    account, first, last, first_time, last_time, written_at = map(int, run.split(":"))
+    after_time, after_id = map(int, place.split("."))
+    changes = ChangeRun(account, first, last, first_time, last_time, written_at)
+    return RunPlace(changes, after_time, after_id)
 
 
 def _run_fits(cursor: FeedCursor, place: RunPlace) -> bool:
@@ -137,6 +135,7 @@ def _run_fits(cursor: FeedCursor, place: RunPlace) -> bool:
         and cursor.fill_after < run.first_seq <= run.last_seq <= cursor.seq
         and run.first_time <= place.after_time <= run.last_time
         and 0 <= place.after_id <= _LARGEST
+        and 0 <= run.written_at <= _LARGEST
     )
 
 

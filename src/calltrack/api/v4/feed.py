@@ -9,7 +9,6 @@ from the cursor at once, and their calls are never served again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -21,7 +20,7 @@ from calltrack.api.v4.cursor import FeedCursor, RunPlace
 from calltrack.api.v4.problems import cursor_expired
 from calltrack.model import format_local
 from calltrack.store import Store
-from calltrack.store.changes import Change
+from calltrack.store.changes import Change, RunCall
 
 _encode = msgspec.json.Encoder().encode
 _decode_record = msgspec.json.Decoder(dict[str, Any]).decode
@@ -74,13 +73,13 @@ def read(
         wanted = limit - len(lines)
         if cursor.run is not None:  # inside a run of the fill: its calls in page order
             place = cursor.run
-            rows = store.read_run(place.run, place.after_time, place.after_id, wanted + 1)
-            shown, at = rows[:wanted], cursor.run_encoder()
-            lines += [render(row, at(row.call_time, row.call_id), zone, fields) for row in shown]
-            if len(rows) > wanted:
-                last = shown[-1]
-                cursor = replace(cursor, run=replace(place, after_time=last.call_time,
-                                                     after_id=last.call_id))  # fmt: skip
+            calls = store.read_run(place.run, place.after_time, place.after_id, wanted + 1)
+            changed = _when(place.run.written_at, zone)
+            lines += run_lines(calls[:wanted], cursor.run_head().encode(), changed, fields)
+            if len(calls) > wanted:
+                *_, last_time, last_id = calls[wanted - 1]
+                cursor = replace(cursor, run=replace(place, after_time=last_time,
+                                                     after_id=last_id))  # fmt: skip
                 return FeedPage(lines, cursor, True)
             cursor = replace(cursor, fill_after=place.run.last_seq, run=None)
             continue
@@ -92,7 +91,10 @@ def read(
                 cursor.filling, cursor.fill_after, wanted + 1, through=through, deletes=False
             )
             shown, encode = rows[:wanted], cursor.encoder()
-            lines += [render(row, encode(cursor.seq, row.seq), zone, fields) for row in shown]
+            lines += [
+                render(row, encode(cursor.seq, row.seq), _when(row.changed_at, zone), fields)
+                for row in shown
+            ]
             if shown:
                 cursor = replace(cursor, fill_after=shown[-1].seq)
             if len(rows) > wanted:
@@ -108,18 +110,21 @@ def read(
             continue
         rows = store.read_changes(cursor.known, cursor.seq, wanted + 1)
         shown, encode = rows[:wanted], cursor.encoder()
-        lines += [render(row, encode(row.seq, cursor.fill_after), zone, fields) for row in shown]
+        lines += [
+            render(row, encode(row.seq, cursor.fill_after), _when(row.changed_at, zone), fields)
+            for row in shown
+        ]
         if shown:
             cursor = replace(cursor, seq=shown[-1].seq)
         return FeedPage(lines, cursor, len(rows) > wanted)
     return FeedPage(lines, cursor, True)
 
 
-def render(change: Change, cursor: bytes, zone: ZoneInfo, fields: tuple[str, ...] | None) -> bytes:
+def render(change: Change, cursor: bytes, when: bytes, fields: tuple[str, ...] | None) -> bytes:
+    """A change as a line; ``when``: its changedAt."""
     # One join: the stored body is copied once into the line (``+`` copied it three times).
     op = b'","op":"upsert","universalId":' if change.body is not None else _DELETE
     head = (b'{"cursor":"', cursor, op, _encode(change.universal_id), b',"changedAt":"')
-    when = _when(change.changed_at, zone)
     if change.body is None:
         return b"".join((*head, when, b'"}'))
     if fields is None:
@@ -128,6 +133,23 @@ def render(change: Change, cursor: bytes, zone: ZoneInfo, fields: tuple[str, ...
 
 
 _DELETE = b'","op":"delete","universalId":'
+_RUN_LINE = b'{"cursor":"%b%d.%d","op":"upsert","universalId":%b,"changedAt":"%b","call":%b%b}'
+
+
+def run_lines(
+    calls: list[RunCall], cursor_head: bytes, changed: bytes, fields: tuple[str, ...] | None
+) -> list[bytes]:
+    """A run's calls as lines: each cursor is ``cursor_head`` and the call's place, every
+    changedAt ``changed``. One format a line and no object a call: the fill's hot loop."""
+    encode = _encode
+    if fields is None:
+        return [_RUN_LINE % (cursor_head, at, call_id, encode(uid), changed, b"{", body)
+                for uid, body, at, call_id in calls]  # fmt: skip
+    return [
+        _RUN_LINE % (cursor_head, at, call_id, encode(uid), changed, b"",
+                     call_json(body, fields))
+        for uid, body, at, call_id in calls
+    ]  # fmt: skip
 
 
 def call_json(body: bytes, fields: tuple[str, ...] | None) -> bytes:
@@ -170,7 +192,7 @@ def _when(at: int, zone: ZoneInfo) -> bytes:
     return _when_cached(at, zone)
 
 
-def joined(lines: Iterable[bytes]) -> bytes:
-    """The lines, each ended by a newline (one copy of each, not two)."""
-    text = b"\n".join(lines)
-    return text + b"\n" if text else b""
+def joined(lines: list[bytes]) -> bytes:
+    """The lines, each ended by a newline: one copy of each (``join(...) + b"\\n"`` copied
+    the whole batch twice, a fifth of a fill's time in the server)."""
+    return b"\n".join([*lines, b""]) if lines else b""
