@@ -98,16 +98,26 @@ class PostgresStore(SqlStore):
                 # Bound every statement so a request cannot hold a connection for long.
                 "options": f"-c statement_timeout={int(timeout * 1000)}",
             },
+            # No ``reset`` callback to note returns with: given one, the pool hands every
+            # return to its worker thread, a thread hop a request (see ``_checkout``).
             check=_check_if_idle,
-            reset=_returned,
             open=False,
         )
         self.pool.open(wait=False)
 
     @contextmanager
+    def _checkout(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection of the pool; its return noted, for ``_check_if_idle``."""
+        with self.pool.connection() as conn:
+            try:
+                yield conn
+            finally:
+                _returned(conn)
+
+    @contextmanager
     def _connect(self) -> Iterator[Connection]:
         try:
-            with self.pool.connection() as conn:
+            with self._checkout() as conn:
                 yield _Adapter(conn)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(f"postgres: {exc}") from exc
@@ -117,7 +127,7 @@ class PostgresStore(SqlStore):
         """``wait`` given: wait at most that long for the write lock (a writer that must not
         wait out an import), then StoreUnavailable."""
         try:
-            with self.pool.connection() as conn, conn.transaction():
+            with self._checkout() as conn, conn.transaction():
                 if wait is not None:  # a lock wait past it fails the statement
                     conn.execute(f"SET LOCAL lock_timeout = {int(wait * 1000)}")
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK_ID,))
@@ -131,7 +141,7 @@ class PostgresStore(SqlStore):
     def _live_transaction(self, quick: bool = False) -> Iterator[Connection]:
         # Without the write lock of imports: hits lock only the rows they decide on.
         try:
-            with self.pool.connection() as conn, conn.transaction():
+            with self._checkout() as conn, conn.transaction():
                 yield _Adapter(conn)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(f"postgres: {exc}") from exc
