@@ -190,8 +190,15 @@ class ChangeQueries(CallQueries):
     def read_run(self, run: ChangeRun, after_time: int, after_id: int, limit: int) -> list[RunCall]:
         """The run's calls still current, in page order after (``after_time``, ``after_id``),
         at most ``limit``: one statement, one snapshot."""
-        sql = f"SELECT universal_id, body, call_time, id {_RUN_CALLS}"
-        params = (*_run_bounds(run, after_time, after_id), limit)
+        # ``+change_seq`` has no index to use, so SQLite walks the clustered calls from the
+        # place on instead of looking each change up.
+        sql = (
+            "SELECT universal_id, body, call_time, id FROM calls WHERE account_id = ? "
+            "AND call_time >= ? AND call_time <= ? AND (call_time > ? OR id > ?) "
+            "AND +change_seq BETWEEN ? AND ? ORDER BY call_time, id LIMIT ?"
+        )
+        params = (run.account_id, after_time, run.last_time, after_time, after_id,
+                  run.first_seq, run.last_seq, limit)  # fmt: skip
         self.ensure_ready()
         with self._connect() as conn:
             rows: list[RunCall] = conn.execute(sql, params).fetchall()
@@ -229,20 +236,6 @@ class ChangeQueries(CallQueries):
             )
             conn.execute("DELETE FROM call_tombstones WHERE deleted_at < ?", (cutoff,))
             return int(row[1])
-
-
-# A run's calls in page order: ``+change_seq`` has no index to use, so SQLite walks the
-# clustered calls from the place on instead of looking each change up.
-_RUN_CALLS = (
-    "FROM calls WHERE account_id = ? AND call_time >= ? AND call_time <= ? "
-    "AND (call_time > ? OR id > ?) AND +change_seq BETWEEN ? AND ? "
-    "ORDER BY call_time, id LIMIT ?"
-)
-
-
-def _run_bounds(run: ChangeRun, after_time: int, after_id: int) -> tuple[int, ...]:
-    return (run.account_id, after_time, run.last_time, after_time, after_id, run.first_seq,
-            run.last_seq)  # fmt: skip
 
 
 def _pruned_through(conn: Connection) -> int:
