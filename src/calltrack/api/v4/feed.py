@@ -5,6 +5,10 @@ up to the cursor's change number, as upserts), then the changes after the cursor
 Without a cursor everything visible is such a fill, up to the newest change at that moment:
 every current call once, then what changes after. Accounts no longer visible are dropped
 from the cursor at once, and their calls are never served again.
+
+A fill goes in change order, except through a run (one large write of an account's calls,
+store.changes), whose calls it serves in page order: the run committed whole, so that order
+is as true as any, and on SQLite it is the order the calls are stored in.
 """
 
 from __future__ import annotations
