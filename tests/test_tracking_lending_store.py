@@ -3,7 +3,8 @@
 Random hits, pings, waits and number removals over several visitors and a small pool: every
 answer is the number the model says (the session's own while held, else the one free the
 longest, else the stub), no number is ever held by two sessions at once, and no hold ends
-before its session's last activity plus the hold time.
+before its session's last activity plus the hold time: neither the number's nor its entry in
+the history of holds, which answers who held it until then, with the session's page views.
 
 ``CALLTRACK_HYPOTHESIS_EXAMPLES=500 pytest tests/test_tracking_lending_store.py`` runs it
 longer.
@@ -87,6 +88,7 @@ def test_lending_matches_the_model_and_never_holds_a_number_twice(
     model = Model()
     ids: dict[int, tuple[str | None, str | None]] = {}
     activity: dict[str, int] = {}  # session: last activity
+    views: dict[str, int] = {}  # session: its page views (hits; pings are none)
     for kind, value in script:
         if kind == "wait":
             now += value
@@ -108,6 +110,14 @@ def test_lending_matches_the_model_and_never_holds_a_number_twice(
         model.lend(answer.n, answer.s, now)
         ids[value] = (answer.v, answer.s)
         activity[answer.s] = now
+        views[answer.s] = views.get(answer.s, 0) + (kind == "hit")
+        if answer.n in model.held:
+            # The history of holds agrees: a call to the number just before the hold ends is
+            # the session's, with its page views (what a call's record is built from).
+            held = store.holder_at(account, answer.n, model.held[answer.n][1] - 1)
+            assert held is not None, f"{answer.n}: no holder before its hold ends"
+            assert held.session.session_id == answer.s
+            assert held.pages == views[answer.s]
     assert_no_number_held_twice(store, account)
 
 

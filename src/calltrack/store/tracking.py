@@ -333,6 +333,55 @@ class TrackingTx:
         )
         return True
 
+    def keep_visit(
+        self,
+        campaign: TrackingCampaign,
+        session_id: str,
+        number: str,
+        now: int,
+        page_url: str | None,
+    ) -> bool:
+        """A hit of a session going on with ``number``: extend its hold (``extend_hold``),
+        mark the session active and add the page view of ``page_url`` (None: a ping); False,
+        with nothing written, when its hold ended or the number is gone.
+
+        Where rows lock (PostgreSQL) one statement of data-modifying CTEs: every statement is
+        a round trip, and a hit's round trips were most of its time. SQLite has no such CTEs
+        and no network, and runs them one by one."""
+        if not self._row_locks:
+            if not self.extend_hold(campaign, number, session_id, now):
+                return False
+            self.touch_session(session_id, now, number)
+            if page_url is not None:
+                self.add_page_view(session_id, now, page_url)
+            return True
+        until = now + campaign.hold_seconds
+        parts = [
+            "p AS (UPDATE phones SET held_until = CASE WHEN held_until > ? THEN held_until "
+            "ELSE ? END WHERE account_id = ? AND campaign_id = ? AND number = ? "
+            "AND kind = 'dynamic' AND held_by = ? AND held_until > ? RETURNING held_until)",
+            "h AS (UPDATE holds SET held_until = (SELECT held_until FROM p) WHERE id = "
+            "(SELECT max(id) FROM holds WHERE account_id = ? AND number = ? AND session_id = ?) "
+            "AND EXISTS (SELECT 1 FROM p))",
+            "s AS (UPDATE sessions SET last_activity_at = ?, number = ? WHERE id = ? "
+            "AND EXISTS (SELECT 1 FROM p))",
+        ]
+        params: list[object] = [
+            until, until, campaign.account_id, campaign.campaign_id, number, session_id, now,
+            campaign.account_id, number, session_id,
+            now, number, session_id,
+        ]  # fmt: skip
+        if page_url is not None:
+            parts.append(
+                "v AS (INSERT INTO page_views (session_id, viewed_at, url) "
+                "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM p))"
+            )
+            params += [session_id, now, page_url]
+        row = self.conn.execute(
+            f"WITH {', '.join(parts)} SELECT count(*) FROM p", params
+        ).fetchone()
+        return int(row[0]) > 0
+
     def lend(self, campaign: TrackingCampaign, session_id: str, now: int) -> str | None:
         """Lend the session the campaign's dynamic number that has been free the longest
         (never held counts as longest; ties by number); None when every one is held.

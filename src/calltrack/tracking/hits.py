@@ -20,7 +20,6 @@ from calltrack.store.tracking import (
     HitCampaign,
     SessionRow,
     TrackingCampaign,
-    TrackingTx,
     VisitorRow,
     new_id,
 )
@@ -191,7 +190,21 @@ def record_campaign_hit(
         fresh = session is None or _ends(session, source, hit.t, now, zone)
         if session is None or fresh:
             session, visitor = _new_session(visitor, source, visit)
-        number = _number(tx, campaign, session, _decode(session.source), rules, kinds, now)
+        number = _fixed_number(campaign, _decode(session.source), rules, kinds)
+        page = hit.u if hit.t == "hit" else None
+        # The usual hit: a visit going on with the pool number it holds. Its hold, session
+        # and page view are written together (on PostgreSQL in one statement).
+        kept = (
+            number is None
+            and not fresh
+            and _holds(campaign, session, kinds)
+            and tx.keep_visit(campaign, session.id, session.number, now, page)
+        )
+        if kept:
+            number = session.number
+        elif number is None:
+            lent = tx.lend(campaign, session.id, now)
+            number = campaign.stub if lent is None else lent
         if fresh:  # inserted with its number: no UPDATE of the row just written
             tx.add_session(
                 replace(session, number=number),
@@ -203,10 +216,10 @@ def record_campaign_hit(
                 visit.ip,
                 visit.user_agent[:MAX_USER_AGENT],
             )
-        else:
+        elif not kept:
             tx.touch_session(session.id, now, number)
-        if hit.t == "hit":
-            tx.add_page_view(session.id, now, hit.u)
+        if page is not None and not kept:
+            tx.add_page_view(session.id, now, page)
         tx.save_visitor(visitor, campaign, now, known)
         if number == campaign.stub and number != "" and hit.t == "hit":
             tx.count_exhausted(campaign, now)
@@ -236,31 +249,28 @@ def _new_session(
     return session, visitor
 
 
-def _number(
-    tx: TrackingTx,
-    campaign: TrackingCampaign,
-    session: SessionRow,
-    source: Source,
-    rules: list[Rule],
-    kinds: list[tuple[str, str]],
-    now: int,
-) -> str:
-    """The number the session is shown: its rule's static number, else from the pool."""
+def _fixed_number(
+    campaign: TrackingCampaign, source: Source, rules: list[Rule], kinds: list[tuple[str, str]]
+) -> str | None:
+    """The number the session is shown without the pool: its rule's static number, else the
+    campaign's static one where it has no pool ("" when it is not active: the page keeps its
+    own numbers); None when the pool lends it one."""
     if campaign.status != "active":
-        return ""  # the page keeps its own numbers
+        return ""
     rule = first_match(rules, source)
     if rule is not None and rule.number:
         return rule.number
     has_pool = any(kind == "dynamic" for _, kind in kinds)
     if rule is None and not has_pool:
         return next((number for number, kind in kinds if kind == "static"), "")
+    return None
+
+
+def _holds(campaign: TrackingCampaign, session: SessionRow, kinds: list[tuple[str, str]]) -> bool:
+    """Whether the session may hold the number it was shown: a session shown the stub holds
+    nothing to extend (unless the stub is a pool number too)."""
     held = session.number
-    # A session shown the stub holds nothing to extend (unless the stub is a pool number too).
-    holds = held != campaign.stub or (held, "dynamic") in kinds
-    if held and holds and tx.extend_hold(campaign, held, session.id, now):
-        return held
-    lent = tx.lend(campaign, session.id, now)
-    return campaign.stub if lent is None else lent
+    return bool(held) and (held != campaign.stub or (held, "dynamic") in kinds)
 
 
 def _host(url: str) -> str:
