@@ -171,17 +171,21 @@ class ChangeQueries(CallQueries):
         key = (run.account_id, run.first_seq)
         if key in decisions:
             return decisions[key]
-        left = conn.execute(
-            "SELECT count(*) FROM calls WHERE account_id = ? AND change_seq BETWEEN ? AND ?",
-            (run.account_id, run.first_seq, run.last_seq),
-        ).fetchone()[0]
         in_span = conn.execute(
             # ``quarter``: the time its quarter hour starts.
             "SELECT coalesce(sum(calls), 0) FROM call_counts WHERE account_id = ? "
             "AND quarter BETWEEN ? AND ?",
             (run.account_id, run.first_time // QUARTER * QUARTER, run.last_time),
         ).fetchone()[0]
-        dense = int(left) >= self.run_min_changes and int(left) * self.run_density >= int(in_span)
+        # Dense when at least this many of its calls are still its own: counted up to there
+        # only (a million-call run's count took 50 ms warm, 0.5 s cold).
+        needed = max(self.run_min_changes, -(-int(in_span) // self.run_density))
+        left = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM calls WHERE account_id = ? "
+            "AND change_seq BETWEEN ? AND ? LIMIT ?) AS run",
+            (run.account_id, run.first_seq, run.last_seq, needed),
+        ).fetchone()[0]
+        dense = int(left) >= needed
         decisions[key] = dense
         if len(decisions) > _RUN_DECISIONS:
             decisions.popitem(last=False)
