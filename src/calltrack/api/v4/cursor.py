@@ -18,7 +18,7 @@ from calltrack.store.changes import ChangeRun
 
 PREFIX = "c1."
 # Inside a run: the state in base64 as after PREFIX, then the place in plain digits, which
-# the store writes beside each call of the run (no base64 per call).
+# the feed writes after the run's head for each call (no base64 a call).
 RUN_PREFIX = "c2."
 _LARGEST = 2**63 - 1  # what the store's BIGINT columns hold
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -63,7 +63,7 @@ class FeedCursor:
 
     def run_head(self) -> str:
         """This cursor inside its run without its place: the cursor of the run's call at
-        (time, id) is this, then ``time.id`` (so the store can write it beside each call)."""
+        (time, id) is this, then ``time.id`` (computed once for all the calls of a read)."""
         if self.run is None:
             raise ValueError("not inside a run")
         run = self.run.run
