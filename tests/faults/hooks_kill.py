@@ -103,7 +103,11 @@ SLOW_LIMIT = 3 * HOOKS_TIMEOUT + 2  # a slow answer waits this long for the send
 BAD = ("down", "slow", "500", "429", "close")
 EVENTS = ("BEFORE_CALL_START", "AFTER_CALL_FINISH", "CALL_UPDATED")
 PBX_THREADS = 6
-PBX_TIMEOUT = 5.0
+# Longer than a restarted server takes to answer (several seconds on a slow machine): a
+# request the PBX gave up on could still be served after the PBX paused for the 410 episode,
+# while the endpoint is disabled, and its webhooks would rightly go nowhere (seen: 0-8
+# deliveries "lost" in 3 runs of 6 on a machine twice as slow).
+PBX_TIMEOUT = 30.0
 DUPLICATES = 0.15
 MAX_SECONDS_TO_DELIVER = 2 * LEASE_SECONDS + 15  # from the PBX's last 200 and a healthy receiver
 MAX_SECONDS_TO_EXPORT = 10.0
