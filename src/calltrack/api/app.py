@@ -67,6 +67,13 @@ class Service:
     # woken by the requests that wrote to it (else `serve` runs one in a process of its own).
     deliverer: Deliverer
 
+    async def read(self, func: Callable[..., _T], *args: object) -> _T:
+        """A read of the store: on the event loop where ``reads_inline`` says so, else in a
+        worker thread."""
+        if self.reads_inline:
+            return func(*args)
+        return await self.in_thread(func, *args)
+
     async def in_thread(self, func: Callable[..., _T], *args: object) -> _T:
         """``func(*args)`` in a worker thread, within the pool's limit.
 

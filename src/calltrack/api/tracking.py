@@ -155,9 +155,7 @@ async def _campaign(request: Request, site_key: str) -> TrackingCampaign | None:
     if issued(site_key) is None:  # no key the server issues (a NUL in one was a 500)
         return None
     service = service_of(request)
-    if service.reads_inline:
-        return service.store.tracking_campaign(site_key)
-    return await service.in_thread(service.store.tracking_campaign, site_key)
+    return await service.read(service.store.tracking_campaign, site_key)
 
 
 def _cors(origin: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ import binascii
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -34,7 +34,6 @@ NDJSON: Final = "application/x-ndjson"
 FEED_LIMIT: Final = (1000, 10_000, 100_000)  # default, largest in JSON, largest in NDJSON
 CALLS_LIMIT: Final = (100, 1000, 100_000)
 STREAM_BATCH: Final = 1000
-_T = TypeVar("_T")
 BY_NAMES: Final = ("day", "hour", *GROUP_COLUMNS)
 _RECORD_FIELDS: Final = frozenset(FIELD_NAMES) - {"page"}
 # ASCII digits only: str.isdigit() and \d also take digits int() refuses ("²") or that are not
@@ -100,15 +99,6 @@ _READ_PATHS: Final = frozenset(
 _ONE_CALL: Final = re.compile(r"/api/v4/calls/[^/]+")
 
 
-async def _reading(service: Any, read: Callable[..., _T], *args: Any) -> _T:
-    """A read of the store, on the event loop where the store reads in process (SQLite: as
-    v3's pages do; a thread's hand-off cost a quarter of a fill's time), else in a thread."""
-    if service.reads_inline:
-        return read(*args)
-    result: _T = await service.in_thread(read, *args)
-    return result
-
-
 @problems
 async def changes(request: Request) -> Response:
     """``GET /api/v4/calls/changes``: each change once, in commit order, from a cursor."""
@@ -125,16 +115,16 @@ async def changes(request: Request) -> Response:
             raise bad_parameter("after", str(exc)) from None
     service = _service(request)
     store, zone = service.store, service.settings.zone
-    cursor = await _reading(service, feed.start, store, caller.owners, after)
+    cursor = await service.read(feed.start, store, caller.owners, after)
     if not streamed:
-        page = await _reading(service, feed.read, store, cursor, limit, zone, fields, caller.owners)
+        page = await service.read(feed.read, store, cursor, limit, zone, fields, caller.owners)
         return Response(feed.lines_json(page), media_type=JSON)
 
     async def lines() -> AsyncIterator[bytes]:
         position, left = cursor, limit
         while True:
-            page = await _reading(
-                service, feed.read, store, position, min(left, STREAM_BATCH), zone, fields,
+            page = await service.read(
+                feed.read, store, position, min(left, STREAM_BATCH), zone, fields,
                 caller.owners,
             )  # fmt: skip
             left -= len(page.lines)
