@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
 from starlette.applications import Starlette
@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from calltrack.api.answers import Answer
+from calltrack.api.batches import GroupCommit
 from calltrack.api.encoding import accepts_gzip, gzip_answer
 from calltrack.api.handler import READ_HTTP_METHODS, allowed_http_methods, handle
 from calltrack.api.home import CONTENT_TYPE as HOME_CONTENT_TYPE
@@ -37,6 +38,9 @@ from calltrack.errors import ApiError, ServiceError, StoreUnavailable
 from calltrack.hooks.deliverer import Deliverer
 from calltrack.render.json import CONTENT_TYPE, envelope, error_body, internal_error_body
 from calltrack.store import Store, open_store
+
+if TYPE_CHECKING:
+    from calltrack.api.telephony import Posted, Refusal
 
 error_log = logging.getLogger("calltrack.error")
 access_log = logging.getLogger("calltrack.access")
@@ -66,6 +70,8 @@ class Service:
     # Sends the webhook outbox: run by the app with CALLTRACK_HOOKS_DELIVERER=workers, and
     # woken by the requests that wrote to it (else `serve` runs one in a process of its own).
     deliverer: Deliverer
+    # A worker's telephony requests, merged in group commits (api/batches.py).
+    telephony: GroupCommit[Posted, Refusal]
 
     async def read(self, func: Callable[..., _T], *args: object) -> _T:
         """A read of the store: on the event loop where ``reads_inline`` says so, else in a
@@ -146,6 +152,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         threads=threads,
         reads_inline=store.reads_in_process and not settings.rate_limit,
         deliverer=Deliverer(store, settings, deliver_in_thread),
+        telephony=telephony.intake(store, settings, threads),
     )
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(InternalErrorMiddleware)
