@@ -168,15 +168,15 @@ def test_a_batch_answers_each_request_and_stores_what_one_by_one_would(store: St
 def test_a_request_that_fails_in_a_batch_fails_alone(store: Store) -> None:
     account, secret = _account(store, "shop")
     now = int(time.time())
-    real_claim = type(store).claim_call
+    real_claim = type(store).claim_calls
 
-    def claim_call(self: Store, conn: Any, state: CallState) -> int | None:
-        if state.call_id == "poison":
+    def claim_calls(self: Store, conn: Any, states: list[CallState]) -> Any:
+        if any(state.call_id == "poison" for state in states):
             raise RuntimeError("this call cannot be stored")
-        return real_claim(self, conn, state)
+        return real_claim(self, conn, states)
 
     # The store's own class, but for one call id: the batch's transaction fails on it.
-    store.__class__ = type("Failing", (type(store),), {"claim_call": claim_call})
+    store.__class__ = type("Failing", (type(store),), {"claim_calls": claim_calls})
     posts = [
         Posted(secret, _started("a", now - 30)),
         Posted(secret, _started("poison", now - 30)),

@@ -107,11 +107,18 @@ _STATE_COLUMNS: Final = ", ".join(f.name for f in fields(CallState))
 _ENDPOINT_FIELDS: Final = [f.name for f in fields(TelephonyEndpoint)]
 _ENDPOINT_COLUMNS: Final = ", ".join(f"e.{name}" for name in _ENDPOINT_FIELDS)
 _NEW_COLUMNS: Final = [f.name for f in fields(CallState)][1:]  # without the id
-_CLAIM: Final = (
-    f"INSERT INTO telephony_calls ({', '.join(_NEW_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_NEW_COLUMNS))}) "
-    "ON CONFLICT (account_id, provider, call_id) DO NOTHING RETURNING id"
+_CLAIM_INTO: Final = f"INSERT INTO telephony_calls ({', '.join(_NEW_COLUMNS)}) VALUES"
+_CLAIM_END: Final = (
+    "ON CONFLICT (account_id, provider, call_id) DO NOTHING "
+    "RETURNING id, account_id, provider, call_id"
 )
+# Rows a statement claims or reads at most (SQLite binds at most 32,766 values a statement).
+_CLAIMS_A_STATEMENT: Final = 500
+_IDS_A_STATEMENT: Final = 1000
+_STATES: Final = (
+    f"SELECT {_STATE_COLUMNS} FROM telephony_calls WHERE account_id = ? AND provider = ?"
+)
+_STATES_LOCKED: Final = f"{_STATES} AND call_id = ANY(?) ORDER BY call_id FOR UPDATE"
 # What a call's events change: not its key, universal id or first event's time. (SQLite
 # rewrites the entries of every index whose columns an UPDATE sets, changed or not, and checks
 # the account's foreign key when account_id is set.)
@@ -249,17 +256,52 @@ class TelephonyQueries(HookQueries, TrackingQueries):
         ).fetchone()
         return None if row is None else CallState(*row)
 
-    def claim_call(self, conn: Connection, state: CallState) -> int | None:
-        """Store a call's first state (its id), unless a concurrent request stored it already:
-        then None (after waiting for that request's transaction, where rows lock)."""
-        values = [_column(getattr(state, name)) for name in _NEW_COLUMNS]
-        row = conn.execute(_CLAIM, values).fetchone()
-        return None if row is None else int(row[0])
+    def call_states(
+        self, conn: Connection, account_id: int, provider: str, call_ids: Iterable[str]
+    ) -> dict[str, CallState]:
+        """``call_state`` of several calls of one endpoint's account, by call id (those not
+        stored are missing); one statement, the rows locked in call id order where rows lock
+        (so two transactions locking the same calls never wait for each other in a cycle)."""
+        wanted = sorted(set(call_ids))
+        found: dict[str, CallState] = {}
+        for start in range(0, len(wanted), _IDS_A_STATEMENT):
+            chunk = wanted[start : start + _IDS_A_STATEMENT]
+            if self.row_locks:
+                rows = conn.execute(_STATES_LOCKED, (account_id, provider, chunk)).fetchall()
+            else:
+                marks = ", ".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"{_STATES} AND call_id IN ({marks})", (account_id, provider, *chunk)
+                ).fetchall()
+            found.update((row[3], CallState(*row)) for row in rows)
+        return found
+
+    def claim_calls(
+        self, conn: Connection, states: list[CallState]
+    ) -> dict[tuple[int, str, str], int]:
+        """Store calls' first states; the ids of those stored, by (account, provider, call
+        id). A call a concurrent request stored already is left out (after waiting for that
+        request's transaction, where rows lock)."""
+        claimed: dict[tuple[int, str, str], int] = {}
+        row_marks = "(" + ", ".join("?" * len(_NEW_COLUMNS)) + ")"
+        for start in range(0, len(states), _CLAIMS_A_STATEMENT):
+            chunk = states[start : start + _CLAIMS_A_STATEMENT]
+            values = [_column(getattr(state, name)) for state in chunk for name in _NEW_COLUMNS]
+            rows = conn.execute(
+                f"{_CLAIM_INTO} {', '.join([row_marks] * len(chunk))} {_CLAIM_END}", values
+            ).fetchall()
+            claimed.update(((int(r[1]), str(r[2]), str(r[3])), int(r[0])) for r in rows)
+        return claimed
 
     def save_call_state(self, conn: Connection, state: CallState) -> None:
-        """Store what is known now of a claimed call (see ``claim_call``)."""
-        values = [_column(getattr(state, name)) for name in _SAVED]
-        conn.execute(_SAVE, (*values, state.id))
+        """Store what is known now of a claimed call (see ``claim_calls``)."""
+        self.save_call_states(conn, [state])
+
+    def save_call_states(self, conn: Connection, states: Iterable[CallState]) -> None:
+        """``save_call_state`` of several calls (pipelined: one round trip on PostgreSQL)."""
+        rows = [(*[_column(getattr(s, name)) for name in _SAVED], s.id) for s in states]
+        if rows:
+            conn.executemany(_SAVE, rows)
 
     def announce_started(self, conn: Connection, account_id: int, started: list[CallState]) -> None:
         """BEFORE_CALL_START deliveries of calls that just started, in the transaction that

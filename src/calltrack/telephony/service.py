@@ -70,6 +70,7 @@ class Delivery:
     secret: str = ""
 
 
+_CallKey = tuple[int, str, str]  # a call's account, provider and call id
 # What ``receive_batch`` says of each delivery: True when its events are in, False when no
 # active endpoint has its secret (nothing stored), or the exception that refused it.
 Outcome = bool | Exception
@@ -108,7 +109,7 @@ def receive_batch(
     def merged(records: Settings | None) -> list[CallState]:
         with store.telephony_transaction(quick=True) as conn:
             merger = _Merger(store, conn, now)
-            found[:] = [merger.add(delivery) for delivery in deliveries]
+            found[:] = merger.add(deliveries)
             return merger.finish(records)
 
     try:
@@ -176,41 +177,45 @@ def merge_events(
     endpoint = TelephonyEndpoint(0, account_id, provider, "", "", "", now, None)
     with store.telephony_transaction(quick) as conn:
         merger = _Merger(store, conn, now)
-        merger.add(Delivery(events, endpoint))
+        merger.add([Delivery(events, endpoint)])
         return merger.finish(None)
 
 
 class _Merger:
-    """Events folded into their calls inside one transaction, for the requests of a batch;
-    what changed is saved once, at the end (``finish``)."""
+    """Events folded into their calls inside one transaction, for the requests of a batch:
+    the calls read at once, the new ones claimed at once, and what changed saved at once at
+    the end (``finish``): a few statements a batch rather than a few a request."""
 
     def __init__(self, store: Store, conn: Connection, now: int) -> None:
         self.store, self.conn, self.now = store, conn, now
         # The calls as this transaction has them (a call's later events are not read back),
         # keyed by (account, provider, call id), and those changed since they were claimed
         # or read.
-        self.states: dict[tuple[int, str, str], CallState] = {}
-        self.changed: dict[tuple[int, str, str], CallState] = {}
-        self.unsaved: set[tuple[int, str, str]] = set()
-        self.started: dict[tuple[int, str, str], CallState] = {}
+        self.states: dict[_CallKey, CallState] = {}
+        self.changed: dict[_CallKey, CallState] = {}
+        self.unsaved: set[_CallKey] = set()
+        self.started: dict[_CallKey, CallState] = {}
         self.endpoints: dict[str, TelephonyEndpoint | None] = {}  # by secret, as looked up
 
-    def add(self, delivery: Delivery) -> bool:
-        """Merge one request's events; False, with nothing merged, when no active endpoint
-        has its secret."""
-        endpoint = delivery.endpoint or self._endpoint(delivery)
-        if endpoint is None:
-            return False
-        for event in delivery.events:
-            self._merge(endpoint, event)
-        return True
+    def add(self, deliveries: list[Delivery]) -> list[bool]:
+        """Merge requests' events, in order; for each, False, with nothing merged, when no
+        active endpoint has its secret."""
+        sent = [
+            (delivery.endpoint or self._endpoint(delivery), delivery) for delivery in deliveries
+        ]
+        events = [(endpoint, event) for endpoint, d in sent if endpoint for event in d.events]
+        consumed = self._read_and_claim(events)
+        for endpoint, event in events:
+            if id(event) not in consumed:
+                self._merge(endpoint, event)
+        return [endpoint is not None for endpoint, _ in sent]
 
     def _endpoint(self, delivery: Delivery) -> TelephonyEndpoint | None:
         store, conn, secret = self.store, self.conn, delivery.secret
         if secret in self.endpoints:
             return self.endpoints[secret]
         # The first event's call is read with the endpoint (one round trip), unless it
-        # starts a call, most often a new one, which is claimed at once.
+        # starts a call, most often a new one, which is claimed.
         first = delivery.events[0] if delivery.events else None
         if first is not None and first.event != "call.started":
             endpoint, known = store.endpoint_and_call_in(conn, secret, first.call_id)
@@ -221,34 +226,54 @@ class _Merger:
         self.endpoints[secret] = endpoint
         return endpoint
 
+    def _read_and_claim(self, events: list[tuple[TelephonyEndpoint, TelephonyEvent]]) -> set[int]:
+        """Read the calls the events are of, and claim those not stored yet, each with its
+        first event merged in: the events so merged (by ``id``)."""
+        store, conn, states = self.store, self.conn, self.states
+        wanted: dict[tuple[int, str], set[str]] = {}
+        for endpoint, event in events:
+            if (endpoint.account_id, endpoint.provider, event.call_id) not in states:
+                wanted.setdefault((endpoint.account_id, endpoint.provider), set()).add(
+                    event.call_id
+                )
+        for (account_id, provider), call_ids in wanted.items():
+            found = store.call_states(conn, account_id, provider, call_ids)
+            states.update(((account_id, provider, call_id), s) for call_id, s in found.items())
+        # A call's first event claims its row with the event merged in (insert or nothing).
+        firsts: dict[_CallKey, tuple[TelephonyEvent, CallState]] = {}
+        for endpoint, event in events:
+            key = (endpoint.account_id, endpoint.provider, event.call_id)
+            if key not in states and key not in firsts:
+                fresh = _new_state(endpoint, event.call_id, self.now)
+                merged = merge(_NO_FACTS, event)
+                firsts[key] = event, fresh if merged == _NO_FACTS else _replace_facts(fresh, merged)
+        if not firsts:
+            return set()
+        claimed = store.claim_calls(conn, [first for _, first in firsts.values()])
+        consumed: set[int] = set()
+        for key, (event, first) in firsts.items():
+            if key not in claimed:
+                continue
+            states[key] = replace(first, id=claimed[key])
+            consumed.add(id(event))
+            if first.version:  # the event told something
+                self.changed[key] = states[key]
+                if event.event == "call.started":
+                    self.started[key] = states[key]
+        # Where requests run at once (PostgreSQL), a concurrent request (a retry of the same
+        # event) may have claimed a call first: this transaction waited for it, and its
+        # events merge into what it stored.
+        lost = [key for key in firsts if key not in claimed]
+        for account_id, provider, call_id in lost:
+            found = store.call_states(conn, account_id, provider, [call_id])
+            if call_id not in found:
+                raise RuntimeError(f"telephony call {call_id!r} was not stored")
+            states[(account_id, provider, call_id)] = found[call_id]
+        return consumed
+
     def _merge(self, endpoint: TelephonyEndpoint, event: TelephonyEvent) -> None:
-        store, conn = self.store, self.conn
-        account_id, provider = endpoint.account_id, endpoint.provider
-        key = (account_id, provider, event.call_id)
-        # A call.started is most often a call's first event: it tries the claim at once.
-        state = self.states.get(key)
-        if state is None and event.event != "call.started":
-            state = store.call_state(conn, account_id, provider, event.call_id)
-        if state is None:
-            # A call's first event: its row is claimed with the event merged in (insert or
-            # nothing). Where requests run at once (PostgreSQL), a retry of the same event
-            # may claim it first: then this one waits for it and merges into what it
-            # stored, instead of failing.
-            fresh = _new_state(endpoint, event.call_id, self.now)
-            merged = merge(_NO_FACTS, event)
-            first = fresh if merged == _NO_FACTS else _replace_facts(fresh, merged)
-            claimed = store.claim_call(conn, first)
-            if claimed is not None:
-                self.states[key] = replace(first, id=claimed)
-                if merged != _NO_FACTS:
-                    self.changed[key] = self.states[key]
-                    if event.event == "call.started":
-                        self.started[key] = self.states[key]
-                return
-            state = store.call_state(conn, account_id, provider, event.call_id)
-            if state is None:
-                raise RuntimeError(f"telephony call {event.call_id!r} was not stored")
-        self.states[key] = state
+        key = (endpoint.account_id, endpoint.provider, event.call_id)
+        state = self.states[key]
         facts = _facts(state)
         merged = merge(facts, event)
         if merged == facts:
@@ -268,8 +293,7 @@ class _Merger:
             key = (state.account_id, state.provider, state.call_id)
             changed[key] = replace(state, built=state.version)
             unsaved.add(key)
-        for key in unsaved:
-            store.save_call_state(conn, changed[key])
+        store.save_call_states(conn, [changed[key] for key in unsaved])
         by_account: dict[int, list[CallState]] = {}
         for state in self.started.values():
             by_account.setdefault(state.account_id, []).append(state)
