@@ -41,6 +41,8 @@ from calltrack.store import Store, open_store
 
 if TYPE_CHECKING:
     from calltrack.api.telephony import Posted, Refusal
+    from calltrack.api.tracking import PostedHit
+    from calltrack.tracking.hits import HitAnswer
 
 error_log = logging.getLogger("calltrack.error")
 access_log = logging.getLogger("calltrack.access")
@@ -70,8 +72,9 @@ class Service:
     # Sends the webhook outbox: run by the app with CALLTRACK_HOOKS_DELIVERER=workers, and
     # woken by the requests that wrote to it (else `serve` runs one in a process of its own).
     deliverer: Deliverer
-    # A worker's telephony requests, merged in group commits (api/batches.py).
+    # A worker's telephony requests and hits, each kind in group commits (api/batches.py).
     telephony: GroupCommit[Posted, Refusal]
+    hits: GroupCommit[PostedHit, HitAnswer]
 
     async def read(self, func: Callable[..., _T], *args: object) -> _T:
         """A read of the store: on the event loop where ``reads_inline`` says so, else in a
@@ -153,6 +156,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         reads_inline=store.reads_in_process and not settings.rate_limit,
         deliverer=Deliverer(store, settings, deliver_in_thread),
         telephony=telephony.intake(store, settings, threads),
+        hits=tracking.hit_intake(store, settings.zone, threads),
     )
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(InternalErrorMiddleware)

@@ -8,6 +8,7 @@ and a hit from any other origin or for a page off the site is refused and stores
 from __future__ import annotations
 
 import time
+from concurrent.futures import Executor
 from ipaddress import ip_address
 from zoneinfo import ZoneInfo
 
@@ -17,11 +18,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from calltrack.api.app import read_body, reply, service_of
+from calltrack.api.batches import GroupCommit
 from calltrack.config import Settings
 from calltrack.demo_site import demo_page
 from calltrack.errors import StoreUnavailable
 from calltrack.store import Store
-from calltrack.store.tracking import TrackingCampaign
+from calltrack.store.tracking import HitCampaign, TrackingCampaign
 from calltrack.tracking.hits import (
     MAX_HIT_BYTES,
     HitAnswer,
@@ -31,13 +33,15 @@ from calltrack.tracking.hits import (
     issued,
     on_site,
     parse_hit,
-    record_campaign_hit,
+    record_hits,
     site_host,
 )
 from calltrack.tracking.snippet import SnippetConfig, render_snippet, snippet_etag
 
 JSON = "application/json"
 SNIPPET_MAX_AGE = 300
+# Hits a transaction records at most (see ``GroupCommit``).
+HIT_BATCH_LIMIT = 64
 
 
 async def snippet(request: Request) -> Response:
@@ -98,11 +102,10 @@ async def post_hit(request: Request) -> Response:
             int(time.time()),
             settings.hit_limit,
         )
-        # One trip to a worker thread for the whole hit: the campaign's reads, then its
-        # transaction (each trip and each pool checkout costs more than a query here).
-        answer = await service.in_thread(
-            _answer_hit, service.store, parsed, origin, visit, settings.zone
-        )
+        # One trip to a worker thread for the whole hit, the campaign's reads and then its
+        # transaction, shared with the hits that queued meanwhile (a group commit: each
+        # trip, pool checkout and commit costs more than a hit's queries).
+        answer = await service.hits.submit((parsed, origin, visit))
     except _PastOrigin as past:
         exc, allowed = past.reason, _cors(origin) if origin is not None else {}
         if isinstance(exc, StoreUnavailable):
@@ -127,20 +130,42 @@ class _PastOrigin(Exception):
         self.reason = reason
 
 
-def _answer_hit(
-    store: Store, hit: HitBody, origin: str | None, visit: Visit, zone: ZoneInfo
-) -> HitAnswer:
-    """The whole hit, in a worker thread: its campaign by site key, the origin checked, then
-    recorded."""
-    found = store.hit_campaign(hit.k) if issued(hit.k) else None  # a NUL in a key was a 500
-    if found is None:
-        raise HitRejected(404, "unknown site key")
-    if origin is not None and not on_site(origin, site_host(found.campaign)):
-        raise HitRejected(403, "this origin may not post hits for the campaign")
-    try:
-        return record_campaign_hit(store, found, hit, visit, zone)
-    except (HitRejected, StoreUnavailable) as exc:
-        raise _PastOrigin(exc) from exc
+# A hit as its group commit takes it: what the snippet posted, its Origin, who and when.
+PostedHit = tuple[HitBody, str | None, Visit]
+
+
+def hit_intake(
+    store: Store, zone: ZoneInfo, threads: Executor
+) -> GroupCommit[PostedHit, HitAnswer]:
+    """The group commit a worker's hits go through."""
+    return GroupCommit(lambda hits: answer_hits(store, hits, zone), threads, HIT_BATCH_LIMIT)
+
+
+def answer_hits(store: Store, hits: list[PostedHit], zone: ZoneInfo) -> list[HitAnswer | Exception]:
+    """Hits, in a worker thread: each one's campaign by site key and its origin checked,
+    then all recorded in one transaction. For each, its answer or what refused it."""
+    answers: dict[int, HitAnswer | Exception] = {}
+    recorded: list[int] = []
+    batch: list[tuple[HitCampaign, HitBody, Visit]] = []
+    for place, (hit, origin, visit) in enumerate(hits):
+        try:
+            found = store.hit_campaign(hit.k) if issued(hit.k) else None  # a NUL was a 500
+            if found is None:
+                raise HitRejected(404, "unknown site key")
+            if origin is not None and not on_site(origin, site_host(found.campaign)):
+                raise HitRejected(403, "this origin may not post hits for the campaign")
+        except (HitRejected, StoreUnavailable) as exc:
+            answers[place] = exc
+            continue
+        recorded.append(place)
+        batch.append((found, hit, visit))
+    for place, outcome in zip(recorded, record_hits(store, batch, zone), strict=True):
+        # Past the origin check: the answer carries its CORS headers.
+        if isinstance(outcome, (HitRejected, StoreUnavailable)):
+            answers[place] = _PastOrigin(outcome)
+        else:
+            answers[place] = outcome
+    return [answers[place] for place in range(len(hits))]
 
 
 async def hit_options(request: Request) -> Response:

@@ -202,7 +202,8 @@ class TrackingTx:
     def __init__(self, conn: Connection, row_locks: bool) -> None:
         self.conn = conn
         self._row_locks = row_locks
-        self._exhausted: tuple[int, int, int] | None = None  # to count after the commit
+        # Stub page views to count after the commit, by (account, campaign, minute).
+        self._exhausted: dict[tuple[int, int, int], int] = {}
         # Where rows lock (PostgreSQL), a hit locks the rows it decides on.
         self._for_update = " FOR UPDATE" if row_locks else ""
         self._skip_locked = " FOR UPDATE SKIP LOCKED" if row_locks else ""
@@ -415,33 +416,35 @@ class TrackingTx:
         once, or where rows lock after the commit (``tracking_transaction``)."""
         key = (campaign.account_id, campaign.campaign_id, now - now % 60)
         if self._row_locks:
-            self._exhausted = key
+            self._exhausted[key] = self._exhausted.get(key, 0) + 1
         else:
-            self._count_exhausted(key)
+            self._count_exhausted(key, 1)
 
     def count_deferred(self) -> None:
-        """The count ``count_exhausted`` left for after the commit, if any."""
-        if self._exhausted is not None:
-            self._count_exhausted(self._exhausted)
-            self._exhausted = None
+        """The counts ``count_exhausted`` left for after the commit, if any."""
+        for key, hits in self._exhausted.items():
+            self._count_exhausted(key, hits)
+        self._exhausted = {}
 
-    def _count_exhausted(self, key: tuple[int, int, int]) -> None:
+    def _count_exhausted(self, key: tuple[int, int, int], hits: int) -> None:
         self.conn.execute(
             "INSERT INTO exhausted_hits (account_id, campaign_id, minute, hits) "
-            "VALUES (?, ?, ?, 1) ON CONFLICT (account_id, campaign_id, minute) "
-            "DO UPDATE SET hits = exhausted_hits.hits + 1",
-            key,
+            "VALUES (?, ?, ?, ?) ON CONFLICT (account_id, campaign_id, minute) "
+            "DO UPDATE SET hits = exhausted_hits.hits + excluded.hits",
+            (*key, hits),
         )
 
-    def count_ip_hit(self, ip: str, window_start: int) -> int:
-        """Count a hit of a client IP in the minute from ``window_start``: the minute's count."""
+    def count_ip_hit(self, ip: str, window_start: int, limit: int) -> bool:
+        """Count a hit of a client IP in the minute from ``window_start`` unless the minute
+        has ``limit`` already: whether it was counted. A hit refused writes nothing, so the
+        other hits of its transaction go on (a group commit's)."""
         row = self.conn.execute(
             "INSERT INTO hit_counts (ip, window_start, hits) VALUES (?, ?, 1) "
             "ON CONFLICT (ip, window_start) DO UPDATE SET hits = hit_counts.hits + 1 "
-            "RETURNING hits",
-            (ip, window_start),
+            "WHERE hit_counts.hits < ? RETURNING hits",
+            (ip, window_start, limit),
         ).fetchone()
-        return int(row[0])
+        return row is not None
 
 
 class TrackingQueries(StoreCore):
@@ -660,12 +663,13 @@ class TrackingQueries(StoreCore):
 
     @contextmanager
     def tracking_transaction(self) -> Iterator[TrackingTx]:
-        """One hit's transaction. Where rows lock (PostgreSQL), the stub page view it counts
-        (``TrackingTx.count_exhausted``) is counted after its COMMIT, on the same connection,
-        in autocommit: one row a minute takes every stub page view, and holding its lock
-        through each hit's transaction would queue them all behind it; a connection of its
-        own would cost a second pool checkout. Where rows do not lock (SQLite), writes are
-        serialized anyway, and the count is one more statement of the transaction."""
+        """The transaction of a hit, or of a group commit's hits. Where rows lock
+        (PostgreSQL), the stub page views it counts (``TrackingTx.count_exhausted``) are
+        counted after its COMMIT, on the same connection, in autocommit: one row a minute
+        takes every stub page view, and holding its lock through each transaction would
+        queue them all behind it; a connection of its own would cost a second pool checkout.
+        Where rows do not lock (SQLite), writes are serialized anyway, and the count is one
+        more statement of the transaction."""
         self.ensure_ready()
         if not self.row_locks:
             with self._live_transaction() as conn:

@@ -15,11 +15,13 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from calltrack.errors import StoreUnavailable
 from calltrack.store import Store
 from calltrack.store.tracking import (
     HitCampaign,
     SessionRow,
     TrackingCampaign,
+    TrackingTx,
     VisitorRow,
     new_id,
 )
@@ -173,6 +175,44 @@ def record_campaign_hit(
 ) -> HitAnswer:
     """``record_hit`` with the campaign's rules and numbers already read
     (``Store.hit_campaign``)."""
+    (answer,) = record_hits(store, [(found, hit, visit)], zone)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
+# A hit to record: its campaign (``Store.hit_campaign``), what the snippet posted, and who
+# posted it when.
+PostedHit = tuple[HitCampaign, HitBody, Visit]
+
+
+def record_hits(
+    store: Store, hits: list[PostedHit], zone: ZoneInfo
+) -> list[HitAnswer | HitRejected | StoreUnavailable | Exception]:
+    """Record hits in one transaction, in order (a group commit: each sees the ones before
+    it, as if they had come one by one): for each, its answer or what refused it. A hit
+    refused writes nothing and the others go on; should the transaction fail, each hit is
+    recorded again in a transaction of its own, so that one bad hit fails alone."""
+    answers: list[HitAnswer | HitRejected | StoreUnavailable | Exception] = []
+    try:
+        with store.tracking_transaction() as tx:
+            for found, hit, visit in hits:
+                try:
+                    answers.append(_record_in(tx, found, hit, visit, zone))
+                except HitRejected as exc:
+                    answers.append(exc)
+        return answers
+    except Exception as exc:
+        if len(hits) == 1:
+            return [exc]
+    return [record_hits(store, [posted], zone)[0] for posted in hits]
+
+
+def _record_in(
+    tx: TrackingTx, found: HitCampaign, hit: HitBody, visit: Visit, zone: ZoneInfo
+) -> HitAnswer:
+    """Record one hit in the transaction ``tx``; HitRejected, with nothing written, when it
+    is refused."""
     campaign, kinds = found.campaign, found.numbers
     host = site_host(campaign)
     if not on_site(hit.u, host):
@@ -180,49 +220,48 @@ def record_campaign_hit(
     rules = [Rule(*astuple(rule)) for rule in found.rules]
     source = classify(hit.u, hit.r or "", host)
     now = visit.now
-    with store.tracking_transaction() as tx:
-        # Counted in the hit's own transaction: a refused hit leaves nothing, its count too.
-        if visit.ip_limit and tx.count_ip_hit(visit.ip, now - now % 60) > visit.ip_limit:
-            raise HitRejected(429, f"more than {visit.ip_limit} hits a minute from this address")
-        v = issued(hit.v)
-        known, session = tx.visit(v, issued(hit.s), campaign) if v else (None, None)
-        visitor = known or VisitorRow(new_id(), 0, None, "{}")
-        fresh = session is None or _ends(session, source, hit.t, now, zone)
-        if session is None or fresh:
-            session, visitor = _new_session(visitor, source, visit)
-        number = _fixed_number(campaign, _decode(session.source), rules, kinds)
-        page = hit.u if hit.t == "hit" else None
-        # The usual hit: a visit going on with the pool number it holds. Its hold, session
-        # and page view are written together (on PostgreSQL in one statement).
-        kept = (
-            number is None
-            and not fresh
-            and _holds(campaign, session, kinds)
-            and tx.keep_visit(campaign, session.id, session.number, now, page)
+    # Counted first: a hit refused leaves nothing, not even its count.
+    if visit.ip_limit and not tx.count_ip_hit(visit.ip, now - now % 60, visit.ip_limit):
+        raise HitRejected(429, f"more than {visit.ip_limit} hits a minute from this address")
+    v = issued(hit.v)
+    known, session = tx.visit(v, issued(hit.s), campaign) if v else (None, None)
+    visitor = known or VisitorRow(new_id(), 0, None, "{}")
+    fresh = session is None or _ends(session, source, hit.t, now, zone)
+    if session is None or fresh:
+        session, visitor = _new_session(visitor, source, visit)
+    number = _fixed_number(campaign, _decode(session.source), rules, kinds)
+    page = hit.u if hit.t == "hit" else None
+    # The usual hit: a visit going on with the pool number it holds. Its hold, session
+    # and page view are written together (on PostgreSQL in one statement).
+    kept = (
+        number is None
+        and not fresh
+        and _holds(campaign, session, kinds)
+        and tx.keep_visit(campaign, session.id, session.number, now, page)
+    )
+    if kept:
+        number = session.number
+    elif number is None:
+        lent = tx.lend(campaign, session.id, now)
+        number = campaign.stub if lent is None else lent
+    if fresh:  # inserted with its number: no UPDATE of the row just written
+        tx.add_session(
+            replace(session, number=number),
+            campaign,
+            visitor.sessions,
+            hit.u,
+            _host(hit.r or ""),
+            (hit.ga or "", hit.ym or "", hit.rs or ""),
+            visit.ip,
+            visit.user_agent[:MAX_USER_AGENT],
         )
-        if kept:
-            number = session.number
-        elif number is None:
-            lent = tx.lend(campaign, session.id, now)
-            number = campaign.stub if lent is None else lent
-        if fresh:  # inserted with its number: no UPDATE of the row just written
-            tx.add_session(
-                replace(session, number=number),
-                campaign,
-                visitor.sessions,
-                hit.u,
-                _host(hit.r or ""),
-                (hit.ga or "", hit.ym or "", hit.rs or ""),
-                visit.ip,
-                visit.user_agent[:MAX_USER_AGENT],
-            )
-        elif not kept:
-            tx.touch_session(session.id, now, number)
-        if page is not None and not kept:
-            tx.add_page_view(session.id, now, page)
-        tx.save_visitor(visitor, campaign, now, known)
-        if number == campaign.stub and number != "" and hit.t == "hit":
-            tx.count_exhausted(campaign, now)
+    elif not kept:
+        tx.touch_session(session.id, now, number)
+    if page is not None and not kept:
+        tx.add_page_view(session.id, now, page)
+    tx.save_visitor(visitor, campaign, now, known)
+    if number == campaign.stub and number != "" and hit.t == "hit":
+        tx.count_exhausted(campaign, now)
     shown = display(number, campaign.display_format) if number else ""
     return HitAnswer(visitor.id, session.id, number, shown, campaign.hold_seconds)
 

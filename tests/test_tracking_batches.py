@@ -1,0 +1,107 @@
+"""Hits in group commits (``api/tracking.answer_hits``, ``tracking/hits.record_hits``): the
+hits a worker takes together are recorded in one transaction in order, each as if it had
+come alone; a hit refused (unknown key, foreign origin, over its address's limit) writes
+nothing and the others go on; on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from calltrack.api.tracking import answer_hits
+from calltrack.store import Store
+from calltrack.store.tracking import TrackingTx
+from calltrack.tracking.hits import HitAnswer, HitBody, HitRejected, Visit
+from tests.test_tracking_hits import SITE, tracked_campaign
+
+
+def _hit(key: str, visitor: HitAnswer | None = None, **fields: Any) -> HitBody:
+    ids = {"v": visitor.v, "s": visitor.s} if visitor else {}
+    return HitBody(k=key, u=f"{SITE}/catalog?utm_source=yandex", **{**ids, **fields})
+
+
+def _count(store: Store, table: str) -> int:
+    with store._connect() as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def test_a_batch_of_hits_answers_each_as_if_it_came_alone(store: Store) -> None:
+    campaign = tracked_campaign(store, dynamic=2)
+    key, zone, now = campaign.site_key, store.settings.zone, int(time.time())
+    visit = Visit("198.51.100.7", "Mozilla/5.0", now, 3)
+    (first,) = answer_hits(store, [(_hit(key), SITE, visit)], zone)
+    assert isinstance(first, HitAnswer)
+    before = {table: _count(store, table) for table in ("sessions", "page_views", "holds")}
+
+    answers = answer_hits(
+        store,
+        [
+            (_hit(key, first, t="ping"), SITE, visit),  # the same visit: keeps its number
+            (_hit("no-such-key"), SITE, visit),  # 404
+            (_hit(key), "https://evil.example", visit),  # 403, a foreign origin
+            (_hit(key), SITE, visit),  # a new visitor: the other pool number
+            (_hit(key), SITE, visit),  # over the address's 3 hits a minute: 429
+            (_hit(key), SITE, Visit("198.51.100.8", "Mozilla/5.0", now, 3)),  # the stub
+        ],
+        zone,
+    )
+    kept, unknown, foreign, second, limited, third = answers
+    assert isinstance(kept, HitAnswer)
+    assert (kept.v, kept.s, kept.n) == (first.v, first.s, first.n)
+    assert isinstance(unknown, HitRejected)
+    assert unknown.status == 404
+    assert isinstance(foreign, HitRejected)
+    assert foreign.status == 403
+    assert isinstance(second, HitAnswer)
+    assert second.n not in ("", first.n)
+    assert isinstance(third, HitAnswer)
+    assert third.n == "74959999999"  # both pool numbers held: the stub
+    # The 429 came past the origin check: it is answered with the origin's CORS headers.
+    assert getattr(limited, "reason", None) is not None
+    assert limited.reason.status == 429  # type: ignore[union-attr]
+    after = {table: _count(store, table) for table in ("sessions", "page_views", "holds")}
+    # Two new sessions with a page view each, one hold lent; the refused hits left nothing.
+    assert after == {
+        "sessions": before["sessions"] + 2,
+        "page_views": before["page_views"] + 2,
+        "holds": before["holds"] + 1,
+    }
+    with store._connect() as conn:
+        counted = conn.execute("SELECT ip, hits FROM hit_counts ORDER BY ip").fetchall()
+    assert [(str(ip), int(hits)) for ip, hits in counted] == [
+        ("198.51.100.7", 3),
+        ("198.51.100.8", 1),
+    ]
+
+
+def test_a_hit_that_fails_in_a_batch_fails_alone(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    campaign = tracked_campaign(store, dynamic=2)
+    key, zone, now = campaign.site_key, store.settings.zone, int(time.time())
+    real = TrackingTx.add_session
+
+    def add_session(self: TrackingTx, session: Any, *args: Any) -> None:
+        if args[-1] == "poison":  # the user agent, the last argument
+            raise RuntimeError("this session cannot be stored")
+        real(self, session, *args)
+
+    # The store's own transaction, but for one user agent: the batch's transaction fails.
+    monkeypatch.setattr(TrackingTx, "add_session", add_session)
+    answers = answer_hits(
+        store,
+        [
+            (_hit(key), SITE, Visit("198.51.100.1", "Mozilla/5.0", now, 0)),
+            (_hit(key), SITE, Visit("198.51.100.2", "poison", now, 0)),
+            (_hit(key), SITE, Visit("198.51.100.3", "Mozilla/5.0", now, 0)),
+        ],
+        zone,
+    )
+    first, poisoned, last = answers
+    assert isinstance(first, HitAnswer)
+    assert isinstance(last, HitAnswer)
+    assert isinstance(poisoned, RuntimeError)
+    assert {first.n, last.n} == {"74950000000", "74950000001"}
+    assert _count(store, "sessions") == 2
