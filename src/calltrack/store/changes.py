@@ -134,7 +134,12 @@ class ChangeQueries(CallQueries):
                     # LIMIT made it sort every batch, bodies and all (half the read's cost).
                     parts.append(select)
                     params += bounds
-        sql = " UNION ALL ".join(parts) + " ORDER BY 1 LIMIT ?"
+        # One account's parts are merged in (account, change) order, which is change order
+        # and their own: PostgreSQL then merges them as they come (Merge Append). By change
+        # number alone it sorted every row, bodies and all (a fill of 100,000 calls: 157 MB
+        # sorted on disk, 750 of the read's 790 ms). Several accounts' are sorted.
+        order = "3, 1" if postgres and len(owners) == 1 else "1"
+        sql = " UNION ALL ".join(parts) + f" ORDER BY {order} LIMIT ?"
         self.ensure_ready()
         with self._connect() as conn:
             rows = conn.execute(sql, (*params, limit)).fetchall()
