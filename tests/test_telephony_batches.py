@@ -229,14 +229,16 @@ def test_a_record_that_cannot_be_built_holds_up_no_other(store: Store) -> None:
     records are written, and that one call stays behind its events (for the sweeper)."""
     account, secret = _account(store, "shop")
     now = int(time.time())
-    real_facts = type(store).record_facts_in
+    real_facts = type(store).record_facts_many_in
 
-    def record_facts_in(self: Store, conn: Any, account_id: int, caller: str, *rest: Any) -> Any:
-        if caller == "79990000000":
+    def record_facts_many_in(self: Store, conn: Any, calls: list[tuple[Any, ...]]) -> Any:
+        if any(call[1] == "79990000000" for call in calls):  # the caller
             raise ValueError("this record cannot be built")
-        return real_facts(self, conn, account_id, caller, *rest)
+        return real_facts(self, conn, calls)
 
-    store.__class__ = type("Failing", (type(store),), {"record_facts_in": record_facts_in})
+    store.__class__ = type(
+        "Failing", (type(store),), {"record_facts_many_in": record_facts_many_in}
+    )
     poison = _event("call.started", "p", now - 60, caller="79990000000", called=TRACKED)
     starts = [Posted(secret, body) for body in (_started("a", now - 60), poison)]
     starts.append(Posted(secret, _started("b", now - 60)))

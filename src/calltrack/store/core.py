@@ -76,6 +76,13 @@ class StoreCore(ABC):
         marks = ", ".join("?" * len(columns))
         conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
+    def _fetch_each(
+        self, conn: Connection, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[Any]]:
+        """Each statement's rows (PostgreSQL sends them all before it reads an answer: one
+        round trip for all)."""
+        return [conn.execute(sql, params).fetchall() for sql, params in statements]
+
     @contextmanager
     def _bulk_writing(self) -> Iterator[None]:
         """Around a large write transaction: a backend may give it more memory."""

@@ -47,6 +47,16 @@ class _Adapter:
         with self._conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), rows)
 
+    def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
+        """Each statement's rows, all of them sent before any answer is read (pipeline
+        mode: one round trip)."""
+        with self._conn.pipeline():
+            cursors = [
+                self._conn.execute(sql.replace("?", "%s"), params, binary=True)
+                for sql, params in statements
+            ]
+        return [cursor.fetchall() for cursor in cursors]
+
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
         """COPY rows in: several times faster than INSERT for bulk loads."""
         statement = pgsql.SQL("COPY {} ({}) FROM STDIN").format(
@@ -154,6 +164,16 @@ class PostgresStore(SqlStore):
             super()._insert_many(conn, table, columns, rows)
             return
         conn.copy_rows(table, columns, rows)
+
+    def _fetch_each(
+        self, conn: Connection, statements: Sequence[tuple[str, Sequence[Any]]]
+    ) -> list[list[Any]]:
+        assert isinstance(conn, _Adapter)
+        return (
+            conn.fetch_each(statements)
+            if len(statements) > 1
+            else super()._fetch_each(conn, statements)
+        )
 
     def _has_table(self, conn: Connection, name: str) -> bool:
         return bool(conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0])

@@ -9,17 +9,25 @@ call whose record is behind its events is found again by ``calls_behind``.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import Any, Final
 
 from calltrack.errors import Conflict, NotFound
 from calltrack.hashing import hash_secret
 from calltrack.model import StoredCall
 from calltrack.store.core import Connection, unix_now
 from calltrack.store.hooks import HookQueries
-from calltrack.store.tracking import HeldAt, SourceRule, TrackingQueries, held_at, rules_of
+from calltrack.store.tracking import (
+    HeldAt,
+    SourceRule,
+    TrackingQueries,
+    held_at_query,
+    held_from,
+    rules_from,
+    rules_query,
+)
 
 PROVIDERS: Final = ("generic", "zadarma")
 
@@ -103,6 +111,13 @@ class RecordFacts:
     held: HeldAt | None  # who held a dynamic number when the call started, with its pages
 
 
+_NUMBER_FACTS: Final = (
+    "SELECT a.unique_days, a.target_seconds, p.number, p.campaign_id, p.kind, "
+    "p.office, coalesce(c.name, ''), coalesce(c.site, '') FROM accounts a "
+    "LEFT JOIN phones p ON p.account_id = a.id AND p.number = ? "
+    "LEFT JOIN campaigns c ON c.account_id = p.account_id "
+    "AND c.campaign_id = p.campaign_id WHERE a.id = ?"
+)
 _STATE_COLUMNS: Final = ", ".join(f.name for f in fields(CallState))
 _ENDPOINT_FIELDS: Final = [f.name for f in fields(TelephonyEndpoint)]
 _ENDPOINT_COLUMNS: Final = ", ".join(f"e.{name}" for name in _ENDPOINT_FIELDS)
@@ -362,45 +377,71 @@ class TelephonyQueries(HookQueries, TrackingQueries):
         start: int,
         universal_id: str,
     ) -> RecordFacts:
-        """What a call's record needs beside its events: the account's settings with the
-        called number and its campaign (one query), the caller's earlier calls within the
-        account's unique days, and the rules of a static number's campaign or the session that
-        held a dynamic one at ``start`` with its pages (one query)."""
-        row = conn.execute(
-            "SELECT a.unique_days, a.target_seconds, p.number, p.campaign_id, p.kind, "
-            "p.office, coalesce(c.name, ''), coalesce(c.site, '') FROM accounts a "
-            "LEFT JOIN phones p ON p.account_id = a.id AND p.number = ? "
-            "LEFT JOIN campaigns c ON c.account_id = p.account_id "
-            "AND c.campaign_id = p.campaign_id WHERE a.id = ?",
-            (called, account_id),
-        ).fetchone()
-        if row is None:
-            raise NotFound(f"no account {account_id}")
-        unique_days, target_seconds = int(row[0]), int(row[1])
-        number = NumberInfo(*row[2:]) if called and row[2] is not None else None
+        """What a call's record needs beside its events (see ``record_facts_many_in``)."""
+        (facts,) = self.record_facts_many_in(
+            conn, [(account_id, caller, called, start, universal_id)]
+        )
+        return facts
+
+    def record_facts_many_in(
+        self, conn: Connection, calls: Sequence[tuple[int, str, str, int, str]]
+    ) -> list[RecordFacts]:
+        """``record_facts_in`` of several calls (account, caller, called, start, universal id):
+        the account's settings with the called number and its campaign, and the caller's
+        earlier calls within the account's unique days (two statements a call, all sent at
+        once), then the rules of a static number's campaign or the session that held a
+        dynamic one at the start, with its pages (one a call, all sent at once). On
+        PostgreSQL, two round trips for a batch's records instead of three a record."""
         # SQLite, without statistics, would rather scan the account's calls of the window in
         # its clustered order (every call of unique_days: 0.5 ms at 2,000 calls, growing with
         # them) than seek the caller's: 4 us. PostgreSQL picks the index itself.
         indexed = " INDEXED BY calls_caller" if self.dialect == "sqlite" else ""
-        earlier = conn.execute(
-            f"SELECT call_time, duration FROM calls{indexed} WHERE account_id = ? "
-            "AND client_number = ? AND call_time BETWEEN ? AND ? AND universal_id <> ?",
-            (account_id, caller, start - unique_days * 86400, start, universal_id),
-        ).fetchall()
-        rules: list[SourceRule] = []
-        held: HeldAt | None = None
-        if number is not None and number.kind != "dynamic":
-            rules = rules_of(conn, account_id, number.campaign_id)
-        elif number is not None:
-            held = held_at(conn, account_id, number.number, start)
-        return RecordFacts(
-            unique_days,
-            target_seconds,
-            [(int(at), int(talk)) for at, talk in earlier],
-            number,
-            rules,
-            held,
-        )
+        first: list[tuple[str, Sequence[Any]]] = []
+        for account_id, caller, called, start, universal_id in calls:
+            first.append((_NUMBER_FACTS, (called, account_id)))
+            first.append(
+                (
+                    f"SELECT call_time, duration FROM calls{indexed} WHERE account_id = ? "
+                    "AND client_number = ? AND call_time BETWEEN ? - 86400 * (SELECT "
+                    "unique_days FROM accounts WHERE id = ?) AND ? AND universal_id <> ?",
+                    (account_id, caller, start, account_id, start, universal_id),
+                )
+            )
+        rows = self._fetch_each(conn, first)
+        numbers: list[NumberInfo | None] = []
+        then: list[tuple[str, Sequence[Any]]] = []
+        for index, (account_id, _, called, start, _) in enumerate(calls):
+            if not rows[2 * index]:
+                raise NotFound(f"no account {account_id}")
+            row = rows[2 * index][0]
+            number = NumberInfo(*row[2:]) if called and row[2] is not None else None
+            numbers.append(number)
+            if number is not None and number.kind != "dynamic":
+                then.append(rules_query(account_id, number.campaign_id))
+            elif number is not None:
+                then.append(held_at_query(account_id, number.number, start))
+        more = iter(self._fetch_each(conn, then))
+        found = []
+        for index, number in enumerate(numbers):
+            head, earlier = rows[2 * index][0], rows[2 * index + 1]
+            rules: list[SourceRule] = []
+            held: HeldAt | None = None
+            if number is not None and number.kind != "dynamic":
+                rules = rules_from(next(more)).get(number.campaign_id, [])
+            elif number is not None:
+                found_rows = next(more)
+                held = held_from(found_rows[0] if found_rows else None)
+            found.append(
+                RecordFacts(
+                    int(head[0]),
+                    int(head[1]),
+                    [(int(at), int(talk)) for at, talk in earlier],
+                    number,
+                    rules,
+                    held,
+                )
+            )
+        return found
 
     def number_owners(self, number: str) -> list[int]:
         """The accounts that have this tracking number."""

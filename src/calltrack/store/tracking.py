@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -761,42 +761,62 @@ class TrackingQueries(StoreCore):
 def held_at(conn: Connection, account_id: int, number: str, at: int) -> HeldAt | None:
     """The latest hold of ``number`` from before ``at``, if it lasted past it: its session
     with the page views up to ``at``, in one query (one index seek however old ``at`` is)."""
-    row = conn.execute(
-        "SELECT s.id, s.visitor_id, s.campaign_id, s.started_at, s.ordinal, "
-        "s.source, s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent, "
-        "(SELECT count(*) FROM page_views v WHERE v.session_id = s.id "
-        "AND v.viewed_at <= ?), "
-        "(SELECT v.url FROM page_views v WHERE v.session_id = s.id "
-        "AND v.viewed_at <= ? ORDER BY v.viewed_at DESC, v.id DESC LIMIT 1) "
-        "FROM (SELECT session_id, held_until FROM holds WHERE account_id = ? "
-        "AND number = ? AND held_from <= ? ORDER BY held_from DESC, id DESC "
-        "LIMIT 1) h JOIN sessions s ON s.id = h.session_id WHERE h.held_until > ?",
-        (at, at, account_id, number, at, at),
-    ).fetchone()
+    return held_from(conn.execute(*held_at_query(account_id, number, at)).fetchone())
+
+
+def held_at_query(account_id: int, number: str, at: int) -> tuple[str, tuple[object, ...]]:
+    """``held_at``'s statement and its parameters; its row goes to ``held_from``."""
+    return _HELD_AT, (at, at, account_id, number, at, at)
+
+
+def held_from(row: Sequence[Any] | None) -> HeldAt | None:
     if row is None:
         return None
     return HeldAt(HeldSession(*row[:13]), int(row[13]), "" if row[14] is None else str(row[14]))
+
+
+_HELD_AT: Final = (
+    "SELECT s.id, s.visitor_id, s.campaign_id, s.started_at, s.ordinal, "
+    "s.source, s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent, "
+    "(SELECT count(*) FROM page_views v WHERE v.session_id = s.id "
+    "AND v.viewed_at <= ?), "
+    "(SELECT v.url FROM page_views v WHERE v.session_id = s.id "
+    "AND v.viewed_at <= ? ORDER BY v.viewed_at DESC, v.id DESC LIMIT 1) "
+    "FROM (SELECT session_id, held_until FROM holds WHERE account_id = ? "
+    "AND number = ? AND held_from <= ? ORDER BY held_from DESC, id DESC "
+    "LIMIT 1) h JOIN sessions s ON s.id = h.session_id WHERE h.held_until > ?"
+)
 
 
 def rules_of(conn: Connection, account_id: int, campaign_id: int) -> list[SourceRule]:
     return _rules_by_campaign(conn, account_id, campaign_id).get(campaign_id, [])
 
 
-def _rules_by_campaign(
-    conn: Connection, account_id: int, campaign_id: int | None = None
-) -> dict[int, list[SourceRule]]:
-    """The source rules of the account's campaigns (or of one), each list by position."""
+def rules_query(account_id: int, campaign_id: int | None) -> tuple[str, tuple[object, ...]]:
+    """The statement of the source rules of the account's campaigns (or of one), and its
+    parameters; its rows go to ``rules_from``."""
     only, params = _only("campaign_id", campaign_id)
-    rows = conn.execute(
+    sql = (
         "SELECT campaign_id, id, position, utm_source, utm_medium, utm_campaign, referrer, "
         f"source_type, number FROM source_rules WHERE account_id = ?{only} "
-        "ORDER BY campaign_id, position",
-        (account_id, *params),
-    ).fetchall()
+        "ORDER BY campaign_id, position"
+    )
+    return sql, (account_id, *params)
+
+
+def rules_from(rows: Iterable[Sequence[Any]]) -> dict[int, list[SourceRule]]:
+    """The rules of ``rules_query``'s rows, each campaign's by position."""
     found: dict[int, list[SourceRule]] = {}
     for row in rows:
         found.setdefault(int(row[0]), []).append(SourceRule(*row[1:]))
     return found
+
+
+def _rules_by_campaign(
+    conn: Connection, account_id: int, campaign_id: int | None = None
+) -> dict[int, list[SourceRule]]:
+    """The source rules of the account's campaigns (or of one), each list by position."""
+    return rules_from(conn.execute(*rules_query(account_id, campaign_id)).fetchall())
 
 
 def _numbers(conn: Connection, account_id: int, campaign_id: int) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from calltrack.errors import StoreUnavailable
 from calltrack.model import StoredCall, content_id, format_local, prepare
 from calltrack.store import Store, Window
 from calltrack.store.core import Connection
-from calltrack.store.telephony import CallState, TelephonyEndpoint, WriteLockBusy
+from calltrack.store.telephony import CallState, RecordFacts, TelephonyEndpoint, WriteLockBusy
 from calltrack.store.tracking import SourceRule
 from calltrack.telephony import enrich
 from calltrack.telephony.calls import (
@@ -377,10 +377,14 @@ def _left_behind(state: CallState) -> Iterator[None]:
 def _built(
     store: Store, settings: Settings, states: list[CallState], conn: Connection | None = None
 ) -> dict[int, list[tuple[CallState, StoredCall]]]:
-    """The v3 records of ended calls, per account (what they need read on ``conn`` if given)."""
+    """The v3 records of ended calls, per account (what they need read on ``conn`` if given,
+    for all of them at once)."""
     by_account: dict[int, list[tuple[CallState, StoredCall]]] = {}
-    for state in states:
-        record = build_record(_facts(state), context(store, settings, state, conn))
+    keys = [_facts_key(state) for state in states]
+    known = None if conn is None else store.record_facts_many_in(conn, keys)
+    for index, state in enumerate(states):
+        facts = None if known is None else known[index]
+        record = build_record(_facts(state), context(store, settings, state, conn, facts))
         stored = prepare(record, settings.zone, state.account_id)
         by_account.setdefault(state.account_id, []).append((state, stored))
     return by_account
@@ -399,15 +403,21 @@ def started_record(store: Store, settings: Settings, state_id: int) -> bytes | N
 
 
 def context(
-    store: Store, settings: Settings, state: CallState, conn: Connection | None = None
+    store: Store,
+    settings: Settings,
+    state: CallState,
+    conn: Connection | None = None,
+    known: RecordFacts | None = None,
 ) -> CallContext:
-    """What the account knows of a call besides its events (read on ``conn`` if given)."""
+    """What the account knows of a call besides its events: ``known``, or read (on ``conn``
+    if given)."""
     zone = settings.zone
-    start = state.started_at if state.started_at is not None else state.opened_at
+    start = _start(state)
     caller = _caller_place(state.caller) if state.caller else None
     local, offset = _local_time(start, caller.time_zone if caller else "", zone)
-    ids = (state.account_id, state.caller, state.called, start, state.universal_id)
-    known = store.record_facts(*ids) if conn is None else store.record_facts_in(conn, *ids)
+    if known is None:
+        ids = _facts_key(state)
+        known = store.record_facts(*ids) if conn is None else store.record_facts_in(conn, *ids)
     flags = call_flags(
         [EarlierCall(at, talk) for at, talk in known.earlier],
         EarlierCall(start, state.talk_seconds or 0),
@@ -457,6 +467,15 @@ def context(
     if settings.geoip_db and (geo := enrich.geoip(held.ip, settings.geoip_db)) is not None:
         place = Place(geo.city, geo.region, geo.country)
     return replace(base, visit=visit, place=place, device=enrich.device(held.user_agent))
+
+
+def _start(state: CallState) -> int:
+    return state.started_at if state.started_at is not None else state.opened_at
+
+
+def _facts_key(state: CallState) -> tuple[int, str, str, int, str]:
+    """What ``record_facts`` looks up for a call's record."""
+    return (state.account_id, state.caller, state.called, _start(state), state.universal_id)
 
 
 def _local_time(start: int, caller_zone: str, service_zone: ZoneInfo) -> tuple[str, str]:
