@@ -69,6 +69,10 @@ class GroupCommit(Generic[_Item, _Result]):
                 if not future.done():
                     future.set_exception(exc)
             return
+        except BaseException:  # cancelled (the server stops): no caller is left waiting
+            for _, future in batch:
+                future.cancel()
+            raise
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

@@ -191,9 +191,12 @@ def record_hits(
 ) -> list[HitAnswer | HitRejected | StoreUnavailable | Exception]:
     """Record hits in one transaction, in order (a group commit: each sees the ones before
     it, as if they had come one by one): for each, its answer or what refused it. A hit
-    refused writes nothing and the others go on; should the transaction fail, each hit is
-    recorded again in a transaction of its own, so that one bad hit fails alone."""
+    refused writes nothing and the others go on; should the transaction fail (but for the
+    store being unavailable), each hit is recorded again in a transaction of its own, so
+    that one bad hit fails alone."""
     answers: list[HitAnswer | HitRejected | StoreUnavailable | Exception] = []
+    if not hits:
+        return answers
     try:
         with store.tracking_transaction() as tx:
             for found, hit, visit in hits:
@@ -202,6 +205,10 @@ def record_hits(
                 except HitRejected as exc:
                     answers.append(exc)
         return answers
+    except StoreUnavailable as exc:
+        # The store itself: every hit answered 503, none tried again one by one here (each
+        # would wait out the store's timeout).
+        return [exc] * len(hits)
     except Exception as exc:
         if len(hits) == 1:
             return [exc]
