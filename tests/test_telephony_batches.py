@@ -12,9 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
+import pytest
 
 from calltrack.api.batches import GroupCommit
 from calltrack.api.telephony import REFUSED, Posted, receive_posted
+from calltrack.errors import StoreUnavailable
 from calltrack.store import Store, Window
 from calltrack.store.telephony import CallState
 from tests.conftest import new_account
@@ -254,3 +256,50 @@ def test_a_record_that_cannot_be_built_holds_up_no_other(store: Store) -> None:
     assert all(state.ended for state in calls.values())
     written = {record["universalId"] for record in _records(store, account, now)}
     assert written == {calls["a"].universal_id, calls["b"].universal_id}
+
+
+def test_a_deadlock_is_told_from_a_store_that_is_down(postgres_url: str | None) -> None:
+    """A batch that deadlocks with another worker's is merged again one by one; a store that
+    is down is not (``StoreUnavailable.conflicted``): a real deadlock on PostgreSQL, and a
+    real refused connection."""
+    if postgres_url is None:
+        pytest.skip("PostgreSQL unavailable")
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as setup:
+        setup.execute("DROP TABLE IF EXISTS deadlock_probe")
+        setup.execute("CREATE TABLE deadlock_probe (id int PRIMARY KEY)")
+        setup.execute("INSERT INTO deadlock_probe VALUES (1), (2)")
+    first, second = psycopg.connect(postgres_url), psycopg.connect(postgres_url)
+    caught: list[StoreUnavailable] = []
+
+    def lock(conn: psycopg.Connection[Any], row: int) -> None:
+        try:
+            conn.execute("SELECT 1 FROM deadlock_probe WHERE id = %s FOR UPDATE", (row,))
+        except psycopg.OperationalError as exc:
+            try:
+                raise StoreUnavailable() from exc
+            except StoreUnavailable as wrapped:
+                caught.append(wrapped)
+            conn.rollback()
+
+    try:
+        lock(first, 1)
+        lock(second, 2)
+        waiting = threading.Thread(target=lock, args=(first, 2))
+        waiting.start()
+        time.sleep(0.2)  # the first waits for row 2; the second now closes the cycle
+        lock(second, 1)
+        waiting.join(30)
+    finally:
+        first.close()
+        second.close()
+    assert len(caught) == 1  # PostgreSQL broke the cycle by failing one of the two
+    assert caught[0].conflicted
+
+    try:
+        psycopg.connect("postgresql://nobody@127.0.0.1:1/none", connect_timeout=2)
+    except psycopg.OperationalError as exc:
+        down = StoreUnavailable()
+        down.__cause__ = exc
+        assert not down.conflicted

@@ -138,6 +138,13 @@ class StoreUnavailable(ServiceError):
     message = messages.SERVICE_UNAVAILABLE
     status_code = 503
 
+    @property
+    def conflicted(self) -> bool:
+        """The database rolled the transaction back for its conflict with another one (a
+        deadlock, a serialization failure; SQLSTATE 40P01, 40001): unlike a store that is
+        down, trying it again at once, alone, is likely to succeed."""
+        return getattr(self.__cause__, "sqlstate", None) in ("40P01", "40001")
+
 
 class RateLimited(ServiceError):
     message = messages.TOO_MANY_REQUESTS

@@ -125,17 +125,20 @@ def receive_batch(
                 ids = (delivery.endpoint.account_id, delivery.endpoint.provider)
                 store.spill_events(*ids, _events.encode(delivery.events))
             return [True] * len(deliveries)
-        # The store itself (down, or a deadlock with another worker's batch): each request
-        # answered 503 and retried by its PBX, not tried again one by one here (each of them
-        # would wait out the store's timeout).
-        return [exc] * len(deliveries)
+        if len(deliveries) == 1 or not exc.conflicted:
+            # The store itself: each request answered 503 and retried by its PBX, not tried
+            # again one by one here (each of them would wait out the store's timeout).
+            return [exc] * len(deliveries)
+        log.info(
+            "telephony: %d requests conflicted with another worker's: %s", len(deliveries), exc
+        )
     except Exception as exc:
         if len(deliveries) == 1:
             return [exc]
         log.exception(
             "telephony: %d requests failed together; each is merged alone", len(deliveries)
         )
-    # A batch that failed for one bad request's sake: one by one.
+    # A batch that failed for one bad request's sake, or deadlocked: one by one.
     return [receive_batch(store, settings, [delivery], now)[0] for delivery in deliveries]
 
 

@@ -194,42 +194,58 @@ def record_hits(
     refused writes nothing and the others go on; should the transaction fail (but for the
     store being unavailable), each hit is recorded again in a transaction of its own, so
     that one bad hit fails alone."""
-    answers: list[HitAnswer | HitRejected | StoreUnavailable | Exception] = []
     if not hits:
-        return answers
+        return []
+    answers: dict[int, HitAnswer | HitRejected | StoreUnavailable | Exception] = {}
+    places = list(range(len(hits)))
+    # Where rows lock, the rows are locked in one order in every batch, so two workers'
+    # batches never wait for each other in a cycle: first the addresses' counts, by address,
+    # then the visitors, by id (a visitor's own hits in the order they came).
+    by_address, by_visitor = places, places
+    if store.row_locks:
+        by_address = sorted(places, key=lambda index: hits[index][2].ip)
+        by_visitor = sorted(places, key=lambda index: issued(hits[index][1].v) or "")
     try:
         with store.tracking_transaction() as tx:
-            for found, hit, visit in hits:
+            for index in by_address:
                 try:
-                    answers.append(_record_in(tx, found, hit, visit, zone))
+                    _admit(tx, *hits[index])
                 except HitRejected as exc:
-                    answers.append(exc)
-        return answers
+                    answers[index] = exc
+            for index in by_visitor:
+                if index not in answers:
+                    answers[index] = _record_in(tx, *hits[index], zone)
+        return [answers[index] for index in places]
     except StoreUnavailable as exc:
-        # The store itself: every hit answered 503, none tried again one by one here (each
-        # would wait out the store's timeout).
-        return [exc] * len(hits)
+        if len(hits) == 1 or not exc.conflicted:
+            # The store itself: every hit answered 503, none tried again one by one here
+            # (each would wait out the store's timeout).
+            return [exc] * len(hits)
     except Exception as exc:
         if len(hits) == 1:
             return [exc]
     return [record_hits(store, [posted], zone)[0] for posted in hits]
 
 
+def _admit(tx: TrackingTx, found: HitCampaign, hit: HitBody, visit: Visit) -> None:
+    """Check the hit's page and count it against its address's limit, in ``tx``:
+    HitRejected, with nothing written, when it is refused (403 before 429)."""
+    if not on_site(hit.u, site_host(found.campaign)):
+        raise HitRejected(403, "the page is not on the campaign's site")
+    now = visit.now
+    if visit.ip_limit and not tx.count_ip_hit(visit.ip, now - now % 60, visit.ip_limit):
+        raise HitRejected(429, f"more than {visit.ip_limit} hits a minute from this address")
+
+
 def _record_in(
     tx: TrackingTx, found: HitCampaign, hit: HitBody, visit: Visit, zone: ZoneInfo
 ) -> HitAnswer:
-    """Record one hit in the transaction ``tx``; HitRejected, with nothing written, when it
-    is refused."""
+    """Record one hit that ``_admit`` let in, in the transaction ``tx``."""
     campaign, kinds = found.campaign, found.numbers
     host = site_host(campaign)
-    if not on_site(hit.u, host):
-        raise HitRejected(403, "the page is not on the campaign's site")
     rules = [Rule(*astuple(rule)) for rule in found.rules]
     source = classify(hit.u, hit.r or "", host)
     now = visit.now
-    # Counted first: a hit refused leaves nothing, not even its count.
-    if visit.ip_limit and not tx.count_ip_hit(visit.ip, now - now % 60, visit.ip_limit):
-        raise HitRejected(429, f"more than {visit.ip_limit} hits a minute from this address")
     v = issued(hit.v)
     known, session = tx.visit(v, issued(hit.s), campaign) if v else (None, None)
     visitor = known or VisitorRow(new_id(), 0, None, "{}")
