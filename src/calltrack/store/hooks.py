@@ -369,21 +369,25 @@ class HookQueries(CallQueries):
         for chunk in batched(universal_ids, 500):
             marks = ", ".join("?" * len(chunk))
             rows = conn.execute(
-                "SELECT d.universal_id, d.event, e.url, e.method, d.last_status, d.id "
-                "FROM hook_deliveries d JOIN hook_endpoints e ON e.id = d.endpoint_id "
-                f"WHERE d.universal_id IN ({marks}) AND d.event IN ({events})",
+                "SELECT d.universal_id, d.event, e.url, e.method, d.last_status, d.id, "
+                "d.shown_status FROM hook_deliveries d JOIN hook_endpoints e "
+                f"ON e.id = d.endpoint_id WHERE d.universal_id IN ({marks}) "
+                f"AND d.event IN ({events})",
                 chunk,
             ).fetchall()
-            for universal_id, event, url, method, status, delivery_id in rows:
+            stale: list[tuple[int, int]] = []
+            for universal_id, event, url, method, status, delivery_id, shown in rows:
                 entries = found.setdefault(str(universal_id), {})
                 key = (str(event), str(url), str(method))
                 if key not in entries or entries[key][1] < int(delivery_id):
                     entries[key] = (int(status), int(delivery_id))
-            conn.execute(
-                "UPDATE hook_deliveries SET shown_status = last_status "
-                f"WHERE universal_id IN ({marks}) AND shown_status <> last_status",
-                chunk,
-            )
+                if int(shown) != int(status):
+                    stale.append((int(status), int(delivery_id)))
+            # Marked shown with the status read, not the row's status at the UPDATE: on
+            # PostgreSQL a delivery answered in between (the deliverer's commit) would be
+            # marked shown without having been, and its call's hooks keep 0 for good.
+            if stale:
+                conn.executemany("UPDATE hook_deliveries SET shown_status = ? WHERE id = ?", stale)
         return {
             universal_id: [
                 Hook(
