@@ -303,3 +303,19 @@ def test_a_deadlock_is_told_from_a_store_that_is_down(postgres_url: str | None) 
         down = StoreUnavailable()
         down.__cause__ = exc
         assert not down.conflicted
+
+
+def test_a_callers_calls_that_end_in_one_batch_see_each_other(store: Store) -> None:
+    """Both records are written after both calls' facts are read: the later call is still
+    not unique, as if the requests had come one by one."""
+    account, secret = _account(store, "shop")
+    now = int(time.time())
+    starts = [
+        Posted(secret, _started(call_id, now - 300 + 60 * n)) for n, call_id in enumerate("ab")
+    ]
+    assert receive_posted(store, store.settings, starts) == [None, None]
+    ends = [Posted(secret, _ended(call_id, now - 10)) for call_id in ("b", "a")]
+    assert receive_posted(store, store.settings, ends) == [None, None]
+    calls = _calls(store, account)
+    unique = {record["universalId"]: record["unique"] for record in _records(store, account, now)}
+    assert unique == {calls["a"].universal_id: True, calls["b"].universal_id: False}

@@ -105,7 +105,8 @@ class RecordFacts:
 
     unique_days: int
     target_seconds: int
-    earlier: list[tuple[int, int]]  # (call_time, talk seconds) of the caller's other calls
+    # (call_time, talk seconds, universal id) of the caller's other calls
+    earlier: list[tuple[int, int, str]]
     number: NumberInfo | None  # the called number, if a campaign of the account has it
     rules: list[SourceRule]  # the campaign's rules, for a static number
     held: HeldAt | None  # who held a dynamic number when the call started, with its pages
@@ -401,7 +402,8 @@ class TelephonyQueries(HookQueries, TrackingQueries):
             first.append((_NUMBER_FACTS, (called, account_id)))
             first.append(
                 (
-                    f"SELECT call_time, duration FROM calls{indexed} WHERE account_id = ? "
+                    f"SELECT call_time, duration, universal_id FROM calls{indexed} "
+                    "WHERE account_id = ? "
                     "AND client_number = ? AND call_time BETWEEN ? - 86400 * (SELECT "
                     "unique_days FROM accounts WHERE id = ?) AND ? AND universal_id <> ?",
                     (account_id, caller, start, account_id, start, universal_id),
@@ -435,7 +437,7 @@ class TelephonyQueries(HookQueries, TrackingQueries):
                 RecordFacts(
                     int(head[0]),
                     int(head[1]),
-                    [(int(at), int(talk)) for at, talk in earlier],
+                    [(int(at), int(talk), str(uid)) for at, talk, uid in earlier],
                     number,
                     rules,
                     held,

@@ -389,8 +389,20 @@ def _built(
     by_account: dict[int, list[tuple[CallState, StoredCall]]] = {}
     keys = [_facts_key(state) for state in states]
     known = None if conn is None else store.record_facts_many_in(conn, keys)
+    # The batch's calls are written after all their facts are read: a caller's calls that
+    # end together must still see each other (the later one is not unique).
+    together: dict[tuple[int, str], list[tuple[int, int, str]]] = {}
+    for state in states:
+        if state.caller:
+            mate = (_start(state), state.talk_seconds or 0, state.universal_id)
+            together.setdefault((state.account_id, state.caller), []).append(mate)
     for index, state in enumerate(states):
         facts = None if known is None else known[index]
+        mates = together.get((state.account_id, state.caller), [])
+        if facts is not None and len(mates) > 1:
+            seen = {uid for _, _, uid in facts.earlier} | {state.universal_id}
+            extra = [mate for mate in mates if mate[2] not in seen]
+            facts = replace(facts, earlier=[*facts.earlier, *extra])
         record = build_record(_facts(state), context(store, settings, state, conn, facts))
         stored = prepare(record, settings.zone, state.account_id)
         by_account.setdefault(state.account_id, []).append((state, stored))
@@ -426,7 +438,7 @@ def context(
         ids = _facts_key(state)
         known = store.record_facts(*ids) if conn is None else store.record_facts_in(conn, *ids)
     flags = call_flags(
-        [EarlierCall(at, talk) for at, talk in known.earlier],
+        [EarlierCall(at, talk) for at, talk, _ in known.earlier],
         EarlierCall(start, state.talk_seconds or 0),
         known.unique_days,
         known.target_seconds,
