@@ -51,10 +51,7 @@ class _Adapter:
         """Each statement's rows, all of them sent before any answer is read (pipeline
         mode: one round trip)."""
         with self._conn.pipeline():
-            cursors = [
-                self._conn.execute(sql.replace("?", "%s"), params, binary=True)
-                for sql, params in statements
-            ]
+            cursors = [self.execute(sql, params) for sql, params in statements]
         return [cursor.fetchall() for cursor in cursors]
 
     def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

@@ -361,38 +361,21 @@ class TelephonyQueries(HookQueries, TrackingQueries):
 
     # -- what a record needs ----------------------------------------------------------------
 
-    def record_facts(
-        self, account_id: int, caller: str, called: str, start: int, universal_id: str
-    ) -> RecordFacts:
-        """``record_facts_in`` on a connection of its own."""
+    def record_facts(self, calls: Sequence[tuple[int, str, str, int, str]]) -> list[RecordFacts]:
+        """``record_facts_many_in`` on a connection of its own."""
         self.ensure_ready()
         with self._connect() as conn:
-            return self.record_facts_in(conn, account_id, caller, called, start, universal_id)
-
-    def record_facts_in(
-        self,
-        conn: Connection,
-        account_id: int,
-        caller: str,
-        called: str,
-        start: int,
-        universal_id: str,
-    ) -> RecordFacts:
-        """What a call's record needs beside its events (see ``record_facts_many_in``)."""
-        (facts,) = self.record_facts_many_in(
-            conn, [(account_id, caller, called, start, universal_id)]
-        )
-        return facts
+            return self.record_facts_many_in(conn, calls)
 
     def record_facts_many_in(
         self, conn: Connection, calls: Sequence[tuple[int, str, str, int, str]]
     ) -> list[RecordFacts]:
-        """``record_facts_in`` of several calls (account, caller, called, start, universal id):
-        the account's settings with the called number and its campaign, and the caller's
-        earlier calls within the account's unique days (two statements a call, all sent at
-        once), then the rules of a static number's campaign or the session that held a
-        dynamic one at the start, with its pages (one a call, all sent at once). On
-        PostgreSQL, two round trips for a batch's records instead of three a record."""
+        """What the records of calls (account, caller, called, start, universal id) need
+        beside their events, on ``conn``: the account's settings with the called number and
+        its campaign, and the caller's earlier calls within the account's unique days (two
+        statements a call, all sent at once), then the rules of a static number's campaign
+        or the session that held a dynamic one at the start, with its pages (one a call, all
+        sent at once). On PostgreSQL, two round trips for a batch's records, not three each."""
         # SQLite, without statistics, would rather scan the account's calls of the window in
         # its clustered order (every call of unique_days: 0.5 ms at 2,000 calls, growing with
         # them) than seek the caller's: 4 us. PostgreSQL picks the index itself.

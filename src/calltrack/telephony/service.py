@@ -384,11 +384,11 @@ def _left_behind(state: CallState) -> Iterator[None]:
 def _built(
     store: Store, settings: Settings, states: list[CallState], conn: Connection | None = None
 ) -> dict[int, list[tuple[CallState, StoredCall]]]:
-    """The v3 records of ended calls, per account (what they need read on ``conn`` if given,
-    for all of them at once)."""
+    """The v3 records of ended calls, per account: what they need read for all of them at
+    once (on ``conn`` if given)."""
     by_account: dict[int, list[tuple[CallState, StoredCall]]] = {}
     keys = [_facts_key(state) for state in states]
-    known = None if conn is None else store.record_facts_many_in(conn, keys)
+    known = store.record_facts(keys) if conn is None else store.record_facts_many_in(conn, keys)
     # The batch's calls are written after all their facts are read: a caller's calls that
     # end together must still see each other (the later one is not unique).
     together: dict[tuple[int, str], list[tuple[int, int, str]]] = {}
@@ -396,14 +396,13 @@ def _built(
         if state.caller:
             mate = (_start(state), state.talk_seconds or 0, state.universal_id)
             together.setdefault((state.account_id, state.caller), []).append(mate)
-    for index, state in enumerate(states):
-        facts = None if known is None else known[index]
+    for state, facts in zip(states, known, strict=True):
         mates = together.get((state.account_id, state.caller), [])
-        if facts is not None and len(mates) > 1:
+        if len(mates) > 1:
             seen = {uid for _, _, uid in facts.earlier} | {state.universal_id}
             extra = [mate for mate in mates if mate[2] not in seen]
             facts = replace(facts, earlier=[*facts.earlier, *extra])
-        record = build_record(_facts(state), context(store, settings, state, conn, facts))
+        record = build_record(_facts(state), context(store, settings, state, facts))
         stored = prepare(record, settings.zone, state.account_id)
         by_account.setdefault(state.account_id, []).append((state, stored))
     return by_account
@@ -422,21 +421,15 @@ def started_record(store: Store, settings: Settings, state_id: int) -> bytes | N
 
 
 def context(
-    store: Store,
-    settings: Settings,
-    state: CallState,
-    conn: Connection | None = None,
-    known: RecordFacts | None = None,
+    store: Store, settings: Settings, state: CallState, known: RecordFacts | None = None
 ) -> CallContext:
-    """What the account knows of a call besides its events: ``known``, or read (on ``conn``
-    if given)."""
+    """What the account knows of a call besides its events: ``known``, or read."""
     zone = settings.zone
     start = _start(state)
     caller = _caller_place(state.caller) if state.caller else None
     local, offset = _local_time(start, caller.time_zone if caller else "", zone)
     if known is None:
-        ids = _facts_key(state)
-        known = store.record_facts(*ids) if conn is None else store.record_facts_in(conn, *ids)
+        (known,) = store.record_facts([_facts_key(state)])
     flags = call_flags(
         [EarlierCall(at, talk) for at, talk, _ in known.earlier],
         EarlierCall(start, state.talk_seconds or 0),
@@ -493,7 +486,7 @@ def _start(state: CallState) -> int:
 
 
 def _facts_key(state: CallState) -> tuple[int, str, str, int, str]:
-    """What ``record_facts`` looks up for a call's record."""
+    """What ``Store.record_facts`` looks up for a call's record."""
     return (state.account_id, state.caller, state.called, _start(state), state.universal_id)
 
 
