@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from calltrack.api.tracking import answer_hits
+from calltrack.api.tracking import PostedHit, answer_hits
+from calltrack.errors import StoreUnavailable
 from calltrack.store import Store
 from calltrack.store.tracking import TrackingTx
 from calltrack.tracking.hits import HitAnswer, HitBody, HitRejected, Visit
@@ -105,3 +106,21 @@ def test_a_hit_that_fails_in_a_batch_fails_alone(
     assert isinstance(poisoned, RuntimeError)
     assert {first.n, last.n} == {"74950000000", "74950000001"}
     assert _count(store, "sessions") == 2
+
+
+def test_a_store_that_cannot_be_read_is_asked_once_a_batch(store: Store) -> None:
+    """Each hit would wait out the store's timeout: once one campaign read fails, the batch's
+    other hits get the same 503 without asking again."""
+    campaign = tracked_campaign(store, dynamic=2)
+    asked: list[str] = []
+
+    def hit_campaign(self: Store, key: str) -> Any:
+        asked.append(key)
+        raise StoreUnavailable()
+
+    store.__class__ = type("Down", (type(store),), {"hit_campaign": hit_campaign})
+    visit = Visit("198.51.100.1", "Mozilla/5.0", int(time.time()), 0)
+    hits: list[PostedHit] = [(_hit(campaign.site_key), SITE, visit) for _ in range(3)]
+    answers = answer_hits(store, hits, store.settings.zone)
+    assert asked == [campaign.site_key]
+    assert all(isinstance(answer, StoreUnavailable) for answer in answers)

@@ -23,12 +23,13 @@ from calltrack.config import Settings
 from calltrack.demo_site import demo_page
 from calltrack.errors import StoreUnavailable
 from calltrack.store import Store
-from calltrack.store.tracking import HitCampaign, TrackingCampaign
+from calltrack.store.tracking import TrackingCampaign
 from calltrack.tracking.hits import (
     MAX_HIT_BYTES,
     HitAnswer,
     HitBody,
     HitRejected,
+    HitToRecord,
     Visit,
     issued,
     on_site,
@@ -146,15 +147,21 @@ def answer_hits(store: Store, hits: list[PostedHit], zone: ZoneInfo) -> list[Hit
     then all recorded in one transaction. For each, its answer or what refused it."""
     answers: dict[int, HitAnswer | Exception] = {}
     recorded: list[int] = []
-    batch: list[tuple[HitCampaign, HitBody, Visit]] = []
+    batch: list[HitToRecord] = []
+    down: StoreUnavailable | None = None  # the store, once a campaign could not be read
     for place, (hit, origin, visit) in enumerate(hits):
         try:
+            if down is not None:  # not asked again for each hit, each waiting the timeout
+                raise down
             found = store.hit_campaign(hit.k) if issued(hit.k) else None  # a NUL was a 500
             if found is None:
                 raise HitRejected(404, "unknown site key")
             if origin is not None and not on_site(origin, site_host(found.campaign)):
                 raise HitRejected(403, "this origin may not post hits for the campaign")
-        except (HitRejected, StoreUnavailable) as exc:
+        except StoreUnavailable as exc:
+            answers[place] = down = exc
+            continue
+        except HitRejected as exc:
             answers[place] = exc
             continue
         recorded.append(place)

@@ -183,11 +183,11 @@ def record_campaign_hit(
 
 # A hit to record: its campaign (``Store.hit_campaign``), what the snippet posted, and who
 # posted it when.
-PostedHit = tuple[HitCampaign, HitBody, Visit]
+HitToRecord = tuple[HitCampaign, HitBody, Visit]
 
 
 def record_hits(
-    store: Store, hits: list[PostedHit], zone: ZoneInfo
+    store: Store, hits: list[HitToRecord], zone: ZoneInfo
 ) -> list[HitAnswer | HitRejected | StoreUnavailable | Exception]:
     """Record hits in one transaction, in order (a group commit: each sees the ones before
     it, as if they had come one by one): for each, its answer or what refused it. A hit
