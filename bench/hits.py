@@ -18,6 +18,10 @@ import data
 import load
 import procs
 
+from calltrack.config import Settings
+from calltrack.store import open_store
+from calltrack.store.core import unix_now
+
 SITE = "https://shop.example"
 PAGE = SITE + "/p?utm_source=x"
 ACCOUNT = "shop"
@@ -54,6 +58,36 @@ def _campaign(url: str, campaign_id: int, pool: int, first: int) -> Campaign:
         list(run.map(add, range(first, first + pool)))
     snippet = data.calltrack(url, "campaign", "snippet", ACCOUNT, cid)
     return Campaign(campaign_id, str(snippet["site_key"]), pool)
+
+
+def add_history(url: str, campaign: Campaign, days: int = 365, per_day: int = 400) -> int:
+    """A year of earlier holds of the campaign's pool numbers (``per_day`` a day across the
+    pool), as a store that has run a year holds: a hit that keeps its number must find the
+    number's current hold among them. The number of holds added."""
+    store = open_store(Settings.from_env(env={}, database_url=url))
+    try:
+        with store._connect() as conn:
+            (account,) = conn.execute(
+                "SELECT id FROM accounts WHERE name = ?", (ACCOUNT,)
+            ).fetchone()
+        first = unix_now() - days * 86400
+        step = 86400 // per_day
+        rows = [
+            (account, str(POOL_FIRST + 100 + index % campaign.pool), f"old{index}",
+             first + index * step, first + index * step + 600)
+            for index in range(days * per_day)
+        ]  # fmt: skip
+        with store._transaction() as conn:
+            conn.executemany(
+                "INSERT INTO holds (account_id, number, session_id, held_from, held_until) "
+                "VALUES (?, ?, ?, ?, ?)",
+                rows,
+            )
+        with store._connect() as conn:  # as autovacuum would after such a load
+            conn.execute("ANALYZE holds")
+        return len(rows)
+    finally:
+        store.close()
 
 
 def pool_state(url: str, campaign: Campaign) -> dict[str, object]:

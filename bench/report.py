@@ -200,7 +200,8 @@ def hit_lines(results: Result) -> list[str]:
         lines.append(
             f"- {server}: after the run `calltrack campaign pool` says {pool.get('size')} "
             f"numbers, {pool.get('held_now')} held now, {pool.get('exhausted_hits_24h'):,} "
-            f"stub hits in 24 h; served with "
+            f"stub hits in 24 h, beside {data.get('history', 0):,} holds of a year before; "
+            "served with "
             + ", ".join(f"{k}={v}" for k, v in env.items())
             + " (every hit comes from 127.0.0.1)."
         )

@@ -157,6 +157,8 @@ def bench_hits(
     server_cpus, client_cpus = cpus
     step(f"{name}: hits: campaigns and {HIT_POOL} + 2 dynamic numbers with the CLI")
     warm, campaign = hits.setup(url, HIT_POOL)
+    history = hits.add_history(url, campaign)
+    step(f"{name}: hits: {history:,} holds of a year before added to the pool's history")
     server = servers.calltrack_server(name, url, {}, args.workers)
     server.env = dict(hits.ENV)
     running = servers.launch(server, args.workers, server_cpus, args.out / "logs" / "servers.log")
@@ -187,7 +189,8 @@ def bench_hits(
     finally:
         procs.stop(running.proc)
     # "load": the closed loop as the page servers are pinned, the row earlier runs reported
-    return {"load": runs[0], "runs": runs, "pool": hits.pool_state(url, campaign), "env": hits.ENV}
+    pool = hits.pool_state(url, campaign)
+    return {"load": runs[0], "runs": runs, "pool": pool, "env": hits.ENV, "history": history}
 
 
 def only_hits(args: argparse.Namespace) -> None:

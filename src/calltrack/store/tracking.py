@@ -180,6 +180,13 @@ def new_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+# The hold of a number that a session holds now: the number's latest (a number is lent
+# again only once its hold ended), if it is that session's. Found by the index of the number's
+# holds, not among all of them: the history of a busy number grows by thousands a month.
+_CURRENT_HOLD = (
+    "id = (SELECT id FROM holds WHERE account_id = ? AND number = ? "
+    "ORDER BY held_from DESC, id DESC LIMIT 1) AND session_id = ?"
+)
 _VISITOR_COLUMNS = "v.id, v.sessions, v.source_at, v.source, v.last_seen_at"
 _CAMPAIGN_COLUMNS = (
     "account_id, campaign_id, name, site, status, site_key, hold_seconds, stub, "
@@ -328,8 +335,7 @@ class TrackingTx:
         if row is None:
             return False
         self.conn.execute(
-            "UPDATE holds SET held_until = ? WHERE id = (SELECT max(id) FROM holds "
-            "WHERE account_id = ? AND number = ? AND session_id = ?)",
+            f"UPDATE holds SET held_until = ? WHERE {_CURRENT_HOLD}",
             (int(row[0]), campaign.account_id, number, session_id),
         )
         return True
@@ -361,9 +367,8 @@ class TrackingTx:
             "p AS (UPDATE phones SET held_until = CASE WHEN held_until > ? THEN held_until "
             "ELSE ? END WHERE account_id = ? AND campaign_id = ? AND number = ? "
             "AND kind = 'dynamic' AND held_by = ? AND held_until > ? RETURNING held_until)",
-            "h AS (UPDATE holds SET held_until = (SELECT held_until FROM p) WHERE id = "
-            "(SELECT max(id) FROM holds WHERE account_id = ? AND number = ? AND session_id = ?) "
-            "AND EXISTS (SELECT 1 FROM p))",
+            "h AS (UPDATE holds SET held_until = (SELECT held_until FROM p) "
+            f"WHERE {_CURRENT_HOLD} AND EXISTS (SELECT 1 FROM p))",
             "s AS (UPDATE sessions SET last_activity_at = ?, number = ? WHERE id = ? "
             "AND EXISTS (SELECT 1 FROM p))",
         ]
