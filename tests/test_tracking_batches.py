@@ -20,7 +20,7 @@ from tests.test_tracking_hits import SITE, tracked_campaign
 
 def _hit(key: str, visitor: HitAnswer | None = None, **fields: Any) -> HitBody:
     ids = {"v": visitor.v, "s": visitor.s} if visitor else {}
-    return HitBody(k=key, u=f"{SITE}/catalog?utm_source=yandex", **{**ids, **fields})
+    return HitBody(**{"k": key, "u": f"{SITE}/catalog?utm_source=yandex", **ids, **fields})
 
 
 def _count(store: Store, table: str) -> int:
@@ -77,17 +77,24 @@ def test_a_batch_of_hits_answers_each_as_if_it_came_alone(store: Store) -> None:
     ]
 
 
+@pytest.mark.parametrize("failure", ["raised", "refused by the database"])
 def test_a_hit_that_fails_in_a_batch_fails_alone(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
+    """Whether the failure is raised at its own statement or, refused by the database, at a
+    later one (on PostgreSQL a batch's writes are pipelined: the error comes back with
+    another hit's statement), the batch is rolled back whole and its hits recorded again one
+    by one, so that only the bad one fails."""
     campaign = tracked_campaign(store, dynamic=2)
     key, zone, now = campaign.site_key, store.settings.zone, int(time.time())
     real = TrackingTx.add_session
 
     def add_session(self: TrackingTx, session: Any, *args: Any) -> None:
-        if args[-1] == "poison":  # the user agent, the last argument
+        if args[-1] == "poison" and failure == "raised":  # the user agent, the last argument
             raise RuntimeError("this session cannot be stored")
         real(self, session, *args)
+        if args[-1] == "poison":  # a second row of the same id: the database refuses it
+            real(self, session, *args)
 
     # The store's own transaction, but for one user agent: the batch's transaction fails.
     monkeypatch.setattr(TrackingTx, "add_session", add_session)
@@ -103,9 +110,12 @@ def test_a_hit_that_fails_in_a_batch_fails_alone(
     first, poisoned, last = answers
     assert isinstance(first, HitAnswer)
     assert isinstance(last, HitAnswer)
-    assert isinstance(poisoned, RuntimeError)
+    assert not isinstance(poisoned, HitAnswer)
+    if failure == "raised":
+        assert isinstance(poisoned, RuntimeError)
     assert {first.n, last.n} == {"74950000000", "74950000001"}
     assert _count(store, "sessions") == 2
+    assert _count(store, "holds") == 2  # the poisoned hit's hold went with its transaction
 
 
 def test_a_store_that_cannot_be_read_is_asked_once_a_batch(store: Store) -> None:
@@ -124,3 +134,31 @@ def test_a_store_that_cannot_be_read_is_asked_once_a_batch(store: Store) -> None
     answers = answer_hits(store, hits, store.settings.zone)
     assert asked == [campaign.site_key]
     assert all(isinstance(answer, StoreUnavailable) for answer in answers)
+
+
+def test_a_visitors_hits_in_one_batch_see_each_other(store: Store) -> None:
+    """A batch reads its visitors at once, before it writes: a visitor's second hit in the
+    batch must still see what its first wrote (here the session that hit started)."""
+    campaign = tracked_campaign(store, dynamic=3)
+    key, zone, now = campaign.site_key, store.settings.zone, int(time.time())
+    visit = Visit("198.51.100.7", "Mozilla/5.0", now, 0)
+    (first,) = answer_hits(store, [(_hit(key), SITE, visit)], zone)
+    assert isinstance(first, HitAnswer)
+    google = _hit(key, first, u=f"{SITE}/?utm_source=google")  # another source: a new visit
+    facebook = _hit(key, first, u=f"{SITE}/?utm_source=facebook")  # and another
+    second, third, other = answer_hits(
+        store, [(google, SITE, visit), (facebook, SITE, visit), (_hit(key), SITE, visit)], zone
+    )
+    assert isinstance(second, HitAnswer)
+    assert isinstance(third, HitAnswer)
+    assert isinstance(other, HitAnswer)
+    assert second.v == third.v == first.v != other.v
+    assert len({first.s, second.s, third.s}) == 3
+    with store._connect() as conn:
+        sessions = conn.execute("SELECT sessions FROM visitors WHERE id = ?", (first.v,)).fetchone()
+        ordinals = conn.execute(
+            "SELECT ordinal FROM sessions WHERE visitor_id = ? ORDER BY started_at, ordinal",
+            (first.v,),
+        ).fetchall()
+    assert int(sessions[0]) == 3
+    assert [int(ordinal) for (ordinal,) in ordinals] == [1, 2, 3]

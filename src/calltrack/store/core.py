@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, ClassVar, Protocol
 
 from calltrack.config import ConfigError, Settings
@@ -82,6 +82,11 @@ class StoreCore(ABC):
         """Each statement's rows (PostgreSQL sends them all before it reads an answer: one
         round trip for all)."""
         return [conn.execute(sql, params).fetchall() for sql, params in statements]
+
+    def _pipelined(self, conn: Connection) -> AbstractContextManager[None]:
+        """Around statements most of whose rows nobody reads: PostgreSQL sends them without
+        waiting for their answers (``_Adapter.pipelined``); SQLite has no round trips."""
+        return nullcontext()
 
     @contextmanager
     def _bulk_writing(self) -> Iterator[None]:

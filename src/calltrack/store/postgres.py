@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final
 
 from calltrack.config import ConfigError, Settings
@@ -46,6 +46,15 @@ class _Adapter:
             return
         with self._conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), rows)
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        """Pipeline mode: a statement is sent at once but its answer is read only when a row
+        of it is fetched (or at the block's end), so statements whose rows nobody reads cost
+        no round trip of their own. An error is raised at the next fetch, not at its own
+        statement."""
+        with self._conn.pipeline():
+            yield
 
     def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         """Each statement's rows, all of them sent before any answer is read (pipeline
@@ -171,6 +180,10 @@ class PostgresStore(SqlStore):
             if len(statements) > 1
             else super()._fetch_each(conn, statements)
         )
+
+    def _pipelined(self, conn: Connection) -> AbstractContextManager[None]:
+        assert isinstance(conn, _Adapter)
+        return conn.pipelined()
 
     def _has_table(self, conn: Connection, name: str) -> bool:
         return bool(conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0])

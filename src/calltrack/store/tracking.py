@@ -221,21 +221,52 @@ class TrackingTx:
         """The campaign's visitor, and its session ``session_id`` if it has one of that id;
         both locked where rows lock. One statement when the session is the visitor's (every
         hit of a visit after its first), two otherwise."""
+        (found,) = self.visits([(visitor_id, session_id, campaign)])
+        return found
+
+    def visits(
+        self, wanted: Sequence[tuple[str, str | None, TrackingCampaign]]
+    ) -> list[tuple[VisitorRow | None, SessionRow | None]]:
+        """``visit`` of each (visitor id, session id, campaign), in that order, which is the
+        order their rows lock in. Where rows lock (PostgreSQL, pipelined) the statements of
+        all are sent before any answer is read: one round trip for a group commit's
+        visitors, two when some session is not its visitor's."""
         where = "v.id = ? AND v.account_id = ? AND v.campaign_id = ?"
-        params = (visitor_id, campaign.account_id, campaign.campaign_id)
-        if session_id is not None:
-            row = self.conn.execute(
+        found: list[tuple[VisitorRow | None, SessionRow | None]] = [(None, None)] * len(wanted)
+        with_session = [place for place, (_, session, _) in enumerate(wanted) if session]
+        rows = self._rows_of_each(
+            (
                 f"SELECT {_VISITOR_COLUMNS}, s.id, s.visitor_id, s.started_at, "
                 "s.last_activity_at, s.source, s.number FROM visitors v JOIN sessions s "
                 f"ON s.id = ? AND s.visitor_id = v.id WHERE {where}{self._for_update}",
-                (session_id, *params),
-            ).fetchone()
+                (session, visitor, campaign.account_id, campaign.campaign_id),
+            )
+            for visitor, session, campaign in (wanted[place] for place in with_session)
+        )
+        for place, row in zip(with_session, rows, strict=True):
             if row is not None:
-                return VisitorRow(*row[:5]), SessionRow(*row[5:])
-        row = self.conn.execute(
-            f"SELECT {_VISITOR_COLUMNS} FROM visitors v WHERE {where}{self._for_update}", params
-        ).fetchone()
-        return (None if row is None else VisitorRow(*row)), None
+                found[place] = VisitorRow(*row[:5]), SessionRow(*row[5:])
+        alone = [place for place, (_, session) in enumerate(found) if session is None]
+        rows = self._rows_of_each(
+            (
+                f"SELECT {_VISITOR_COLUMNS} FROM visitors v WHERE {where}{self._for_update}",
+                (visitor, campaign.account_id, campaign.campaign_id),
+            )
+            for visitor, _, campaign in (wanted[place] for place in alone)
+        )
+        for place, row in zip(alone, rows, strict=True):
+            found[place] = (None if row is None else VisitorRow(*row)), None
+        return found
+
+    def _rows_of_each(
+        self, statements: Iterable[tuple[str, Sequence[Any]]]
+    ) -> list[Sequence[Any] | None]:
+        """The first row of each statement (or None), all of them sent before any answer
+        is read: in a pipeline (``TrackingQueries.tracking_transaction``) one round trip."""
+        if not self._row_locks:
+            return [self.conn.execute(sql, params).fetchone() for sql, params in statements]
+        cursors = [self.conn.execute(sql, params) for sql, params in statements]
+        return [cursor.fetchone() for cursor in cursors]
 
     def save_visitor(
         self, visitor: VisitorRow, campaign: TrackingCampaign, now: int, before: VisitorRow | None
@@ -681,16 +712,22 @@ class TrackingQueries(StoreCore):
                 yield TrackingTx(conn, row_locks=False)
             return
         # The live transaction (no write lock of imports) by hand, on an autocommit
-        # connection that stays checked out for the count after it.
+        # connection that stays checked out for the count after it. Pipelined: a hit's
+        # writes are sent without waiting, and answered with the next statement whose rows
+        # are read, so they cost no round trip of their own.
         with self._connect() as conn:
-            conn.execute("BEGIN")
             tx = TrackingTx(conn, row_locks=True)
             try:
-                yield tx
+                with self._pipelined(conn):
+                    conn.execute("BEGIN")
+                    yield tx
+                    conn.execute("COMMIT")
             except BaseException:
+                # Out of the pipeline, which an error leaves aborted up to its end. Should
+                # the COMMIT itself have failed, there is no transaction left: PostgreSQL
+                # only warns.
                 conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             tx.count_deferred()
 
     # -- reading what hits left -------------------------------------------------------------

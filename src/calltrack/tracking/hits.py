@@ -212,9 +212,10 @@ def record_hits(
                     _admit(tx, *hits[index])
                 except HitRejected as exc:
                     answers[index] = exc
-            for index in by_visitor:
-                if index not in answers:
-                    answers[index] = _record_in(tx, *hits[index], zone)
+            admitted = [index for index in by_visitor if index not in answers]
+            seen = _first_visits(tx, [hits[index] for index in admitted])
+            for index, visited in zip(admitted, seen, strict=True):
+                answers[index] = _record_in(tx, *hits[index], zone, visited)
         return [answers[index] for index in places]
     except StoreUnavailable as exc:
         if len(hits) == 1 or not exc.conflicted:
@@ -237,17 +238,51 @@ def _admit(tx: TrackingTx, found: HitCampaign, hit: HitBody, visit: Visit) -> No
         raise HitRejected(429, f"more than {visit.ip_limit} hits a minute from this address")
 
 
+# A hit's visitor and session as stored, if any (``TrackingTx.visit``).
+Visited = tuple[VisitorRow | None, SessionRow | None]
+
+
+def _first_visits(tx: TrackingTx, hits: list[HitToRecord]) -> list[Visited | None]:
+    """The stored visit of each hit that is its visitor's first in ``hits``, read for all of
+    them at once (on PostgreSQL one round trip, not one a hit); None for a hit whose visitor
+    came earlier in ``hits``, which must see what that earlier hit writes."""
+    seen: list[Visited | None] = [(None, None)] * len(hits)  # no visitor id: a new visitor
+    firsts: dict[str, int] = {}  # a visitor id: the place of its first hit
+    for place, (_, hit, _) in enumerate(hits):
+        visitor = issued(hit.v)
+        if visitor is not None:
+            if visitor in firsts:
+                seen[place] = None
+            else:
+                firsts[visitor] = place
+    wanted = [
+        (visitor, issued(hits[place][1].s), hits[place][0].campaign)
+        for visitor, place in firsts.items()
+    ]
+    for place, visited in zip(firsts.values(), tx.visits(wanted), strict=True):
+        seen[place] = visited
+    return seen
+
+
 def _record_in(
-    tx: TrackingTx, found: HitCampaign, hit: HitBody, visit: Visit, zone: ZoneInfo
+    tx: TrackingTx,
+    found: HitCampaign,
+    hit: HitBody,
+    visit: Visit,
+    zone: ZoneInfo,
+    visited: Visited | None = None,
 ) -> HitAnswer:
-    """Record one hit that ``_admit`` let in, in the transaction ``tx``."""
+    """Record one hit that ``_admit`` let in, in the transaction ``tx``; ``visited``, its
+    stored visit if already read (``_first_visits``)."""
     campaign, kinds = found.campaign, found.numbers
     host = site_host(campaign)
     rules = [Rule(*astuple(rule)) for rule in found.rules]
     source = classify(hit.u, hit.r or "", host)
     now = visit.now
-    v = issued(hit.v)
-    known, session = tx.visit(v, issued(hit.s), campaign) if v else (None, None)
+    if visited is None:
+        v = issued(hit.v)
+        visited = tx.visit(v, issued(hit.s), campaign) if v else (None, None)
+    known, session = visited
     visitor = known or VisitorRow(new_id(), 0, None, "{}")
     fresh = session is None or _ends(session, source, hit.t, now, zone)
     if session is None or fresh:
