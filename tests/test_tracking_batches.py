@@ -162,3 +162,36 @@ def test_a_visitors_hits_in_one_batch_see_each_other(store: Store) -> None:
         ).fetchall()
     assert int(sessions[0]) == 3
     assert [int(ordinal) for (ordinal,) in ordinals] == [1, 2, 3]
+
+
+def test_a_batch_asks_a_held_pool_once_a_second(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once every pool number is held, the batch's later hits of the same second are shown
+    the stub without asking the pool again (on PostgreSQL each question was a round trip)."""
+    campaign = tracked_campaign(store, dynamic=1)
+    key, zone, now = campaign.site_key, store.settings.zone, int(time.time())
+    visits = [Visit(f"198.51.100.{index}", "Mozilla/5.0", now, 0) for index in range(4)]
+    asked: list[str] = []
+    real = TrackingTx.__init__
+
+    def counting(self: TrackingTx, conn: Any, row_locks: bool) -> None:
+        class Counted:  # the real connection, its questions to the pool counted
+            def __getattr__(self, name: str) -> Any:
+                return getattr(conn, name)
+
+            def execute(self, sql: str, params: Any = ()) -> Any:
+                if sql.startswith("SELECT number FROM phones"):
+                    asked.append(sql)
+                return conn.execute(sql, params)
+
+        real(self, Counted(), row_locks)
+
+    monkeypatch.setattr(TrackingTx, "__init__", counting)
+    answers = answer_hits(store, [(_hit(key), SITE, visit) for visit in visits], zone)
+    numbers = [answer.n for answer in answers if isinstance(answer, HitAnswer)]
+    assert numbers == ["74950000000", "74959999999", "74959999999", "74959999999"]
+    assert len(asked) == 2  # the lend, then the question that found the pool held
+    with store._connect() as conn:
+        (stub_hits,) = conn.execute("SELECT sum(hits) FROM exhausted_hits").fetchone()
+    assert int(stub_hits) == 3

@@ -211,6 +211,9 @@ class TrackingTx:
         self._row_locks = row_locks
         # Stub page views to count after the commit, by (account, campaign, minute).
         self._exhausted: dict[tuple[int, int, int], int] = {}
+        # The pools found with every number held, by (account, campaign, now): the hits of a
+        # group commit that come in the same second are lent nothing without asking again.
+        self._pools_held: set[tuple[int, int, int]] = set()
         # Where rows lock (PostgreSQL), a hit locks the rows it decides on.
         self._for_update = " FOR UPDATE" if row_locks else ""
         self._skip_locked = " FOR UPDATE SKIP LOCKED" if row_locks else ""
@@ -425,7 +428,13 @@ class TrackingTx:
 
         Where rows lock, a number another hit is lending at this moment is skipped, not
         waited for: two sessions never get one number, and neither waits for the other.
+        Once a pool had none to lend, the transaction's later hits of the same second get
+        none either without asking (a number frees by time; one freed at once, by a hold
+        ended or a number added, is lent from the next second on).
         """
+        pool = (campaign.account_id, campaign.campaign_id, now)
+        if pool in self._pools_held:
+            return None
         row = self.conn.execute(
             "SELECT number FROM phones WHERE account_id = ? AND campaign_id = ? "
             "AND kind = 'dynamic' AND (held_until IS NULL OR held_until <= ?) "
@@ -433,6 +442,7 @@ class TrackingTx:
             (campaign.account_id, campaign.campaign_id, now),
         ).fetchone()
         if row is None:
+            self._pools_held.add(pool)
             return None
         number = str(row[0])
         until = now + campaign.hold_seconds
