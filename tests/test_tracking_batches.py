@@ -195,3 +195,26 @@ def test_a_batch_asks_a_held_pool_once_a_second(
     with store._connect() as conn:
         (stub_hits,) = conn.execute("SELECT sum(hits) FROM exhausted_hits").fetchone()
     assert int(stub_hits) == 3
+
+
+def test_a_keep_that_fails_lends_before_the_next_hits_lend(store: Store) -> None:
+    """The keeps of a batch are sent together and settled later, but a keep that fails (its
+    hold ended) lends before any later hit of the batch lends: the numbers go as if the hits
+    had come one by one."""
+    campaign = tracked_campaign(store, dynamic=3, hold_seconds=60)
+    key, zone, start = campaign.site_key, store.settings.zone, int(time.time()) - 600
+    visit = Visit("198.51.100.7", "Mozilla/5.0", start, 0)
+    answers = answer_hits(store, [(_hit(key), SITE, visit), (_hit(key), SITE, visit)], zone)
+    lent = [answer for answer in answers if isinstance(answer, HitAnswer)]
+    assert sorted(answer.n for answer in lent) == ["74950000000", "74950000001"]
+    # Both holds ended: the first in the batch's order (by visitor on PostgreSQL) pings and
+    # must lend again, the second starts a visit from another source and lends too.
+    keeper, returning = sorted(lent, key=lambda answer: answer.v)
+    later = Visit("198.51.100.7", "Mozilla/5.0", start + 61, 0)
+    ping = _hit(key, keeper, t="ping")
+    google = _hit(key, returning, u=f"{SITE}/?utm_source=google")
+    first, second = answer_hits(store, [(ping, SITE, later), (google, SITE, later)], zone)
+    assert isinstance(first, HitAnswer)
+    assert isinstance(second, HitAnswer)
+    assert first.n == "74950000002"  # never held: free the longest
+    assert second.n == "74950000000"  # both others free since the same second: by number

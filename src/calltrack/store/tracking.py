@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -374,28 +374,31 @@ class TrackingTx:
         )
         return True
 
-    def keep_visit(
+    def send_keep_visit(
         self,
         campaign: TrackingCampaign,
         session_id: str,
         number: str,
         now: int,
         page_url: str | None,
-    ) -> bool:
+    ) -> Callable[[], bool]:
         """A hit of a session going on with ``number``: extend its hold (``extend_hold``),
-        mark the session active and add the page view of ``page_url`` (None: a ping); False,
-        with nothing written, when its hold ended or the number is gone.
+        mark the session active and add the page view of ``page_url`` (None: a ping). The
+        function returned says whether it did: False, with nothing written, when the hold
+        ended or the number is gone. In a pipeline (PostgreSQL) the statement is sent at
+        once and answered with the next one whose rows are read: several hits' keeps cost
+        one round trip.
 
         Where rows lock (PostgreSQL) one statement of data-modifying CTEs: every statement is
         a round trip, and a hit's round trips were most of its time. SQLite has no such CTEs
         and no network, and runs them one by one."""
         if not self._row_locks:
-            if not self.extend_hold(campaign, number, session_id, now):
-                return False
-            self.touch_session(session_id, now, number)
-            if page_url is not None:
-                self.add_page_view(session_id, now, page_url)
-            return True
+            kept = self.extend_hold(campaign, number, session_id, now)
+            if kept:
+                self.touch_session(session_id, now, number)
+                if page_url is not None:
+                    self.add_page_view(session_id, now, page_url)
+            return lambda: kept
         until = now + campaign.hold_seconds
         parts = [
             "p AS (UPDATE phones SET held_until = CASE WHEN held_until > ? THEN held_until "
@@ -417,10 +420,8 @@ class TrackingTx:
                 "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM p))"
             )
             params += [session_id, now, page_url]
-        row = self.conn.execute(
-            f"WITH {', '.join(parts)} SELECT count(*) FROM p", params
-        ).fetchone()
-        return int(row[0]) > 0
+        cursor = self.conn.execute(f"WITH {', '.join(parts)} SELECT count(*) FROM p", params)
+        return lambda: int(cursor.fetchone()[0]) > 0
 
     def lend(self, campaign: TrackingCampaign, session_id: str, now: int) -> str | None:
         """Lend the session the campaign's dynamic number that has been free the longest

@@ -7,6 +7,7 @@ package; the store runs the queries and lends numbers under row locks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, replace
 from functools import lru_cache
 from typing import Final, Literal
@@ -213,9 +214,9 @@ def record_hits(
                 except HitRejected as exc:
                     answers[index] = exc
             admitted = [index for index in by_visitor if index not in answers]
-            seen = _first_visits(tx, [hits[index] for index in admitted])
-            for index, visited in zip(admitted, seen, strict=True):
-                answers[index] = _record_in(tx, *hits[index], zone, visited)
+            in_order = [hits[index] for index in admitted]
+            recorded = _record_all(tx, in_order, _first_visits(tx, in_order), zone)
+            answers.update(zip(admitted, recorded, strict=True))
         return [answers[index] for index in places]
     except StoreUnavailable as exc:
         if len(hits) == 1 or not exc.conflicted:
@@ -264,20 +265,37 @@ def _first_visits(tx: TrackingTx, hits: list[HitToRecord]) -> list[Visited | Non
     return seen
 
 
-def _record_in(
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a hit decided before its writes: its visitor and session (new ones not yet
+    stored), its number if fixed (None: the pool's), and whether it may keep the number its
+    visit holds (``TrackingTx.send_keep_visit`` then says whether it did)."""
+
+    found: HitCampaign
+    hit: HitBody
+    visit: Visit
+    known: VisitorRow | None
+    visitor: VisitorRow
+    session: SessionRow
+    fresh: bool
+    number: str | None
+    page: str | None
+    may_keep: bool
+
+
+def _plan(
     tx: TrackingTx,
     found: HitCampaign,
     hit: HitBody,
     visit: Visit,
     zone: ZoneInfo,
-    visited: Visited | None = None,
-) -> HitAnswer:
-    """Record one hit that ``_admit`` let in, in the transaction ``tx``; ``visited``, its
-    stored visit if already read (``_first_visits``)."""
+    visited: Visited | None,
+) -> _Plan:
+    """Decide a hit that ``_admit`` let in; ``visited``, its stored visit if already read
+    (``_first_visits``), else it is read here."""
     campaign, kinds = found.campaign, found.numbers
-    host = site_host(campaign)
     rules = [Rule(*astuple(rule)) for rule in found.rules]
-    source = classify(hit.u, hit.r or "", host)
+    source = classify(hit.u, hit.r or "", site_host(campaign))
     now = visit.now
     if visited is None:
         v = issued(hit.v)
@@ -288,21 +306,35 @@ def _record_in(
     if session is None or fresh:
         session, visitor = _new_session(visitor, source, visit)
     number = _fixed_number(campaign, _decode(session.source), rules, kinds)
+    # The usual hit: a visit going on with the pool number it holds.
+    may_keep = number is None and not fresh and _holds(campaign, session, kinds)
     page = hit.u if hit.t == "hit" else None
-    # The usual hit: a visit going on with the pool number it holds. Its hold, session
-    # and page view are written together (on PostgreSQL in one statement).
-    kept = (
-        number is None
-        and not fresh
-        and _holds(campaign, session, kinds)
-        and tx.keep_visit(campaign, session.id, session.number, now, page)
+    return _Plan(found, hit, visit, known, visitor, session, fresh, number, page, may_keep)
+
+
+def _send_keep(tx: TrackingTx, plan: _Plan) -> Callable[[], bool]:
+    """Keep the plan's visit going with its number: its hold, session and page view written
+    together (on PostgreSQL one statement, sent without waiting); whether it was kept, when
+    called."""
+    campaign, session = plan.found.campaign, plan.session
+    return tx.send_keep_visit(campaign, session.id, session.number, plan.visit.now, plan.page)
+
+
+def _finish(tx: TrackingTx, plan: _Plan, kept: bool) -> HitAnswer:
+    """The rest of a hit's writes, once it is known whether it kept its number."""
+    campaign, session, visitor, now = (
+        plan.found.campaign,
+        plan.session,
+        plan.visitor,
+        plan.visit.now,
     )
+    hit, number = plan.hit, plan.number
     if kept:
         number = session.number
     elif number is None:
         lent = tx.lend(campaign, session.id, now)
         number = campaign.stub if lent is None else lent
-    if fresh:  # inserted with its number: no UPDATE of the row just written
+    if plan.fresh:  # inserted with its number: no UPDATE of the row just written
         tx.add_session(
             replace(session, number=number),
             campaign,
@@ -310,18 +342,51 @@ def _record_in(
             hit.u,
             _host(hit.r or ""),
             (hit.ga or "", hit.ym or "", hit.rs or ""),
-            visit.ip,
-            visit.user_agent[:MAX_USER_AGENT],
+            plan.visit.ip,
+            plan.visit.user_agent[:MAX_USER_AGENT],
         )
     elif not kept:
         tx.touch_session(session.id, now, number)
-    if page is not None and not kept:
-        tx.add_page_view(session.id, now, page)
-    tx.save_visitor(visitor, campaign, now, known)
+    if plan.page is not None and not kept:
+        tx.add_page_view(session.id, now, plan.page)
+    tx.save_visitor(visitor, campaign, now, plan.known)
     if number == campaign.stub and number != "" and hit.t == "hit":
         tx.count_exhausted(campaign, now)
     shown = display(number, campaign.display_format) if number else ""
     return HitAnswer(visitor.id, session.id, number, shown, campaign.hold_seconds)
+
+
+def _record_all(
+    tx: TrackingTx,
+    hits: list[HitToRecord],
+    seen: list[Visited | None],
+    zone: ZoneInfo,
+) -> list[HitAnswer]:
+    """Record admitted hits in order (``seen``: their visits as ``_first_visits`` read them).
+
+    The hits that keep their numbers are sent together and their answers read once a hit
+    needs the database's state (on PostgreSQL one round trip for a run of them, not one
+    each); none of them lends, so each hit still sees the ones before it as if one by one.
+    """
+    answers: list[HitAnswer | None] = [None] * len(hits)
+    keeping: list[tuple[int, _Plan, Callable[[], bool]]] = []
+
+    def settle() -> None:
+        for place, plan, kept in keeping:
+            answers[place] = _finish(tx, plan, kept())
+        keeping.clear()
+
+    for place, ((found, hit, visit), visited) in enumerate(zip(hits, seen, strict=True)):
+        if visited is None:  # read here, after the visitor's earlier hits
+            settle()
+        plan = _plan(tx, found, hit, visit, zone, visited)
+        if plan.may_keep:
+            keeping.append((place, plan, _send_keep(tx, plan)))
+            continue
+        settle()  # before a lend: the hits before it lend first
+        answers[place] = _finish(tx, plan, kept=False)
+    settle()
+    return [answer for answer in answers if answer is not None]
 
 
 def _ends(session: SessionRow, source: Source, kind: str, now: int, zone: ZoneInfo) -> bool:
