@@ -291,6 +291,14 @@ BAD: list[tuple[str, dict[str, str], str]] = [
     ("/api/v4/calls", {"scope": "all"}, "scope"),
     ("/api/v4/calls/changes", {"after": "nonsense"}, "after"),
     ("/api/v4/calls/changes", {"after": "c1.MS4yLi4"}, "after"),  # fill past its seq
+    # c3.: the accounts (".1": none known, 1 filling), then seq.fill_after in digits
+    ("/api/v4/calls/changes", {"after": "c3.LjE.1.2"}, "after"),  # fill past its seq
+    ("/api/v4/calls/changes", {"after": "c3.LjE.9"}, "after"),  # one number
+    ("/api/v4/calls/changes", {"after": "c3.LjE.9.2.1"}, "after"),  # three
+    ("/api/v4/calls/changes", {"after": "c3.LjE.+9.2"}, "after"),  # a sign
+    ("/api/v4/calls/changes", {"after": "c3.LjE.9.-2"}, "after"),
+    ("/api/v4/calls/changes", {"after": "c3.LjE.1_0.2"}, "after"),  # int() would take it
+    ("/api/v4/calls/changes", {"after": "c3.MQ.9.2"}, "after"),  # "1": no filling part
     # A place in a run of a fill (c2.: seq.fill_after.known.filling.run, then the place)
     # that this service would not write:
     *(

@@ -416,8 +416,9 @@ def test_a_run_is_read_in_page_order_only_while_most_calls_in_its_span_are_its_o
 @pytest.mark.parametrize("known", [(), (7,), (7, 12), (7, 12, 130)])
 def test_a_cursor_decodes_to_itself(known: tuple[int, ...]) -> None:
     """Inside a run (``c2.``: the state in base64, then the place in digits, as the store
-    writes it beside each call) and outside one (``c1.``, encoded without urlsafe_b64encode's
-    own calls)."""
+    writes it beside each call) and outside one (``c3.``: the accounts in base64, then the
+    change numbers in digits); the earlier form outside a run (``c1.``, the whole state in
+    base64) is still read."""
     run = ChangeRun(account_id=5, first_seq=41, last_seq=9000, first_time=1614547440,
                     last_time=1614630180, written_at=1700000000)  # fmt: skip
     state = f"9001.40.{'-'.join(map(str, known))}.5"
@@ -430,6 +431,8 @@ def test_a_cursor_decodes_to_itself(known: tuple[int, ...]) -> None:
         head = base64.urlsafe_b64encode(whole).decode().rstrip("=")
         assert text == f"c2.{head}.1614600000.{after_id}"
     plain = FeedCursor(seq=9001, known=known, filling=(5,), fill_after=40)
-    whole = base64.urlsafe_b64encode(state.encode())
-    assert plain.encode() == "c1." + whole.decode().rstrip("=")
+    accounts = base64.urlsafe_b64encode(f"{'-'.join(map(str, known))}.5".encode())
+    assert plain.encode() == f"c3.{accounts.decode().rstrip('=')}.9001.40"
     assert decode(plain.encode()) == plain
+    issued_before = "c1." + base64.urlsafe_b64encode(state.encode()).decode().rstrip("=")
+    assert decode(issued_before) == plain
