@@ -13,6 +13,8 @@ is as true as any, and on SQLite it is the order the calls are stored in.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -24,7 +26,7 @@ from calltrack.api.v4.cursor import FeedCursor, RunPlace
 from calltrack.api.v4.problems import cursor_expired
 from calltrack.model import format_local
 from calltrack.store import Store
-from calltrack.store.changes import Change, RunCall
+from calltrack.store.changes import Change, ChangeRun, RunCall
 
 _encode = msgspec.json.Encoder().encode
 _decode_record = msgspec.json.Decoder(dict[str, Any]).decode
@@ -35,6 +37,60 @@ class FeedPage:
     lines: list[bytes]  # each change as JSON, without a line end
     next: FeedCursor
     has_more: bool
+
+
+_ChangesRead = tuple[tuple[int, ...], int, int, int | None, bool]
+
+
+class ReadingAhead:
+    """The reads of one streamed feed, where the database runs apart from this process
+    (PostgreSQL): once a batch of changes is read, the read of the next batch (the same
+    question from the batch's last change on) starts in another thread, so the database
+    answers it while this thread writes the batch's lines. A stream read one batch after
+    another otherwise left the database idle half the time, and this process the other half.
+
+    The read ahead is used only when the next read asks exactly it; it is one statement, as
+    true at that moment as a moment later. One not yet started when asked for is cancelled
+    and read here (every thread of the pool may be a feed waiting for its read ahead)."""
+
+    def __init__(self, store: Store, submit: Callable[..., Future[list[Change]]]) -> None:
+        self._store = store
+        self._submit = submit
+        self._ahead: tuple[_ChangesRead, Future[list[Change]]] | None = None
+
+    def read_changes(
+        self,
+        owners: Sequence[int],
+        after: int,
+        limit: int,
+        through: int | None = None,
+        deletes: bool = True,
+    ) -> list[Change]:
+        asked: _ChangesRead = (tuple(owners), after, limit, through, deletes)
+        rows: list[Change] | None = None
+        if self._ahead is not None:
+            question, future = self._ahead
+            self._ahead = None
+            if question == asked and not future.cancel():
+                rows = future.result()
+            else:
+                future.cancel()
+        if rows is None:
+            rows = self._store.read_changes(*asked)
+        if len(rows) == limit > 1:  # a full batch: most likely the next begins after it
+            following = (asked[0], rows[-2].seq, limit, through, deletes)
+            self._ahead = following, self._submit(self._store.read_changes, *following)
+        return rows
+
+    def next_run(self, owners: Sequence[int], after: int, through: int) -> ChangeRun | None:
+        return self._store.next_run(owners, after, through)
+
+    def read_run(self, run: ChangeRun, after_time: int, after_id: int, limit: int) -> list[RunCall]:
+        return self._store.read_run(run, after_time, after_id, limit)
+
+
+# Where a feed read reads: the store, or the store read ahead.
+FeedReads = Store | ReadingAhead
 
 
 def start(store: Store, owners: tuple[int, ...], after: FeedCursor | None) -> FeedCursor:
@@ -63,7 +119,7 @@ def start(store: Store, owners: tuple[int, ...], after: FeedCursor | None) -> Fe
 
 
 def read(
-    store: Store,
+    store: FeedReads,
     cursor: FeedCursor,
     limit: int,
     zone: ZoneInfo,

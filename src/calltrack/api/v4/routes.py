@@ -7,6 +7,7 @@ answer that fails midway ends without its last line, which is how a client knows
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -120,20 +121,35 @@ async def changes(request: Request) -> Response:
         page = await service.read(feed.read, store, cursor, limit, zone, fields, caller.owners)
         return Response(feed.lines_json(page), media_type=JSON)
 
+    # Where reads go to threads (the database is another process), each batch's store read
+    # starts while the batch before is rendered (feed.ReadingAhead).
+    reads = store if service.reads_inline else feed.ReadingAhead(store, service.threads.submit)
+
+    def batch(position: FeedCursor, size: int) -> tuple[feed.FeedPage, bytes]:
+        page = feed.read(reads, position, size, zone, fields, caller.owners)
+        return page, feed.joined(page.lines)
+
     async def lines() -> AsyncIterator[bytes]:
-        position, left = cursor, limit
-        while True:
-            page = await service.read(
-                feed.read, store, position, min(left, STREAM_BATCH), zone, fields,
-                caller.owners,
-            )  # fmt: skip
-            left -= len(page.lines)
-            position = page.next
-            if page.lines:
-                yield feed.joined(page.lines)
-            if not page.has_more or left <= 0:
-                yield feed.trailer(page)
-                return
+        # Each batch is read (and rendered) while the one before is sent: the client reading
+        # one batch no longer holds up the next.
+        left = limit
+        pending = asyncio.ensure_future(service.read(batch, cursor, min(left, STREAM_BATCH)))
+        try:
+            while True:
+                page, body = await pending
+                left -= len(page.lines)
+                more = page.has_more and left > 0
+                if more:
+                    size = min(left, STREAM_BATCH)
+                    pending = asyncio.ensure_future(service.read(batch, page.next, size))
+                if body:
+                    yield body
+                if not more:
+                    yield feed.trailer(page)
+                    return
+        finally:  # the client left: the batch read ahead is not sent, nor its error logged
+            if not pending.cancel() and not pending.cancelled():
+                pending.exception()
 
     return StreamingResponse(lines(), media_type=NDJSON)
 
