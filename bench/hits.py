@@ -28,6 +28,10 @@ ACCOUNT = "shop"
 STUB = "74950000000"
 POOL_FIRST = 74951000000
 LIFE = 6  # requests per visitor: a page view, then ping, view, ping, view, ping
+# The long visits' runs: no visitor leaves within a run, and the pool has a number for each,
+# so nearly every hit is of a visit keeping its number (a hold extended): a site whose pool
+# is sized by the advice, between arrivals.
+LONG_LIFE = 100_000
 ENV = {"CALLTRACK_HIT_LIMIT": "0"}  # one address sends every hit
 
 
@@ -44,6 +48,21 @@ def setup(url: str, pool: int) -> tuple[Campaign, Campaign]:
     lasts at least 60 s, longer than a run."""
     data.calltrack(url, "account", "add", ACCOUNT)
     return _campaign(url, 1, 2, POOL_FIRST), _campaign(url, 2, pool, POOL_FIRST + 100)
+
+
+def setup_long_visits(url: str, pool: int) -> Campaign:
+    """A third campaign for the long visits' runs, its ``pool`` numbers added through the
+    store (the CLI starts Python once a number)."""
+    data.calltrack(url, "campaign", "add", ACCOUNT, "3", "Shop", "--site", SITE, "--stub", STUB)
+    store = open_store(Settings.from_env(env={}, database_url=url))
+    try:
+        account = store.find_account(ACCOUNT).id
+        for index in range(pool):
+            store.add_phone(account, str(POOL_FIRST + 1000 + index), 3, "office", "dynamic")
+    finally:
+        store.close()
+    snippet = data.calltrack(url, "campaign", "snippet", ACCOUNT, "3")
+    return Campaign(3, str(snippet["site_key"]), pool)
 
 
 def _campaign(url: str, campaign_id: int, pool: int, first: int) -> Campaign:
@@ -196,6 +215,7 @@ end
 class HitsResult:
     connections: int
     offered_per_s: float | None  # the paced rate wrk offered; None for a closed loop
+    life: int  # requests a visitor makes before it leaves
     server_cores: str  # the CPUs the server ran on ("all" unpinned)
     seconds: float
     requests: int
@@ -231,6 +251,7 @@ def measure(
     server_pids: list[int],
     server_cores: str = "all",
     rate: float | None = None,
+    life: int = LIFE,
 ) -> HitsResult:
     """``connections`` visitors at once against ``POST /t/hit`` for ``seconds``, with wrk:
     each sends its next request as soon as its answer is back (a closed loop: the server's
@@ -245,7 +266,7 @@ def measure(
         "page": load.lua_string(PAGE),
         "origin": load.lua_string(SITE),
         "stub": load.lua_string(STUB),
-        "life": LIFE,
+        "life": life,
         "out": '"{out}"',
     }
     cpu0, busy0 = procs.cpu_seconds(server_pids), procs.machine_busy_seconds()
@@ -257,6 +278,7 @@ def measure(
     return HitsResult(
         connections=connections,
         offered_per_s=rate,
+        life=life,
         server_cores=server_cores,
         seconds=elapsed,
         requests=raw["requests"],
@@ -284,6 +306,8 @@ def summary(result: dict[str, Any]) -> str:
     """One line for the bench's progress output."""
     offered = result["offered_per_s"]
     load_kind = "closed loop" if offered is None else f"{offered:,.0f}/s offered"
+    if result.get("life", LIFE) != LIFE:
+        load_kind += ", long visits"
     return (
         f"{load_kind}, server on CPU {result['server_cores']}: "
         f"{result['hits_per_s']:,.0f} hits/s, p50 {result['p50_ms']:.1f} ms, "

@@ -211,6 +211,8 @@ def hit_lines(results: Result) -> list[str]:
 def _hit_row(server: str, run: Result) -> str:
     offered = run.get("offered_per_s")
     kind = "closed loop" if offered is None else f"{offered:,.0f}/s offered"
+    if run.get("life", 6) > 6:  # bench/hits.py LONG_LIFE
+        kind += ", long visits"
     cpu_ms = run["server_cpu_pct"] * 10 / max(run["hits_per_s"], 1e-9)
     return (
         f"| {server} | {kind} | {run.get('server_cores', '0')} | {run['connections']} "

@@ -36,6 +36,7 @@ CONNECTIONS = [1, 2, 16]
 HIT_VISITORS = 64  # concurrent visitors of the hits rows
 HIT_POOL = 50  # dynamic numbers in the measured campaign
 HIT_RATE = 1000  # hits a second the paced rows offer (issue 11's goal)
+HIT_LONG_POOL = 160  # numbers of the long visits campaign: one for each visitor of both placements
 KB_PER_CALL = {"jsonl": 1.75, "sqlite": 2.0, "floor": 1.75, "peer": 1.6, "postgres": 2.3}
 
 
@@ -88,7 +89,7 @@ def estimate(args: argparse.Namespace, postgres: bool, cached: bool) -> tuple[fl
     us_per_call = (0 if cached else 20) + 55 + (70 if postgres else 0) + 60  # gen, load
     us_per_call += 12 + (20 if postgres else 0) + 6 + 50  # exports
     runs = len(CONNECTIONS) * (2 + 2 * postgres + 2) + 4
-    hit_s = (1 + postgres) * (HIT_POOL * 0.4 + 4 * (args.duration + 1) + 10)  # CLI, 4 runs
+    hit_s = (1 + postgres) * (HIT_POOL * 0.4 + 6 * (args.duration + 1) + 12)  # CLI, 6 runs
     return (total * us_per_call / 1e6 + runs * (args.duration + 1.5) + hit_s + 60) / 60, gb
 
 
@@ -159,6 +160,7 @@ def bench_hits(
     warm, campaign = hits.setup(url, HIT_POOL)
     history = hits.add_history(url, campaign)
     step(f"{name}: hits: {history:,} holds of a year before added to the pool's history")
+    long_visits = hits.setup_long_visits(url, HIT_LONG_POOL)
     server = servers.calltrack_server(name, url, {}, args.workers)
     server.env = dict(hits.ENV)
     running = servers.launch(server, args.workers, server_cpus, args.out / "logs" / "servers.log")
@@ -172,17 +174,24 @@ def bench_hits(
         for cores, client in placements:
             if cores == "all" and server_cpus:
                 procs.unpin([running.proc.pid, *pids])
-            for rate in (None, HIT_RATE):
+            # A closed loop and the goal's rate, new visitors arriving all along (a pool
+            # held), then the goal's rate of long visits keeping their numbers.
+            for rate, measured_campaign, life in (
+                (None, campaign, hits.LIFE),
+                (HIT_RATE, campaign, hits.LIFE),
+                (HIT_RATE, long_visits, hits.LONG_LIFE),
+            ):
                 procs.wait_for_quiet()
                 measured = hits.measure(
                     running.port,
-                    campaign,
+                    measured_campaign,
                     HIT_VISITORS,
                     args.duration,
                     cpus=client,
                     server_pids=pids,
                     server_cores=cores,
                     rate=rate,
+                    life=life,
                 ).as_dict()
                 step(f"{name}: hits, {HIT_VISITORS} visitors: {hits.summary(measured)}")
                 runs.append(measured)
