@@ -218,3 +218,27 @@ def test_a_keep_that_fails_lends_before_the_next_hits_lend(store: Store) -> None
     assert isinstance(second, HitAnswer)
     assert first.n == "74950000002"  # never held: free the longest
     assert second.n == "74950000000"  # both others free since the same second: by number
+
+
+def test_a_batch_reads_visitors_with_a_foreign_session_or_none(store: Store) -> None:
+    """Visitors read together (one round trip on PostgreSQL): one naming another visitor's
+    session, one naming none, one as usual. Each keeps its visitor id; the first two start
+    new visits, the third goes on with its own."""
+    campaign = tracked_campaign(store, dynamic=3)
+    key, zone, now = campaign.site_key, store.settings.zone, int(time.time())
+    visit = Visit("198.51.100.7", "Mozilla/5.0", now, 0)
+    first = answer_hits(store, [(_hit(key), SITE, visit) for _ in range(3)], zone)
+    a, b, c = (answer for answer in first if isinstance(answer, HitAnswer))
+    foreign = HitBody(k=key, u=f"{SITE}/catalog?utm_source=yandex", v=a.v, s=b.s)
+    alone = HitBody(k=key, u=f"{SITE}/catalog?utm_source=yandex", v=b.v)
+    answers = answer_hits(
+        store, [(foreign, SITE, visit), (alone, SITE, visit), (_hit(key, c), SITE, visit)], zone
+    )
+    again = [answer for answer in answers if isinstance(answer, HitAnswer)]
+    assert [answer.v for answer in again] == [a.v, b.v, c.v]
+    assert again[0].s not in (a.s, b.s)
+    assert again[1].s != b.s
+    assert (again[2].s, again[2].n) == (c.s, c.n)
+    with store._connect() as conn:
+        visitors = conn.execute("SELECT count(*) FROM visitors").fetchone()[0]
+    assert int(visitors) == 3

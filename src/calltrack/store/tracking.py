@@ -235,29 +235,38 @@ class TrackingTx:
         all are sent before any answer is read: one round trip for a group commit's
         visitors, two when some session is not its visitor's."""
         where = "v.id = ? AND v.account_id = ? AND v.campaign_id = ?"
-        found: list[tuple[VisitorRow | None, SessionRow | None]] = [(None, None)] * len(wanted)
-        with_session = [place for place, (_, session, _) in enumerate(wanted) if session]
-        rows = self._rows_of_each(
-            (
-                f"SELECT {_VISITOR_COLUMNS}, s.id, s.visitor_id, s.started_at, "
-                "s.last_activity_at, s.source, s.number FROM visitors v JOIN sessions s "
-                f"ON s.id = ? AND s.visitor_id = v.id WHERE {where}{self._for_update}",
-                (session, visitor, campaign.account_id, campaign.campaign_id),
-            )
-            for visitor, session, campaign in (wanted[place] for place in with_session)
+        with_session = (
+            f"SELECT {_VISITOR_COLUMNS}, s.id, s.visitor_id, s.started_at, "
+            "s.last_activity_at, s.source, s.number FROM visitors v JOIN sessions s "
+            f"ON s.id = ? AND s.visitor_id = v.id WHERE {where}{self._for_update}"
         )
-        for place, row in zip(with_session, rows, strict=True):
-            if row is not None:
-                found[place] = VisitorRow(*row[:5]), SessionRow(*row[5:])
-        alone = [place for place, (_, session) in enumerate(found) if session is None]
+        alone = f"SELECT {_VISITOR_COLUMNS} FROM visitors v WHERE {where}{self._for_update}"
+        # In the order given, so the visitors lock in that order: the visitor with its session
+        # where a session is named, else the visitor alone.
         rows = self._rows_of_each(
-            (
-                f"SELECT {_VISITOR_COLUMNS} FROM visitors v WHERE {where}{self._for_update}",
-                (visitor, campaign.account_id, campaign.campaign_id),
-            )
-            for visitor, _, campaign in (wanted[place] for place in alone)
+            (with_session, (session, visitor, campaign.account_id, campaign.campaign_id))
+            if session is not None
+            else (alone, (visitor, campaign.account_id, campaign.campaign_id))
+            for visitor, session, campaign in wanted
         )
-        for place, row in zip(alone, rows, strict=True):
+        found: list[tuple[VisitorRow | None, SessionRow | None]] = [
+            (None, None) if row is None
+            else (VisitorRow(*row[:5]), SessionRow(*row[5:])) if session is not None
+            else (VisitorRow(*row), None)
+            for row, (_, session, _) in zip(rows, wanted, strict=True)
+        ]  # fmt: skip
+        # A session that is not the visitor's (a stale or forged id): the visitor alone, in
+        # a second round.
+        missed = [
+            place
+            for place, (_, session, _) in enumerate(wanted)
+            if session is not None and rows[place] is None
+        ]
+        again = self._rows_of_each(
+            (alone, (wanted[place][0], wanted[place][2].account_id, wanted[place][2].campaign_id))
+            for place in missed
+        )
+        for place, row in zip(missed, again, strict=True):
             found[place] = (None if row is None else VisitorRow(*row)), None
         return found
 
