@@ -46,8 +46,8 @@ class ReadingAhead:
     """The reads of one streamed feed, where the database runs apart from this process
     (PostgreSQL): once a batch of changes is read, the read of the next batch (the same
     question from the batch's last change on) starts in another thread, so the database
-    answers it while this thread writes the batch's lines. A stream read one batch after
-    another otherwise left the database idle half the time, and this process the other half.
+    answers it while this thread writes the batch's lines. Read one batch after another, the
+    database waited while this process wrote lines, and this process while the database read.
 
     The read ahead is used only when the next read asks exactly it; it is one statement, as
     true at that moment as a moment later. One not yet started when asked for is cancelled
