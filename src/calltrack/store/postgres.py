@@ -59,7 +59,7 @@ class _Adapter:
     def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         """Each statement's rows, all of them sent before any answer is read (pipeline
         mode: one round trip)."""
-        with self._conn.pipeline():
+        with self.pipelined():
             cursors = [self.execute(sql, params) for sql, params in statements]
         return [cursor.fetchall() for cursor in cursors]
 

@@ -274,7 +274,9 @@ class TrackingTx:
         self, statements: Iterable[tuple[str, Sequence[Any]]]
     ) -> list[Sequence[Any] | None]:
         """The first row of each statement (or None), all of them sent before any answer
-        is read: in a pipeline (``TrackingQueries.tracking_transaction``) one round trip."""
+        is read: in a pipeline (``TrackingQueries.tracking_transaction``) one round trip.
+        Not ``Store._fetch_each``: inside the transaction's pipeline its own pipeline would
+        first wait for everything queued before it, a round trip more."""
         if not self._row_locks:
             return [self.conn.execute(sql, params).fetchone() for sql, params in statements]
         cursors = [self.conn.execute(sql, params) for sql, params in statements]

@@ -312,14 +312,6 @@ def _plan(
     return _Plan(found, hit, visit, known, visitor, session, fresh, number, page, may_keep)
 
 
-def _send_keep(tx: TrackingTx, plan: _Plan) -> Callable[[], bool]:
-    """Keep the plan's visit going with its number: its hold, session and page view written
-    together (on PostgreSQL one statement, sent without waiting); whether it was kept, when
-    called."""
-    campaign, session = plan.found.campaign, plan.session
-    return tx.send_keep_visit(campaign, session.id, session.number, plan.visit.now, plan.page)
-
-
 def _finish(tx: TrackingTx, plan: _Plan, kept: bool) -> HitAnswer:
     """The rest of a hit's writes, once it is known whether it kept its number."""
     campaign, session, visitor, now = (
@@ -380,8 +372,12 @@ def _record_all(
         if visited is None:  # read here, after the visitor's earlier hits
             settle()
         plan = _plan(tx, found, hit, visit, zone, visited)
-        if plan.may_keep:
-            keeping.append((place, plan, _send_keep(tx, plan)))
+        if plan.may_keep:  # its hold, session and page view sent in one statement
+            session = plan.session
+            kept = tx.send_keep_visit(
+                found.campaign, session.id, session.number, visit.now, plan.page
+            )
+            keeping.append((place, plan, kept))
             continue
         settle()  # before a lend: the hits before it lend first
         answers[place] = _finish(tx, plan, kept=False)
