@@ -140,6 +140,8 @@ def test_the_same_events_twice_and_out_of_order_give_one_whole_call(shop: Shop) 
     [updated] = shop.calls()
     assert updated["universalId"] == call["universalId"]
     assert updated["recordUrl"] == "https://pbx.example/rec/2.mp3"
+    # Rebuilt, the record does not count itself among the caller's earlier calls.
+    assert (updated["unique"], updated["uniqueTarget"]) == (call["unique"], True)
 
 
 def test_a_second_call_from_the_caller_within_the_window_is_not_unique(shop: Shop) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Final
 
 from calltrack.errors import Conflict, NotFound
@@ -24,6 +24,7 @@ from calltrack.store.tracking import (
     SourceRule,
     TrackingQueries,
     held_at_query,
+    held_at_sql,
     held_from,
     rules_from,
     rules_query,
@@ -119,14 +120,40 @@ _NUMBER_FACTS: Final = (
     "LEFT JOIN campaigns c ON c.account_id = p.account_id "
     "AND c.campaign_id = p.campaign_id WHERE a.id = ?"
 )
+# ``_NUMBER_FACTS``, the caller's earlier calls (as three arrays) and ``held_at`` of a batch of
+# calls given as arrays of their accounts, callers, called numbers, starts and universal ids,
+# a row a call in their order (PostgreSQL).
+_FACTS_OF_BATCH: Final = (
+    "SELECT a.unique_days, a.target_seconds, p.number, p.campaign_id, p.kind, p.office, "
+    "coalesce(c.name, ''), coalesce(c.site, ''), e.times, e.talks, e.uids, held.* "
+    "FROM unnest(?::bigint[], ?::text[], ?::text[], ?::bigint[], ?::text[]) WITH ORDINALITY "
+    "AS f(account_id, caller, called, start, universal_id, n) "
+    "LEFT JOIN accounts a ON a.id = f.account_id "
+    "LEFT JOIN phones p ON p.account_id = a.id AND p.number = f.called "
+    "LEFT JOIN campaigns c ON c.account_id = p.account_id AND c.campaign_id = p.campaign_id "
+    "LEFT JOIN LATERAL (SELECT array_agg(call_time) AS times, array_agg(duration) AS talks, "
+    "array_agg(universal_id) AS uids FROM calls WHERE account_id = f.account_id "
+    "AND client_number = f.caller AND call_time BETWEEN f.start - 86400 * a.unique_days "
+    "AND f.start AND universal_id <> f.universal_id) e ON true "
+    "LEFT JOIN LATERAL ("
+    + held_at_sql("f.start", "f.account_id", "p.number")
+    + " AND p.kind = 'dynamic') held ON true ORDER BY f.n"
+)
 _STATE_COLUMNS: Final = ", ".join(f.name for f in fields(CallState))
 _ENDPOINT_FIELDS: Final = [f.name for f in fields(TelephonyEndpoint)]
 _ENDPOINT_COLUMNS: Final = ", ".join(f"e.{name}" for name in _ENDPOINT_FIELDS)
 _NEW_COLUMNS: Final = [f.name for f in fields(CallState)][1:]  # without the id
-_CLAIM_INTO: Final = f"INSERT INTO telephony_calls ({', '.join(_NEW_COLUMNS)}) VALUES"
+_CLAIM_INTO: Final = f"INSERT INTO telephony_calls ({', '.join(_NEW_COLUMNS)})"
 _CLAIM_END: Final = (
     "ON CONFLICT (account_id, provider, call_id) DO NOTHING "
     "RETURNING id, account_id, provider, call_id"
+)
+# The claim of any number of calls, a column an array (PostgreSQL): one text, so it is parsed
+# and planned once a connection; rows of VALUES would make a new statement of every count.
+_CLAIM_ARRAYS: Final = (
+    f"{_CLAIM_INTO} SELECT * FROM unnest("
+    + ", ".join("?::text[]" if f.type == "str" else "?::bigint[]" for f in fields(CallState)[1:])
+    + f") {_CLAIM_END}"
 )
 # Rows a statement claims or reads at most (SQLite binds at most 32,766 values a statement).
 _CLAIMS_A_STATEMENT: Final = 500
@@ -299,12 +326,17 @@ class TelephonyQueries(HookQueries, TrackingQueries):
         id). A call a concurrent request stored already is left out (after waiting for that
         request's transaction, where rows lock)."""
         claimed: dict[tuple[int, str, str], int] = {}
+        if self.dialect == "postgres":
+            columns = [[_column(getattr(state, name)) for state in states] for name in _NEW_COLUMNS]
+            rows = conn.execute(_CLAIM_ARRAYS, columns).fetchall()
+            return {(int(r[1]), str(r[2]), str(r[3])): int(r[0]) for r in rows}
         row_marks = "(" + ", ".join("?" * len(_NEW_COLUMNS)) + ")"
         for start in range(0, len(states), _CLAIMS_A_STATEMENT):
             chunk = states[start : start + _CLAIMS_A_STATEMENT]
             values = [_column(getattr(state, name)) for state in chunk for name in _NEW_COLUMNS]
             rows = conn.execute(
-                f"{_CLAIM_INTO} {', '.join([row_marks] * len(chunk))} {_CLAIM_END}", values
+                f"{_CLAIM_INTO} VALUES {', '.join([row_marks] * len(chunk))} {_CLAIM_END}",
+                values,
             ).fetchall()
             claimed.update(((int(r[1]), str(r[2]), str(r[3])), int(r[0])) for r in rows)
         return claimed
@@ -372,20 +404,65 @@ class TelephonyQueries(HookQueries, TrackingQueries):
     ) -> list[RecordFacts]:
         """What the records of calls (account, caller, called, start, universal id) need
         beside their events, on ``conn``: the account's settings with the called number and
-        its campaign, and the caller's earlier calls within the account's unique days (two
-        statements a call, all sent at once), then the rules of a static number's campaign
-        or the session that held a dynamic one at the start, with its pages (one a call, all
-        sent at once). On PostgreSQL, two round trips for a batch's records, not three each."""
+        its campaign, the caller's earlier calls within the account's unique days, and the
+        session that held a dynamic number at the start, with its pages, or the rules of a
+        static number's campaign. On PostgreSQL one statement for all the calls (and one more
+        for static numbers' rules); on SQLite a few a call, which cost no round trip there."""
+        if self.dialect == "postgres":
+            found = self._facts_of_batch(conn, calls)
+        else:
+            found = self._facts_call_by_call(conn, calls)
+        static = [
+            (index, facts.number)
+            for index, facts in enumerate(found)
+            if facts.number is not None and facts.number.kind != "dynamic"
+        ]
+        if static:
+            rows = self._fetch_each(
+                conn,
+                [rules_query(calls[index][0], number.campaign_id) for index, number in static],
+            )
+            for (index, number), rules in zip(static, rows, strict=True):
+                found[index] = replace(
+                    found[index], rules=rules_from(rules).get(number.campaign_id, [])
+                )
+        return found
+
+    def _facts_of_batch(
+        self, conn: Connection, calls: Sequence[tuple[int, str, str, int, str]]
+    ) -> list[RecordFacts]:
+        """``record_facts_many_in`` but the rules, in one statement over arrays of the calls
+        (PostgreSQL): its text never changes, so it is parsed and planned once a connection,
+        and a batch's records cost one round trip (bench/RESULTS.md, telephony)."""
+        columns = [[call[index] for call in calls] for index in range(5)]
+        rows = conn.execute(_FACTS_OF_BATCH, columns).fetchall()
+        found = []
+        for (account_id, _, called, _, _), row in zip(calls, rows, strict=True):
+            if row[0] is None:
+                raise NotFound(f"no account {account_id}")
+            number = NumberInfo(*row[2:8]) if called and row[2] is not None else None
+            times, talks, uids = row[8] or [], row[9] or [], row[10] or []
+            held = held_from(row[11:]) if number is not None and row[11] is not None else None
+            earlier = [
+                (int(at), int(talk), str(uid))
+                for at, talk, uid in zip(times, talks, uids, strict=True)
+            ]
+            found.append(RecordFacts(int(row[0]), int(row[1]), earlier, number, [], held))
+        return found
+
+    def _facts_call_by_call(
+        self, conn: Connection, calls: Sequence[tuple[int, str, str, int, str]]
+    ) -> list[RecordFacts]:
+        """``record_facts_many_in`` but the rules, in three statements a call (SQLite)."""
         # SQLite, without statistics, would rather scan the account's calls of the window in
         # its clustered order (every call of unique_days: 0.5 ms at 2,000 calls, growing with
-        # them) than seek the caller's: 4 us. PostgreSQL picks the index itself.
-        indexed = " INDEXED BY calls_caller" if self.dialect == "sqlite" else ""
+        # them) than seek the caller's: 4 us.
         first: list[tuple[str, Sequence[Any]]] = []
         for account_id, caller, called, start, universal_id in calls:
             first.append((_NUMBER_FACTS, (called, account_id)))
             first.append(
                 (
-                    f"SELECT call_time, duration, universal_id FROM calls{indexed} "
+                    "SELECT call_time, duration, universal_id FROM calls INDEXED BY calls_caller "
                     "WHERE account_id = ? "
                     "AND client_number = ? AND call_time BETWEEN ? - 86400 * (SELECT "
                     "unique_days FROM accounts WHERE id = ?) AND ? AND universal_id <> ?",
@@ -401,28 +478,23 @@ class TelephonyQueries(HookQueries, TrackingQueries):
             row = rows[2 * index][0]
             number = NumberInfo(*row[2:]) if called and row[2] is not None else None
             numbers.append(number)
-            if number is not None and number.kind != "dynamic":
-                then.append(rules_query(account_id, number.campaign_id))
-            elif number is not None:
+            if number is not None and number.kind == "dynamic":
                 then.append(held_at_query(account_id, number.number, start))
-        more = iter(self._fetch_each(conn, then))
+        held_rows = iter(self._fetch_each(conn, then))
         found = []
         for index, number in enumerate(numbers):
             head, earlier = rows[2 * index][0], rows[2 * index + 1]
-            rules: list[SourceRule] = []
             held: HeldAt | None = None
-            if number is not None and number.kind != "dynamic":
-                rules = rules_from(next(more)).get(number.campaign_id, [])
-            elif number is not None:
-                found_rows = next(more)
-                held = held_from(found_rows[0] if found_rows else None)
+            if number is not None and number.kind == "dynamic":
+                held_row = next(held_rows)
+                held = held_from(held_row[0] if held_row else None)
             found.append(
                 RecordFacts(
                     int(head[0]),
                     int(head[1]),
                     [(int(at), int(talk), str(uid)) for at, talk, uid in earlier],
                     number,
-                    rules,
+                    [],
                     held,
                 )
             )

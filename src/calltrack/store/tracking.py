@@ -839,17 +839,24 @@ def held_from(row: Sequence[Any] | None) -> HeldAt | None:
     return HeldAt(HeldSession(*row[:13]), int(row[13]), "" if row[14] is None else str(row[14]))
 
 
-_HELD_AT: Final = (
-    "SELECT s.id, s.visitor_id, s.campaign_id, s.started_at, s.ordinal, "
-    "s.source, s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent, "
-    "(SELECT count(*) FROM page_views v WHERE v.session_id = s.id "
-    "AND v.viewed_at <= ?), "
-    "(SELECT v.url FROM page_views v WHERE v.session_id = s.id "
-    "AND v.viewed_at <= ? ORDER BY v.viewed_at DESC, v.id DESC LIMIT 1) "
-    "FROM (SELECT session_id, held_until FROM holds WHERE account_id = ? "
-    "AND number = ? AND held_from <= ? ORDER BY held_from DESC, id DESC "
-    "LIMIT 1) h JOIN sessions s ON s.id = h.session_id WHERE h.held_until > ?"
-)
+def held_at_sql(at: str, account_id: str, number: str) -> str:
+    """The statement of the session holding ``number`` at ``at``, with its page views up to
+    then (15 columns: ``held_from``'s row), from SQL expressions: ``?`` for a statement of its
+    own, or the columns of an outer row for a lateral join."""
+    return (
+        "SELECT s.id, s.visitor_id, s.campaign_id, s.started_at, s.ordinal, "
+        "s.source, s.landing_url, s.referrer, s.ga, s.ym, s.rs, s.ip, s.user_agent, "
+        "(SELECT count(*) FROM page_views v WHERE v.session_id = s.id "
+        f"AND v.viewed_at <= {at}), "
+        "(SELECT v.url FROM page_views v WHERE v.session_id = s.id "
+        f"AND v.viewed_at <= {at} ORDER BY v.viewed_at DESC, v.id DESC LIMIT 1) "
+        f"FROM (SELECT session_id, held_until FROM holds WHERE account_id = {account_id} "
+        f"AND number = {number} AND held_from <= {at} ORDER BY held_from DESC, id DESC "
+        f"LIMIT 1) h JOIN sessions s ON s.id = h.session_id WHERE h.held_until > {at}"
+    )
+
+
+_HELD_AT: Final = held_at_sql("?", "?", "?")
 
 
 def rules_of(conn: Connection, account_id: int, campaign_id: int) -> list[SourceRule]:
