@@ -35,9 +35,12 @@ import procs
 from calltrack.config import Settings
 from calltrack.store import open_store
 from calltrack.store.core import unix_now
+from calltrack.telephony.events import TelephonyEvent
+from calltrack.telephony.service import Delivery, receive_batch
 
 HERE = Path(__file__).resolve().parent
 POOL = 20
+HISTORY = 20_000
 ADMIN_PG = os.environ.get(
     "CALLTRACK_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -205,9 +208,58 @@ def _run_wrk(
         return json.loads(out.read_text()), client_cpu
 
 
-def bench_events(name: str, url: str, lines: int, seconds: float, work: Path) -> dict[str, Any]:
-    """A warm-up, then ``seconds`` pinned (server CPU 0, wrk CPU 1) and on every core."""
+def add_history(url: str, secret: str, calls: int, batch: int = 64) -> float:
+    """``calls`` earlier calls of the PBX's callers, merged through the service in process
+    (the path a request takes, in batches of ``batch`` requests), with the statistics
+    autovacuum gathers as tables grow (PostgreSQL): the store a busy PBX posts to, not one in
+    its first minute. The seconds it took."""
+    started = time.monotonic()
+    settings = Settings.from_env(env={}, database_url=url)
+    store = open_store(settings)
+    try:
+        at = unix_now() - 86400
+        pending: list[Delivery] = []
+        for serial in range(calls):
+            line, call_id = serial % 32, f"history-{serial}"
+            caller = f"7916{line:03d}{(serial // 32) % 10000:04d}"  # the lines' callers
+            called = f"7495100{serial % POOL:04d}"
+            start = at + serial * 4  # a call every 4 s over the day before
+            events = [
+                TelephonyEvent("call.started", call_id, start, caller=caller, called=called),
+                TelephonyEvent("call.answered", call_id, start + 10),
+                TelephonyEvent("call.ended", call_id, start + 140, talk_seconds=130,
+                               disposition="answered"),
+            ]  # fmt: skip
+            pending += [Delivery([event], secret=secret) for event in events]
+            if len(pending) >= batch or serial == calls - 1:
+                outcomes = receive_batch(store, settings, pending, start + 140)
+                if not all(outcome is True for outcome in outcomes):
+                    raise RuntimeError(f"history not merged: {outcomes[:3]}")
+                pending = []
+            if serial % 2000 == 1999 or serial == calls - 1:
+                _analyze(url)
+    finally:
+        store.close()
+    return time.monotonic() - started
+
+
+def _analyze(url: str) -> None:
+    """What autovacuum does on PostgreSQL once a table grew by a tenth (here without waiting
+    for its next round); SQLite's planner keeps no statistics unless told to."""
+    if url.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE")
+
+
+def bench_events(
+    name: str, url: str, lines: int, seconds: float, work: Path, history: int
+) -> dict[str, Any]:
+    """``history`` calls in the store, a warm-up, then ``seconds`` pinned (server CPU 0, wrk
+    CPU 1) and on every core."""
     secret = setup(url)
+    history_seconds = add_history(url, secret, history) if history else 0.0
     port = procs.free_port()
     workers = os.cpu_count() or 2
     pin = workers > 1
@@ -253,16 +305,19 @@ def bench_events(name: str, url: str, lines: int, seconds: float, work: Path) ->
             ).fetchone()
     finally:
         store.close()
-    answered = sum(run["calls"] for run in [warm, *runs])
-    sent = sum(run["ended_sent"] for run in [warm, *runs])
+    answered = history + sum(run["calls"] for run in [warm, *runs])
+    sent = history + sum(run["ended_sent"] for run in [warm, *runs])
     return {
         "runs": runs,
+        "history_calls": history,
+        "history_seconds": round(history_seconds, 1),
         "records": records,
         "ended_calls": int(ended),
         "records_behind": int(behind),
         # Every ended call is one record, none behind; every call whose call.ended was
         # answered 200 is among them, and none whose call.ended was never sent (a call.ended
-        # cut off at wrk's end may still have been stored). The warm-up's calls count too.
+        # cut off at wrk's end may still have been stored). The history's and the warm-up's
+        # calls count too.
         "every_call_one_record": int(ended) == records
         and int(behind) == 0
         and answered <= records <= sent,
@@ -328,6 +383,12 @@ def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--no-attribution", action="store_true")
+    parser.add_argument(
+        "--history",
+        type=int,
+        default=HISTORY,
+        help="calls in the store before the runs (0: a fresh store)",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -348,7 +409,9 @@ def main() -> None:
             backends.append(("postgres", postgres))
         try:
             for backend, make in backends:
-                events = bench_events(backend, make("bench_tel"), args.lines, args.seconds, work)
+                events = bench_events(
+                    backend, make("bench_tel"), args.lines, args.seconds, work, args.history
+                )
                 results[backend] = {"events": events}
                 if not args.no_attribution:
                     results[backend]["attribution"] = bench_attribution(make("bench_attr"))
