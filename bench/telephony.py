@@ -371,7 +371,8 @@ def bench_attribution(url: str, days: int = 365, per_day: int = 400) -> dict[str
         # whatever the machine does meanwhile falls on both alike.
         for index in range(20):
             lookup_us(now - 7200, index)
-        olds, todays = [], []
+        olds: list[float] = []
+        todays: list[float] = []
         for index in range(300):
             pair = [(first + 3600, olds), (now - 7200, todays)]
             for at, times in pair if index % 2 else pair[::-1]:

@@ -140,7 +140,8 @@ def test_the_same_events_twice_and_out_of_order_give_one_whole_call(shop: Shop) 
     [updated] = shop.calls()
     assert updated["universalId"] == call["universalId"]
     assert updated["recordUrl"] == "https://pbx.example/rec/2.mp3"
-    # Rebuilt, the record does not count itself among the caller's earlier calls.
+    # Rebuilt from the late recording, the record keeps its flags (its own stored record,
+    # in the same second, is no earlier call of the caller's).
     assert (updated["unique"], updated["uniqueTarget"]) == (call["unique"], True)
 
 

@@ -152,7 +152,9 @@ _CLAIM_END: Final = (
 # and planned once a connection; rows of VALUES would make a new statement of every count.
 _CLAIM_ARRAYS: Final = (
     f"{_CLAIM_INTO} SELECT * FROM unnest("
-    + ", ".join("?::text[]" if f.type == "str" else "?::bigint[]" for f in fields(CallState)[1:])
+    + ", ".join(
+        "?::text[]" if f.type in ("str", str) else "?::bigint[]" for f in fields(CallState)[1:]
+    )
     + f") {_CLAIM_END}"
 )
 # Rows a statement claims or reads at most (SQLite binds at most 32,766 values a statement).
