@@ -194,7 +194,8 @@ class CallQueries(StoreCore):
                 inserts.sort(key=_page_order)
                 self._insert_many(conn, "calls", CALL_COLUMNS, inserts)
             self._write_tags_and_campaigns(conn, account_id, written, now)
-        counts.apply(conn, self.dialect)
+        with self._pipelined(conn):  # nothing read back: the upserts go in one round trip
+            counts.apply(conn, self.dialect)
         if self.calls_clustered and seq - first_seq + 1 >= self.run_min_changes:
             conn.execute(
                 "INSERT INTO change_runs (account_id, first_seq, last_seq, first_time, "

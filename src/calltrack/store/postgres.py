@@ -25,6 +25,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 # Held for the length of every write transaction, so ids and change numbers are handed out
 # in commit order (a snapshot taken by a reader never misses a call committed later).
 WRITE_LOCK_ID = 0x63616C6C  # "call"
+# Rows inserted with INSERTs rather than COPY: a group commit's records, not an import's.
+_FEW_ROWS = 32
 
 
 class _Adapter:
@@ -166,7 +168,9 @@ class PostgresStore(SqlStore):
         self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> None:
         assert isinstance(conn, _Adapter)
-        if len(rows) == 1:  # a live call's record: an INSERT is one round trip, COPY three
+        if len(rows) <= _FEW_ROWS:
+            # A few rows (live calls' records): INSERTs sent pipelined are one round trip,
+            # COPY three.
             super()._insert_many(conn, table, columns, rows)
             return
         conn.copy_rows(table, columns, rows)
