@@ -25,7 +25,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 # Held for the length of every write transaction, so ids and change numbers are handed out
 # in commit order (a snapshot taken by a reader never misses a call committed later).
 WRITE_LOCK_ID = 0x63616C6C  # "call"
-# Rows inserted with INSERTs rather than COPY: a group commit's records, not an import's.
+# Up to this many rows are inserted with INSERTs, more with COPY: a group commit's records
+# are a few, an import's many.
 _FEW_ROWS = 32
 
 
