@@ -539,9 +539,9 @@ def profiled_walk(
 _MARKS = {  # label: (a frame's name contains, its file)
     "store read_changes (SQL + rows)": ("read_changes", "changes.py"),
     "feed.read": ("read", "feed.py"),
-    "feed.render": ("render", "feed.py"),
-    "cursor encoding": ("encode", "cursor.py"),
-    "feed.joined": ("joined", "feed.py"),
+    "feed.add_lines (render)": ("add_lines", "feed.py"),
+    "feed.add_run_lines (render)": ("add_run_lines", "feed.py"),
+    "FeedPage.ndjson (the join)": ("ndjson", "feed.py"),
     "feed._when (changedAt)": ("_when", "feed.py"),
     "threading.Condition wait/notify (hand-offs)": ("Condition", "threading.py"),
     "routes.changes lines() (event loop)": ("changes.<locals>.lines", "routes.py"),

@@ -375,6 +375,17 @@ def test_a_fill_reads_an_import_in_page_order_and_resumes_inside_it(
     assert [change["call"] for change in some] == [
         {"duration": mirror[uid], "universalId": uid} for uid in ids[:3]
     ]
+    # And after the fill, in the feed's own changes; a delete is a delete there too.
+    whole = read(None, 100)
+    assert not whole["hasMore"]
+    write(record(3, 7))
+    assert store.delete_call(account, "run-5") == 1
+    later = read(whole["next"], 10, fields="duration")["changes"]
+    assert [(c["op"], c["universalId"], c.get("call")) for c in later] == [
+        ("upsert", "run-3", {"duration": 7}),
+        ("delete", "run-5", None),
+    ]
+    assert later[0]["changedAt"][:2] == later[1]["changedAt"][:2] == "20"
 
 
 def test_a_run_is_read_in_page_order_only_while_most_calls_in_its_span_are_its_own(

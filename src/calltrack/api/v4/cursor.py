@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from calltrack.store.changes import ChangeRun
@@ -49,21 +48,19 @@ class FeedCursor:
     def encode(self) -> str:
         if self.run is not None:
             return f"{self.run_head()}{self.run.after_time}.{self.run.after_id}"
-        return self.encoder()(self.seq, self.fill_after).decode()
+        return (self._head() + b"%d.%d" % (self.seq, self.fill_after)).decode()
 
-    def encoder(self) -> Callable[[int, int], bytes]:
-        """``encode`` of this cursor (outside a run) with another ``seq`` and ``fill_after``,
-        as ASCII bytes: a read writes one cursor per change, so the account lists are
-        encoded only once here."""
+    def line_cursor(self, fill: bool) -> bytes:
+        """The cursor (outside a run) of each change a read serves, as ASCII bytes and a ``%``
+        format with ``%d`` where the change's number goes: the fill's number (``fill``), else
+        the feed's. A read writes one cursor a change, so the rest is encoded once here."""
+        numbers = b"%d.%%d" % self.seq if fill else b"%%d.%d" % self.fill_after
+        return self._head().replace(b"%", b"%%") + numbers
+
+    def _head(self) -> bytes:
         accounts = f"{'-'.join(map(str, self.known))}.{'-'.join(map(str, self.filling))}"
         text = binascii.b2a_base64(accounts.encode(), newline=False)
-        head = PREFIX.encode() + text.translate(_URLSAFE).rstrip(b"=") + b"."
-        numbers = b"%d.%d"
-
-        def encode(seq: int, fill_after: int) -> bytes:
-            return head + numbers % (seq, fill_after)
-
-        return encode
+        return PREFIX.encode() + text.translate(_URLSAFE).rstrip(b"=") + b"."
 
     def run_head(self) -> str:
         """This cursor inside its run without its place: the cursor of the run's call at

@@ -34,9 +34,23 @@ _decode_record = msgspec.json.Decoder(dict[str, Any]).decode
 
 @dataclass(frozen=True, slots=True)
 class FeedPage:
-    lines: list[bytes]  # each change as JSON, without a line end
+    # The changes as NDJSON in pieces, joined once when sent: a stored body is a piece of its
+    # own, copied only by that join (a line made first and joined after copied every body
+    # twice; bench/RESULTS.md, API v4).
+    parts: list[bytes]
+    count: int  # how many changes
     next: FeedCursor
     has_more: bool
+
+    def ndjson(self) -> bytes:
+        """The changes, each on a line ended by a newline."""
+        return b"".join(self.parts)
+
+    @property
+    def lines(self) -> list[bytes]:
+        """Each change as JSON, without a line end (JSON as this service writes it holds no
+        raw newline: a newline in a string is escaped)."""
+        return self.ndjson().split(b"\n")[:-1]
 
 
 _ChangesRead = tuple[tuple[int, ...], int, int, int | None, bool]
@@ -128,19 +142,21 @@ def read(
 ) -> FeedPage:
     """Up to ``limit`` changes from ``cursor`` on. ``owners``: the accounts the key sees now;
     those that became visible while a fill ran are filled in once it is done."""
-    lines: list[bytes] = []
-    while len(lines) < limit:
-        wanted = limit - len(lines)
+    parts: list[bytes] = []
+    count = 0
+    while count < limit:
+        wanted = limit - count
         if cursor.run is not None:  # inside a run of the fill: its calls in page order
             place = cursor.run
             calls = store.read_run(place.run, place.after_time, place.after_id, wanted + 1)
             changed = _when(place.run.written_at, zone)
-            lines += run_lines(calls[:wanted], cursor.run_head().encode(), changed, fields)
+            add_run_lines(parts, calls[:wanted], cursor.run_head().encode(), changed, fields)
+            count += min(len(calls), wanted)
             if len(calls) > wanted:
                 *_, last_time, last_id = calls[wanted - 1]
                 cursor = replace(cursor, run=replace(place, after_time=last_time,
                                                      after_id=last_id))  # fmt: skip
-                return FeedPage(lines, cursor, True)
+                return FeedPage(parts, count, cursor, True)
             cursor = replace(cursor, fill_after=place.run.last_seq, run=None)
             continue
         if cursor.filling:
@@ -150,15 +166,14 @@ def read(
             rows = store.read_changes(
                 cursor.filling, cursor.fill_after, wanted + 1, through=through, deletes=False
             )
-            shown, encode = rows[:wanted], cursor.encoder()
-            lines += [
-                render(row, encode(cursor.seq, row.seq), _when(row.changed_at, zone), fields)
-                for row in shown
-            ]
+            shown = rows[:wanted]
+            # A fill's cursor keeps the feed's number and carries the change's as the fill's.
+            add_lines(parts, shown, cursor.line_cursor(fill=True), zone, fields)
+            count += len(shown)
             if shown:
                 cursor = replace(cursor, fill_after=shown[-1].seq)
             if len(rows) > wanted:
-                return FeedPage(lines, cursor, True)
+                return FeedPage(parts, count, cursor, True)
             if run is not None:
                 place = RunPlace(run, after_time=run.first_time)
                 cursor = replace(cursor, fill_after=through, run=place)
@@ -169,48 +184,76 @@ def read(
                 cursor = replace(cursor, filling=new)
             continue
         rows = store.read_changes(cursor.known, cursor.seq, wanted + 1)
-        shown, encode = rows[:wanted], cursor.encoder()
-        lines += [
-            render(row, encode(row.seq, cursor.fill_after), _when(row.changed_at, zone), fields)
-            for row in shown
-        ]
+        shown = rows[:wanted]
+        add_lines(parts, shown, cursor.line_cursor(fill=False), zone, fields)
+        count += len(shown)
         if shown:
             cursor = replace(cursor, seq=shown[-1].seq)
-        return FeedPage(lines, cursor, len(rows) > wanted)
-    return FeedPage(lines, cursor, True)
+        return FeedPage(parts, count, cursor, len(rows) > wanted)
+    return FeedPage(parts, count, cursor, True)
 
 
-def render(change: Change, cursor: bytes, when: bytes, fields: tuple[str, ...] | None) -> bytes:
-    """A change as a line; ``when``: its changedAt."""
-    # One format: the stored body is copied once into the line (``+`` copied it three
-    # times, a join of the parts cost more).
-    if change.body is None:
-        return _DELETE_LINE % (cursor, _encode(change.universal_id), when)
-    if fields is None:
-        return _LINE % (cursor, _encode(change.universal_id), when, b"{", change.body)
-    call = call_json(change.body, fields)
-    return _LINE % (cursor, _encode(change.universal_id), when, b"", call)
+_LINE_END = b"}\n"
 
 
-_LINE = b'{"cursor":"%b","op":"upsert","universalId":%b,"changedAt":"%b","call":%b%b}'
-_DELETE_LINE = b'{"cursor":"%b","op":"delete","universalId":%b,"changedAt":"%b"}'
-_RUN_LINE = b'{"cursor":"%b%d.%d","op":"upsert","universalId":%b,"changedAt":"%b","call":%b%b}'
+def add_lines(
+    parts: list[bytes],
+    changes: list[Change],
+    line_cursor: bytes,
+    zone: ZoneInfo,
+    fields: tuple[str, ...] | None,
+) -> None:
+    """Changes as NDJSON lines, appended to ``parts``; ``line_cursor``: each line's cursor,
+    with ``%d`` where the change's number goes. One format a line, the body a piece of its
+    own: the feed's hot loop."""
+    cursor = b'{"cursor":"' + line_cursor
+    upsert = cursor + b'","op":"upsert","universalId":%b,"changedAt":"%b","call":'
+    upsert_body = upsert + b"{"  # the stored body is the record after its "{"
+    delete = cursor + b'","op":"delete","universalId":%b,"changedAt":"%b"}\n'
+    append, encode = parts.append, _encode
+    last_at, when = -1, b""
+    for seq, uid, _, at, body in changes:
+        if at != last_at:  # a write's changes share their time: formatted once
+            last_at, when = at, _when(at, zone)
+        if body is None:
+            append(delete % (seq, encode(uid), when))
+        elif fields is None:
+            append(upsert_body % (seq, encode(uid), when))
+            append(body)
+            append(_LINE_END)
+        else:
+            append(upsert % (seq, encode(uid), when))
+            append(call_json(body, fields))
+            append(_LINE_END)
 
 
-def run_lines(
-    calls: list[RunCall], cursor_head: bytes, changed: bytes, fields: tuple[str, ...] | None
-) -> list[bytes]:
-    """A run's calls as lines: each cursor is ``cursor_head`` and the call's place, every
-    changedAt ``changed``. One format a line and no object a call: the fill's hot loop."""
-    encode = _encode
-    if fields is None:
-        return [_RUN_LINE % (cursor_head, at, call_id, encode(uid), changed, b"{", body)
-                for uid, body, at, call_id in calls]  # fmt: skip
-    return [
-        _RUN_LINE % (cursor_head, at, call_id, encode(uid), changed, b"",
-                     call_json(body, fields))
-        for uid, body, at, call_id in calls
-    ]  # fmt: skip
+def add_run_lines(
+    parts: list[bytes],
+    calls: list[RunCall],
+    cursor_head: bytes,
+    changed: bytes,
+    fields: tuple[str, ...] | None,
+) -> None:
+    """A run's calls as NDJSON lines, appended to ``parts``: each cursor is ``cursor_head``
+    and the call's place, every changedAt ``changed``. No object a call: the fill's hot loop."""
+    head = _escaped(b'{"cursor":"' + cursor_head)
+    upsert = head + b'%d.%d","op":"upsert","universalId":%b,"changedAt":"' + _escaped(changed)
+    upsert += b'","call":'
+    upsert_body = upsert + b"{"  # the stored body is the record after its "{"
+    append, encode = parts.append, _encode
+    for uid, body, at, call_id in calls:
+        if fields is None:
+            append(upsert_body % (at, call_id, encode(uid)))
+            append(body)
+        else:
+            append(upsert % (at, call_id, encode(uid)))
+            append(call_json(body, fields))
+        append(_LINE_END)
+
+
+def _escaped(text: bytes) -> bytes:
+    """``text`` as literal text of a ``%`` format."""
+    return text.replace(b"%", b"%%")
 
 
 def call_json(body: bytes, fields: tuple[str, ...] | None) -> bytes:
@@ -251,9 +294,3 @@ def _when_cached(at: int, zone: ZoneInfo) -> bytes:
 
 def _when(at: int, zone: ZoneInfo) -> bytes:
     return _when_cached(at, zone)
-
-
-def joined(lines: list[bytes]) -> bytes:
-    """The lines, each ended by a newline: one copy of each (``join(...) + b"\\n"`` copied
-    the whole batch twice, a fifth of a fill's time in the server)."""
-    return b"\n".join([*lines, b""]) if lines else b""

@@ -127,7 +127,7 @@ async def changes(request: Request) -> Response:
 
     def batch(position: FeedCursor, size: int) -> tuple[feed.FeedPage, bytes]:
         page = feed.read(reads, position, size, zone, fields, caller.owners)
-        return page, feed.joined(page.lines)
+        return page, page.ndjson()
 
     async def lines() -> AsyncIterator[bytes]:
         # Each batch is read (and rendered) while the one before is sent: the client reading
@@ -137,7 +137,7 @@ async def changes(request: Request) -> Response:
         try:
             while True:
                 page, body = await pending
-                left -= len(page.lines)
+                left -= page.count
                 more = page.has_more and left > 0
                 if more:
                     size = min(left, STREAM_BATCH)
