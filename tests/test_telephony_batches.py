@@ -258,6 +258,47 @@ def test_a_record_that_cannot_be_built_holds_up_no_other(store: Store) -> None:
     assert written == {calls["a"].universal_id, calls["b"].universal_id}
 
 
+def test_a_record_the_database_refuses_leaves_the_events_merged_for_the_sweeper(
+    store: Store,
+) -> None:
+    """A record built but refused by the database itself: the events are still in (the
+    requests are answered), the call stays behind them, and the sweeper writes its record
+    once the database takes it. On PostgreSQL the transaction is pipelined, so the refusal
+    comes back after the record's INSERT was sent: it must still be told from a failure of
+    the events themselves."""
+    account, secret = _account(store, "shop")
+    now = int(time.time())
+    poison = "79990000000"
+    with store._connect() as conn:  # the database refuses the record of one caller
+        if store.dialect == "postgres":
+            conn.execute(
+                "ALTER TABLE calls ADD CONSTRAINT no_poison CHECK (client_number <> ?)"
+                .replace("?", f"'{poison}'")
+            )  # fmt: skip
+        else:
+            conn.execute(
+                "CREATE TRIGGER no_poison BEFORE INSERT ON calls "
+                f"WHEN NEW.client_number = '{poison}' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+            )
+    started = _event("call.started", "p", now - 60, caller=poison, called=TRACKED)
+    assert receive_posted(store, store.settings, [Posted(secret, started)]) == [None]
+    assert receive_posted(store, store.settings, [Posted(secret, _ended("p", now - 5))]) == [None]
+    [state] = _calls(store, account).values()
+    assert state.ended
+    assert state.built < state.version  # its record is behind its events
+    assert _records(store, account, now) == []
+    with store._connect() as conn:
+        if store.dialect == "postgres":
+            conn.execute("ALTER TABLE calls DROP CONSTRAINT no_poison")
+        else:
+            conn.execute("DROP TRIGGER no_poison")
+    from calltrack.telephony.service import sweep
+
+    assert sweep(store, store.settings, now) == 1
+    [record] = _records(store, account, now)
+    assert record["clientNumber"] == poison
+
+
 def test_a_deadlock_is_told_from_a_store_that_is_down(postgres_url: str | None) -> None:
     """A batch that deadlocks with another worker's is merged again one by one; a store that
     is down is not (``StoreUnavailable.conflicted``): a real deadlock on PostgreSQL, and a

@@ -89,6 +89,27 @@ class StoreCore(ABC):
         return nullcontext()
 
     @contextmanager
+    def _pipelined_transaction(self, conn: Connection) -> Iterator[None]:
+        """A transaction on ``conn``, an autocommit connection of ``_connect``, where rows
+        lock (PostgreSQL), in pipeline mode: a write is sent at once and answered with the
+        next statement whose rows are read, so writes nobody reads cost no round trip of
+        their own. An error is raised at that later read (or at the COMMIT)."""
+        try:
+            with self._pipelined(conn):
+                conn.execute("BEGIN")
+                yield
+                conn.execute("COMMIT")
+        except BaseException:
+            # Out of the pipeline, which an error leaves aborted up to its end. Should the
+            # COMMIT itself have failed, there is no transaction left: PostgreSQL only warns.
+            conn.execute("ROLLBACK")
+            raise
+
+    def confirm_writes(self, conn: Connection) -> None:  # noqa: B027 - SQLite needs nothing
+        """Raise here the error of any statement sent so far in a pipelined transaction
+        (PostgreSQL answers them later); SQLite raised it at its own statement."""
+
+    @contextmanager
     def _bulk_writing(self) -> Iterator[None]:
         """Around a large write transaction: a backend may give it more memory."""
         yield

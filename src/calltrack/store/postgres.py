@@ -15,6 +15,7 @@ from calltrack.store.core import Connection, Cursor
 
 try:
     import psycopg
+    from psycopg import pq
     from psycopg import sql as pgsql
     from psycopg_pool import ConnectionPool, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -50,14 +51,28 @@ class _Adapter:
         with self._conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), rows)
 
+    @property
+    def in_pipeline(self) -> bool:
+        return self._conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
+
     @contextmanager
     def pipelined(self) -> Iterator[None]:
         """Pipeline mode: a statement is sent at once but its answer is read only when a row
         of it is fetched (or at the block's end), so statements whose rows nobody reads cost
         no round trip of their own. An error is raised at the next fetch, not at its own
-        statement."""
+        statement. Inside a pipeline already, nothing more: psycopg's nested pipeline would
+        wait for every answer at its start and again at its end."""
+        if self.in_pipeline:
+            yield
+            return
         with self._conn.pipeline():
             yield
+
+    def confirm(self) -> None:
+        """Wait for the answers of every statement sent so far, so that in a pipeline an
+        error of one is raised here (a read answers all that were sent before it)."""
+        if self.in_pipeline:
+            self._conn.execute("SELECT 1").fetchone()
 
     def fetch_each(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[Any]]:
         """Each statement's rows, all of them sent before any answer is read (pipeline
@@ -169,9 +184,10 @@ class PostgresStore(SqlStore):
         self, conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
     ) -> None:
         assert isinstance(conn, _Adapter)
-        if len(rows) <= _FEW_ROWS:
+        if len(rows) <= _FEW_ROWS or conn.in_pipeline:
             # A few rows (live calls' records): INSERTs sent pipelined are one round trip,
-            # COPY three.
+            # COPY three. In a pipelined transaction, INSERTs whatever their number: COPY
+            # cannot be pipelined.
             super()._insert_many(conn, table, columns, rows)
             return
         conn.copy_rows(table, columns, rows)
@@ -189,6 +205,10 @@ class PostgresStore(SqlStore):
     def _pipelined(self, conn: Connection) -> AbstractContextManager[None]:
         assert isinstance(conn, _Adapter)
         return conn.pipelined()
+
+    def confirm_writes(self, conn: Connection) -> None:
+        assert isinstance(conn, _Adapter)
+        conn.confirm()
 
     def _has_table(self, conn: Connection, name: str) -> bool:
         return bool(conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0])

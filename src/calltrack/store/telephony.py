@@ -9,8 +9,8 @@ call whose record is behind its events is found again by ``calls_behind``.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from typing import Any, Final
 
@@ -270,11 +270,21 @@ class TelephonyQueries(HookQueries, TrackingQueries):
 
     # -- events -----------------------------------------------------------------------------
 
-    def telephony_transaction(self, quick: bool = False) -> AbstractContextManager[Connection]:
+    @contextmanager
+    def telephony_transaction(self, quick: bool = False) -> Iterator[Connection]:
         """The transaction events are merged in: beside imports where rows lock; ``quick``
-        gives up soon where an import holds the one write lock (see ``spill_events``)."""
+        gives up soon where an import holds the one write lock (see ``spill_events``).
+
+        Where rows lock (PostgreSQL) it is pipelined (``_pipelined_transaction``): the saved
+        calls, the deliveries and the records' rows go with the next read or the COMMIT,
+        about a third of a group commit's round trips (bench/RESULTS.md, telephony)."""
         self.ensure_ready()
-        return self._live_transaction(quick)
+        if not self.row_locks:
+            with self._live_transaction(quick) as conn:
+                yield conn
+            return
+        with self._connect() as conn, self._pipelined_transaction(conn):
+            yield conn
 
     # Where one write lock serializes everything (SQLite), events that cannot be merged while
     # an import holds it are kept aside and merged by the sweeper.
@@ -576,7 +586,7 @@ class TelephonyQueries(HookQueries, TrackingQueries):
                 "WITH t AS MATERIALIZED (SELECT set_config('lock_timeout', ?, true)) "
                 "SELECT pg_advisory_xact_lock(?) FROM t",
                 (wait, WRITE_LOCK_ID),
-            )
+            ).fetchone()  # read here: in a pipelined transaction it would fail a later read
         except psycopg.errors.LockNotAvailable as exc:
             raise WriteLockBusy(str(exc)) from exc
 

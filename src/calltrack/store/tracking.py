@@ -739,17 +739,8 @@ class TrackingQueries(StoreCore):
         # are read, so they cost no round trip of their own.
         with self._connect() as conn:
             tx = TrackingTx(conn, row_locks=True)
-            try:
-                with self._pipelined(conn):
-                    conn.execute("BEGIN")
-                    yield tx
-                    conn.execute("COMMIT")
-            except BaseException:
-                # Out of the pipeline, which an error leaves aborted up to its end. Should
-                # the COMMIT itself have failed, there is no transaction left: PostgreSQL
-                # only warns.
-                conn.execute("ROLLBACK")
-                raise
+            with self._pipelined_transaction(conn):
+                yield tx
             tx.count_deferred()
 
     # -- reading what hits left -------------------------------------------------------------

@@ -314,6 +314,7 @@ class _Merger:
                 store.take_write_lock(conn)
                 for account, calls in built.items():
                     store.write_current_calls(conn, account, [call for _, call in calls])
+                store.confirm_writes(conn)  # a record's write that failed fails here
             except (StoreUnavailable, WriteLockBusy):
                 raise
             except Exception as exc:
