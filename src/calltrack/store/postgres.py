@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from itertools import islice
 from typing import Any, Final
 
 from calltrack.config import ConfigError, Settings
 from calltrack.errors import StoreUnavailable
 from calltrack.store.base import SqlStore
+from calltrack.store.changes import Change, ChangeStream
 from calltrack.store.core import Connection, Cursor
 
 try:
@@ -89,6 +91,47 @@ class _Adapter:
         with self._conn.cursor() as cur, cur.copy(statement) as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+# Rows a streamed read asks the database for at a time (libpq 17's chunked rows; one by one
+# before), and rows a stream may still hold when it is closed that are read out rather than
+# cancelled (a cancel is a connection of its own).
+_STREAM_CHUNK = 1000
+_DRAIN_ROWS = 2 * _STREAM_CHUNK
+
+
+class _RowStream:
+    """``ChangeStream`` over psycopg's ``Cursor.stream``: the database sends the rows while
+    the caller works on those it has. The connection is the stream's until ``close``."""
+
+    def __init__(self, checkout: Callable[[], AbstractContextManager[Any]], sql: str,
+                 params: Sequence[Any]) -> None:  # fmt: skip
+        self._held = ExitStack()
+        try:
+            conn = self._held.enter_context(checkout())
+            cursor = self._held.enter_context(conn.cursor(binary=True))
+            size = _STREAM_CHUNK if psycopg.capabilities.has_stream_chunked() else 1
+            self._rows: Iterator[tuple[Any, ...]] = cursor.stream(
+                sql.replace("?", "%s"), params, size=size
+            )
+        except BaseException:
+            self._held.close()
+            raise
+
+    def next_rows(self, count: int) -> list[Change]:
+        return list(map(Change._make, islice(self._rows, count)))
+
+    def close(self) -> None:
+        try:
+            # Near its end (a request's last batch leaves its probe row) the rest is read:
+            # stopping a statement that still runs cancels it.
+            for _ in islice(self._rows, _DRAIN_ROWS):
+                pass
+        finally:
+            try:
+                self._rows.close()  # type: ignore[attr-defined]  # a generator
+            finally:
+                self._held.close()
 
 
 # A connection back in the pool within this many seconds is handed out unchecked: checking
@@ -209,6 +252,13 @@ class PostgresStore(SqlStore):
     def confirm_writes(self, conn: Connection) -> None:
         assert isinstance(conn, _Adapter)
         conn.confirm()
+
+    def stream_changes(
+        self, owner: int, after: int, limit: int, through: int | None, deletes: bool
+    ) -> ChangeStream | None:
+        sql, params = self._changes_query((owner,), after, limit, through, deletes)
+        self.ensure_ready()
+        return _RowStream(self._checkout, sql, params)
 
     def _has_table(self, conn: Connection, name: str) -> bool:
         return bool(conn.execute("SELECT to_regclass(?) IS NOT NULL", (name,)).fetchone()[0])

@@ -13,6 +13,8 @@ is as true as any, and on SQLite it is the order the calls are stored in.
 
 from __future__ import annotations
 
+import logging
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
@@ -26,8 +28,9 @@ from calltrack.api.v4.cursor import FeedCursor, RunPlace
 from calltrack.api.v4.problems import cursor_expired
 from calltrack.model import format_local
 from calltrack.store import Store
-from calltrack.store.changes import Change, ChangeRun, RunCall
+from calltrack.store.changes import Change, ChangeRun, ChangeStream, RunCall
 
+log = logging.getLogger("calltrack.feed")
 _encode = msgspec.json.Encoder().encode
 _decode_record = msgspec.json.Decoder(dict[str, Any]).decode
 
@@ -101,6 +104,103 @@ class ReadingAhead:
 
     def read_run(self, run: ChangeRun, after_time: int, after_id: int, limit: int) -> list[RunCall]:
         return self._store.read_run(run, after_time, after_id, limit)
+
+
+# Rows one stream reads at most: it ends by its LIMIT rather than by a cancel, and a slow
+# client holds one statement for a bounded time (PostgreSQL's statement_timeout counts it
+# whole; should it strike, the question is read plainly).
+STREAM_ROWS = 20_000
+
+
+class StreamedReads(ReadingAhead):
+    """The reads of one streamed feed, where the database runs apart from this process
+    (PostgreSQL), for a request of at most ``rows`` changes. The batches of a request ask one
+    question after another, each from where the last one's lines end; for one account they
+    are answered from one statement streaming the rows (``Store.stream_changes``), which the
+    database sends while this process writes lines. Read ahead batch by batch, each batch
+    still waited for the database's read and then for psycopg's parse of its rows (in
+    process, a fill of 100,000 calls: 7.8-8.0 us a line, against 4.6-5.2 streamed).
+
+    One statement is one snapshot, as true for the batches it serves as a statement each.
+    Questions of several accounts are read ahead as before; a question that does not go on
+    from the last (the fill moved on, the feed's own changes began) starts another stream;
+    a stream that fails is dropped and the request reads plainly from there."""
+
+    def __init__(
+        self, store: Store, submit: Callable[..., Future[list[Change]]], rows: int
+    ) -> None:
+        super().__init__(store, submit)
+        self._rows = rows
+        self._stream: ChangeStream | None = None
+        self._bound = self._taken = 0  # the stream's LIMIT, and the rows it gave so far
+        self._question: tuple[int, int | None, bool] | None = None
+        self._position = 0  # the question's rows up to this number are consumed
+        self._pending: list[Change] = []  # its rows read after that, in order
+        self._exhausted = False  # the question has no rows beyond ``_pending``
+        self._plain = False  # streaming failed (or the store has none): plain reads
+
+    def read_changes(
+        self,
+        owners: Sequence[int],
+        after: int,
+        limit: int,
+        through: int | None = None,
+        deletes: bool = True,
+    ) -> list[Change]:
+        if len(owners) != 1 or limit < 1 or self._plain:
+            return super().read_changes(owners, after, limit, through, deletes)
+        try:
+            return self._streamed((owners[0], through, deletes), after, limit)
+        except Exception:
+            log.warning("a streamed changes read failed; reading plainly", exc_info=True)
+            self._plain = True
+            self.close()
+            return self._store.read_changes(owners, after, limit, through, deletes)
+
+    def _streamed(self, question: tuple[int, int | None, bool], after: int, limit: int
+                  ) -> list[Change]:  # fmt: skip
+        pending = self._pending
+        consumed = bisect_right(pending, after, key=_change_seq)
+        goes_on = after == self._position or (consumed and pending[consumed - 1].seq == after)
+        if question == self._question and goes_on:
+            pending = pending[consumed:]
+        else:
+            self.close()
+            pending, self._question = [], question
+        self._position = after
+        owner, through, deletes = question
+        while len(pending) < limit and not self._exhausted:
+            if self._stream is None:
+                start = pending[-1].seq if pending else after
+                self._bound, self._taken = min(self._rows + 1, STREAM_ROWS), 0
+                stream = self._store.stream_changes(owner, start, self._bound, through, deletes)
+                if stream is None:  # the store reads in process: nothing to stream
+                    self._plain = True
+                    return self._store.read_changes((owner,), after, limit, through, deletes)
+                self._stream = stream
+            wanted = limit - len(pending)
+            more = self._stream.next_rows(wanted)
+            pending = pending + more
+            self._taken += len(more)
+            if len(more) < wanted:  # the statement is done
+                self._exhausted = self._taken < self._bound  # not cut by its LIMIT
+                self._close_stream()
+        self._pending = pending
+        return pending[:limit]
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
+
+    def close(self) -> None:
+        """Give the stream's connection back (the request is done, or the question moved)."""
+        self._question, self._pending, self._exhausted = None, [], False
+        self._close_stream()
+
+
+def _change_seq(change: Change) -> int:
+    return change.seq
 
 
 # Where a feed read reads: the store, or the store read ahead.

@@ -121,9 +121,12 @@ async def changes(request: Request) -> Response:
         page = await service.read(feed.read, store, cursor, limit, zone, fields, caller.owners)
         return Response(feed.lines_json(page), media_type=JSON)
 
-    # Where reads go to threads (the database is another process), each batch's store read
-    # starts while the batch before is rendered (feed.ReadingAhead).
-    reads = store if service.reads_inline else feed.ReadingAhead(store, service.threads.submit)
+    # Where reads go to threads (the database is another process), the batches' rows are
+    # streamed, or read ahead, while the batch before is rendered (feed.StreamedReads).
+    streamed_reads = (
+        None if service.reads_inline else feed.StreamedReads(store, service.threads.submit, limit)
+    )
+    reads = streamed_reads or store
 
     def batch(position: FeedCursor, size: int) -> tuple[feed.FeedPage, bytes]:
         page = feed.read(reads, position, size, zone, fields, caller.owners)
@@ -150,6 +153,9 @@ async def changes(request: Request) -> Response:
         finally:  # the client left: the batch read ahead is not sent, nor its error logged
             if not pending.cancel() and not pending.cancelled():
                 pending.exception()
+            if streamed_reads is not None:  # once the last batch's read is done, in a thread
+                done = streamed_reads.close
+                pending.add_done_callback(lambda _: service.threads.submit(done))
 
     return StreamingResponse(lines(), media_type=NDJSON)
 
