@@ -151,8 +151,8 @@ class StreamedReads(ReadingAhead):
             return super().read_changes(owners, after, limit, through, deletes)
         try:
             return self._streamed((owners[0], through, deletes), after, limit)
-        except Exception:
-            log.warning("a streamed changes read failed; reading plainly", exc_info=True)
+        except Exception as exc:  # a slow client's statement timeout, most likely
+            log.info("a streamed changes read failed (%s); reading plainly", exc)
             self._plain = True
             self.close()
             return self._store.read_changes(owners, after, limit, through, deletes)
@@ -190,8 +190,12 @@ class StreamedReads(ReadingAhead):
 
     def _close_stream(self) -> None:
         stream, self._stream = self._stream, None
-        if stream is not None:
-            stream.close()
+        if stream is None:
+            return
+        try:
+            stream.close()  # its connection goes back to the pool whatever happens
+        except Exception as exc:
+            log.info("closing a changes stream failed: %s", exc)
 
     def close(self) -> None:
         """Give the stream's connection back (the request is done, or the question moved)."""
